@@ -1,0 +1,995 @@
+"""Direct-to-S3 browser uploads: a Bottle app that signs, never touches the file bytes.
+
+The browser asks ``GET /s3_credentials`` for a signed POST policy, sends the file straight to
+S3 as multipart/form-data, then reports the finished upload to ``POST /uploads``, which checks
+it with a signed HEAD request and records it in SQLite. With no bucket configured, ``main``
+starts the embedded local S3 (``local_s3.py``) so everything runs offline.
+
+The file reads in request order: configuration, app and templates, page, signing endpoint,
+upload registration, errors, entry point. Run ``python server.py --help`` for the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import sqlite3
+import sys
+import threading
+import unicodedata
+import urllib.error
+import urllib.request
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import bottle
+import jinja2
+
+import signer
+
+LOG = logging.getLogger("server")
+HERE = Path(__file__).resolve().parent
+Clock = Callable[[], datetime]
+
+
+# ---- Configuration: every setting, read from the environment in one place -------------------
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message is one sentence naming the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("S3_BUCKET", None, "bucket to upload to; unset starts the embedded local S3"),
+    Setting("AWS_ACCESS_KEY_ID", None, "access key id (required with S3_BUCKET)"),
+    Setting("AWS_SECRET_ACCESS_KEY", None, "secret key (required with S3_BUCKET; never shown)"),
+    Setting("AWS_SESSION_TOKEN", None, "session token for temporary credentials"),
+    Setting("AWS_REGION", None, "bucket region, e.g. eu-west-1 (or AWS_DEFAULT_REGION)"),
+    Setting("AWS_DEFAULT_REGION", None, "used when AWS_REGION is unset"),
+    Setting("AWS_ENDPOINT_URL_S3", None, "custom S3 endpoint (MinIO, R2, Ceph); path-style URLs"),
+    Setting("UPLOAD_MAX_BYTES", "10485760", "largest file accepted, in bytes (10 MB)"),
+    Setting("UPLOAD_ALLOWED_TYPES", "image/*,application/pdf,text/plain", "allowed MIME types"),
+    Setting("UPLOAD_KEY_PREFIX", "uploads", "object keys start with PREFIX/YYYY/MM/DD/"),
+    Setting("UPLOAD_POLICY_TTL", "300", "seconds a signed upload form stays valid"),
+    Setting("UPLOAD_RATE_LIMIT", "30/minute", "signed forms per client, N/second|minute|hour; off"),
+    Setting("S3_ACL", None, "canned ACL for uploads, e.g. private (unset: bucket default)"),
+    Setting("S3_TIMEOUT", "5", "seconds to wait for S3 when checking an upload"),
+    Setting("HOST", "127.0.0.1", "address the app listens on"),
+    Setting("PORT", "8080", "port the app listens on"),
+    Setting("S3_PORT", "9000", "port of the embedded local S3 (only without S3_BUCKET)"),
+    Setting("DATA_DIR", "data", "folder for the upload list and the embedded S3's objects"),
+    Setting("WAITRESS_THREADS", "8", "worker threads serving requests"),
+)
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
+
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/acl-overview.html#canned-acl
+CANNED_ACLS = frozenset(
+    {
+        "private",
+        "public-read",
+        "public-read-write",
+        "aws-exec-read",
+        "authenticated-read",
+        "bucket-owner-read",
+        "bucket-owner-full-control",
+    }
+)
+# S3 refuses POST uploads over 5 GB:
+# https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
+S3_POST_MAX_BYTES = 5 * 1024**3
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+KEY_PREFIX = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+MIME_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"  # RFC 6838 restricted-name
+MIME_TYPE = re.compile(rf"{MIME_NAME}/{MIME_NAME}")
+MIME_PATTERN = re.compile(rf"{MIME_NAME}/(\*|{MIME_NAME})")
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the app needs to know, read once at start-up."""
+
+    credentials: signer.Credentials | None
+    bucket: str | None
+    region: str
+    endpoint: str | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    allowed_types: tuple[str, ...] = ("image/*", "application/pdf", "text/plain")
+    key_prefix: str = "uploads"
+    policy_ttl: int = 300
+    rate_limit: RateLimit | None = RateLimit(30, 60)
+    acl: str | None = None
+    s3_timeout: float = 5.0
+    host: str = "127.0.0.1"
+    port: int = 8080
+    s3_port: int = 9000
+    data_dir: Path = Path("data")
+    threads: int = 8
+    embedded: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], dotenv: Path | None = None) -> Config:
+        """Read the settings; a `.env` file fills in what the environment leaves unset."""
+        values = {**read_dotenv(dotenv), **environ}
+        get = lambda name: values.get(name) or DEFAULTS.get(name)  # noqa: E731
+        bucket = get("S3_BUCKET")
+        return cls(
+            credentials=read_credentials(get) if bucket else None,
+            bucket=read_bucket(bucket) if bucket else None,
+            region=read_region(get) if bucket else "us-east-1",
+            endpoint=read_endpoint(get("AWS_ENDPOINT_URL_S3")),
+            max_bytes=read_int(get, "UPLOAD_MAX_BYTES", 1, S3_POST_MAX_BYTES),
+            allowed_types=read_allowed_types(get("UPLOAD_ALLOWED_TYPES")),
+            key_prefix=read_key_prefix(get("UPLOAD_KEY_PREFIX")),
+            policy_ttl=read_int(get, "UPLOAD_POLICY_TTL", 1, 7 * 24 * 3600),
+            rate_limit=read_rate_limit(get("UPLOAD_RATE_LIMIT")),
+            acl=read_acl(get("S3_ACL")),
+            s3_timeout=read_int(get, "S3_TIMEOUT", 1, 300),
+            host=get("HOST"),
+            port=read_int(get, "PORT", 1, 65535),
+            s3_port=read_int(get, "S3_PORT", 0, 65535),
+            data_dir=Path(get("DATA_DIR")),
+            threads=read_int(get, "WAITRESS_THREADS", 1, 256),
+        )
+
+    @property
+    def app_origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def read_dotenv(path: Path | None) -> dict[str, str]:
+    """Parse a simple `.env` file: KEY=VALUE lines, `#` comments, optional quotes."""
+    if path is None or not path.is_file():
+        return {}
+    values = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip().removeprefix("export ").strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+            raise ConfigError(f"{path} line {number} is not KEY=VALUE.")
+        values[name.strip()] = value.strip().strip("\"'")
+    return values
+
+
+def read_int(get: Callable[[str], str | None], name: str, low: int, high: int) -> int:
+    text = get(name) or ""
+    if not re.fullmatch(r"[0-9]{1,12}", text.strip()) or not low <= int(text) <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {text!r}.")
+    return int(text)
+
+
+def read_credentials(get: Callable[[str], str | None]) -> signer.Credentials:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if not get(name):
+            raise ConfigError(f"{name} is not set; it is required when S3_BUCKET is set.")
+    return signer.Credentials(
+        get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY"), get("AWS_SESSION_TOKEN")
+    )
+
+
+def read_bucket(bucket: str) -> str:
+    if not BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        raise ConfigError(f"S3_BUCKET {bucket!r} is not a valid S3 bucket name.")
+    return bucket
+
+
+def read_region(get: Callable[[str], str | None]) -> str:
+    region = get("AWS_REGION") or get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ConfigError("AWS_REGION is not set; it is required when S3_BUCKET is set.")
+    if not re.fullmatch(r"[a-z0-9-]{2,32}", region):
+        raise ConfigError(f"AWS_REGION {region!r} is not a region name like eu-west-1.")
+    return region
+
+
+def read_endpoint(endpoint: str | None) -> str | None:
+    if not endpoint:
+        return None
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(f"AWS_ENDPOINT_URL_S3 {endpoint!r} is not an http(s):// URL.")
+    return endpoint.rstrip("/")
+
+
+def read_allowed_types(text: str) -> tuple[str, ...]:
+    patterns = tuple(item.strip().lower() for item in text.split(",") if item.strip())
+    for pattern in patterns:
+        if not MIME_PATTERN.fullmatch(pattern):
+            raise ConfigError(f"UPLOAD_ALLOWED_TYPES entry {pattern!r} is not like image/png.")
+    if not patterns:
+        raise ConfigError("UPLOAD_ALLOWED_TYPES is empty; list types like image/*,application/pdf.")
+    return patterns
+
+
+def read_key_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    if not KEY_PREFIX.fullmatch(prefix) or ".." in prefix.split("/"):
+        raise ConfigError(
+            f"UPLOAD_KEY_PREFIX {prefix!r} may only hold letters, digits, dots, dashes, "
+            "underscores and slashes."
+        )
+    return prefix
+
+
+def read_rate_limit(text: str) -> RateLimit | None:
+    if text.strip().lower() in ("0", "off"):
+        return None
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*(second|minute|hour)\s*", text)
+    if not match or int(match[1]) == 0:
+        raise ConfigError(f"UPLOAD_RATE_LIMIT {text!r} must look like 30/minute, or be off.")
+    return RateLimit(int(match[1]), RATE_UNITS[match[2]])
+
+
+def read_acl(acl: str | None) -> str | None:
+    if acl and acl not in CANNED_ACLS:
+        raise ConfigError(f"S3_ACL {acl!r} is not a canned ACL such as private.")
+    return acl or None
+
+
+# ---- App and templates -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Keys derived from the AWS secret key, so tokens survive restarts with no extra setting.
+
+    Each purpose gets its own key (HMAC of a label), so a page token can never pass for a key
+    token.
+    """
+
+    key_token: bytes
+    page_token: bytes
+
+    @classmethod
+    def derive(cls, secret_key: str) -> Secrets:
+        derive = lambda label: hmac.new(secret_key.encode(), label, hashlib.sha256).digest()  # noqa: E731
+        return cls(derive(b"upload-key-token/v1"), derive(b"upload-page-token/v1"))
+
+    def __repr__(self) -> str:
+        return "Secrets(...)"
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What the request handlers share; it hangs off the Bottle app, never a module global."""
+
+    config: Config
+    clock: Clock
+    secrets: Secrets
+    limiter: RateLimiter | None
+    store: UploadStore
+    page: jinja2.Template
+
+
+def create_app(config: Config, *, clock: Clock | None = None) -> bottle.Bottle:
+    """Build the WSGI app for one S3 target; `clock` returns an aware UTC datetime."""
+    if config.credentials is None or config.bucket is None:
+        raise ConfigError("create_app needs a bucket and credentials; main() provides them.")
+    app = bottle.Bottle()
+    app.state = AppState(
+        config=config,
+        clock=clock or (lambda: datetime.now(UTC)),
+        secrets=Secrets.derive(config.credentials.secret_key),
+        limiter=RateLimiter(config.rate_limit) if config.rate_limit else None,
+        store=UploadStore.create(config.data_dir / "uploads.sqlite3"),
+        page=templates().get_template("index.html"),
+    )
+    app.install(json_errors)
+    app.add_hook("after_request", add_security_headers)
+    add_routes(app)
+    app.default_error_handler = error_page
+    return app
+
+
+def add_routes(app: bottle.Bottle) -> None:
+    app.route("/", "GET", page)
+    app.route("/static/<path:path>", "GET", static)
+    app.route("/vendor/<name>", "GET", vendor)
+    app.route("/s3_credentials", "GET", s3_credentials)
+    app.route("/uploads", "POST", register_upload)
+    app.route("/uploads", "GET", list_uploads)
+    app.route("/uploads/done", "GET", upload_done)
+    app.route("/healthz", "GET", healthz)
+
+
+def templates() -> jinja2.Environment:
+    """Jinja2 with autoescape on for every template: a filename can never become markup."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "views"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def state() -> AppState:
+    return bottle.request.app.state
+
+
+def now() -> datetime:
+    """The request's one clock reading, passed down to everything it signs."""
+    return state().clock()
+
+
+# ---- Page --------------------------------------------------------------------------------------
+
+VENDOR_FILES = {
+    "jquery.js": "jquery/dist/jquery.min.js",
+    "jquery.ui.widget.js": "blueimp-file-upload/js/vendor/jquery.ui.widget.js",
+    "jquery.iframe-transport.js": "blueimp-file-upload/js/jquery.iframe-transport.js",
+    "jquery.fileupload.js": "blueimp-file-upload/js/jquery.fileupload.js",
+    "jquery.fileupload-process.js": "blueimp-file-upload/js/jquery.fileupload-process.js",
+    "jquery.fileupload-validate.js": "blueimp-file-upload/js/jquery.fileupload-validate.js",
+}
+PAGE_TOKEN_LIFETIME = timedelta(hours=12)
+
+
+def page() -> str:
+    app, moment = state(), now()
+    config = app.config
+    notice = page_notice(app.store, request_query())
+    return app.page.render(
+        limits=limits(config),
+        page_token=issue_page_token(app.secrets, moment),
+        s3_origin=s3_origin(config),
+        nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
+        uploads=[with_download_url(config, record, moment) for record in app.store.recent()],
+        notice=notice,
+    )
+
+
+def limits(config: Config) -> dict[str, Any]:
+    return {
+        "max_bytes": config.max_bytes,
+        "max_human": human_size(config.max_bytes),
+        "allowed_types": list(config.allowed_types),
+        "policy_ttl": config.policy_ttl,
+    }
+
+
+def human_size(size: int) -> str:
+    """10485760 -> "10 MB": binary multiples, the way browsers and file managers show sizes."""
+    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def page_notice(store: UploadStore, query: Mapping[str, str]) -> str | None:
+    """The line shown after the no-JavaScript form's redirect back to the page."""
+    if query.get("uploaded"):
+        record = store.get(query["uploaded"])
+        return f"Uploaded {record['filename']}" if record else None
+    if query.get("error"):
+        return "Upload not recorded: " + query["error"][:200]
+    return None
+
+
+def nojs_form(config: Config, keys: Secrets, moment: datetime, origin: str) -> dict[str, Any]:
+    """A ready signed form for browsers without JavaScript.
+
+    The key is chosen before the user picks a file, so it has no extension, and no filename or
+    Content-Type can be pinned: S3 stores its default type. S3 then redirects the browser
+    (`success_action_redirect`) to /uploads/done with bucket, key and etag appended.
+    """
+    key = object_key(config.key_prefix, moment, uuid.uuid4(), extension="")
+    redirect = f"{origin}/uploads/done?token={key_token(keys, key)}"
+    return signer.presigned_post(
+        config.credentials,
+        **post_target(config, key),
+        success_action_redirect=redirect,
+        now=moment,
+    )
+
+
+def static(path: str) -> bottle.HTTPResponse:
+    return bottle.static_file(path, root=HERE / "public")
+
+
+def vendor(name: str) -> bottle.HTTPResponse:
+    """Only the listed browser libraries, from node_modules: never an arbitrary path."""
+    if name not in VENDOR_FILES:
+        raise AppError(404, f"There is no vendor file named {name!r}.")
+    return bottle.static_file(VENDOR_FILES[name], root=HERE / "node_modules")
+
+
+def add_security_headers() -> None:
+    """CSP: only our own scripts; the browser may talk to (and post forms to) S3 and no one else."""
+    origin = s3_origin(state().config)
+    headers = bottle.response.headers
+    headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'self'; style-src 'self'; "
+        f"img-src 'self' data: blob: {origin}; connect-src 'self' {origin}; "
+        f"form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
+    )
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "same-origin"
+    headers["X-Frame-Options"] = "DENY"
+
+
+def s3_origin(config: Config) -> str:
+    parts = urlsplit(signer.bucket_url(config.bucket, config.region, config.endpoint))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def request_query() -> Mapping[str, str]:
+    """The query string decoded as UTF-8 (Bottle's raw values are Latin-1)."""
+    return bottle.request.query.decode()
+
+
+def request_origin() -> str:
+    """This app's origin as the browser sees it (scheme and Host header)."""
+    parts = bottle.request.urlparts
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# ---- Signing endpoint: GET /s3_credentials -----------------------------------------------------
+
+MAX_FILENAME_CHARS = 255
+# S3 limits all user metadata to 2 KB; the encoded filename keeps well inside it.
+MAX_METADATA_BYTES = 1024
+# Printable ASCII except "%" stays readable; everything else is UTF-8 percent-encoded.
+METADATA_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
+EXTENSION = re.compile(r"[a-z0-9]{1,10}")
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """A validated request for a signed form."""
+
+    filename: str
+    content_type: str
+    size: int
+
+
+def s3_credentials() -> dict[str, Any]:
+    app, moment = state(), now()
+    refuse_cross_site(app.secrets, moment)
+    if app.limiter:
+        app.limiter.check(bottle.request.environ.get("REMOTE_ADDR", ""), moment.timestamp())
+    upload = parse_upload_request(request_query(), app.config)
+    key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension(upload.filename))
+    form = signer.presigned_post(
+        app.config.credentials,
+        **post_target(app.config, key),
+        content_type=upload.content_type,
+        metadata={"filename": encode_metadata(upload.filename)},
+        success_action_status="201",
+        now=moment,
+    )
+    expires_at = moment + timedelta(seconds=app.config.policy_ttl)
+    return {
+        **form,
+        "key": key,
+        "expires_at": iso_utc(expires_at),
+        "token": key_token(app.secrets, key),
+    }
+
+
+def post_target(config: Config, key: str) -> dict[str, Any]:
+    """The presigned_post arguments every form shares.
+
+    content-length-range is [1, UPLOAD_MAX_BYTES] rather than the declared size: the declared
+    size is checked here for a quick 413, and S3's EntityTooLarge then means "over the limit",
+    which is what the page tells the user.
+    """
+    return {
+        "bucket": config.bucket,
+        "key": key,
+        "region": config.region,
+        "endpoint": config.endpoint,
+        "min_bytes": 1,
+        "max_bytes": config.max_bytes,
+        "acl": config.acl,
+        "expires_in": config.policy_ttl,
+    }
+
+
+def parse_upload_request(query: Mapping[str, str], config: Config) -> UploadRequest:
+    """Check filename, content_type and size: 400 malformed, 413 too big, 415 type refused."""
+    filename = clean_filename(query.get("filename", ""))
+    content_type = query.get("content_type", "").strip().lower()
+    size_text = query.get("size", "").strip()
+    if not filename:
+        raise AppError(400, "The filename parameter is missing or empty.")
+    if not MIME_TYPE.fullmatch(content_type):
+        raise AppError(400, "The content_type parameter must be a MIME type like image/png.")
+    if not re.fullmatch(r"[0-9]{1,15}", size_text) or int(size_text) < 1:
+        raise AppError(400, "The size parameter must be a whole number of bytes, at least 1.")
+    if int(size_text) > config.max_bytes:
+        raise AppError(413, f"The file is larger than the {human_size(config.max_bytes)} limit.")
+    if not type_allowed(content_type, config.allowed_types):
+        raise AppError(415, f"Files of type {content_type} are not accepted here.")
+    return UploadRequest(filename, content_type, int(size_text))
+
+
+def type_allowed(content_type: str, patterns: Iterable[str]) -> bool:
+    """Exact types, or a whole family with "image/*"."""
+    family = content_type.split("/")[0] + "/*"
+    return any(pattern in (content_type, family) for pattern in patterns)
+
+
+def clean_filename(filename: str) -> str:
+    """The name shown to people: no control or invisible format characters, 255 at most."""
+    visible = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")
+    name = visible.strip()[:MAX_FILENAME_CHARS]
+    while len(encode_metadata(name)) > MAX_METADATA_BYTES:
+        name = name[:-1]
+    return name
+
+
+def encode_metadata(value: str) -> str:
+    """Percent-encode non-ASCII as UTF-8, so the value survives as an HTTP header.
+
+    S3 returns user metadata as `x-amz-meta-*` headers, which must be ASCII; percent-encoding
+    round-trips exactly through every S3 implementation (RFC 2047 is decoded inconsistently).
+    """
+    return quote(value, safe=METADATA_SAFE)
+
+
+def decode_metadata(value: str) -> str:
+    return unquote(value, errors="replace")
+
+
+def extension(filename: str) -> str:
+    """The extension, ".jpg" from "Holiday.JPG"; none unless it is 1-10 letters or digits."""
+    stem, dot, ext = filename.rpartition(".")
+    ext = ext.lower()
+    return f".{ext}" if dot and stem and EXTENSION.fullmatch(ext) else ""
+
+
+def object_key(prefix: str, moment: datetime, unique: uuid.UUID, extension: str) -> str:
+    """PREFIX/YYYY/MM/DD/<uuid4><.ext>: the server chooses; the user's filename is never a path."""
+    return f"{prefix}/{moment:%Y/%m/%d}/{unique}{extension}"
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_token(keys: Secrets, key: str) -> str:
+    """Proof that this server issued `key`: HMAC-SHA256, so no session is needed."""
+    return hmac.new(keys.key_token, key.encode(), hashlib.sha256).hexdigest()
+
+
+def key_token_valid(keys: Secrets, key: str, token: str) -> bool:
+    return hmac.compare_digest(key_token(keys, key).encode(), token.encode())
+
+
+def issue_page_token(keys: Secrets, moment: datetime) -> str:
+    """A token "<unix time>.<HMAC>" proving the caller loaded our page (valid 12 hours)."""
+    issued = str(int(moment.timestamp()))
+    return f"{issued}.{hmac.new(keys.page_token, issued.encode(), hashlib.sha256).hexdigest()}"
+
+
+def page_token_valid(keys: Secrets, token: str, moment: datetime) -> bool:
+    issued = token.partition(".")[0]
+    if not re.fullmatch(r"[0-9]{1,12}", issued):
+        return False
+    expected = issue_page_token(keys, datetime.fromtimestamp(int(issued), UTC))
+    age = moment.timestamp() - int(issued)
+    in_time = -60 <= age <= PAGE_TOKEN_LIFETIME.total_seconds()
+    return hmac.compare_digest(expected.encode(), token.encode()) and in_time
+
+
+def refuse_cross_site(keys: Secrets, moment: datetime) -> None:
+    """Only our own page may mint forms: other sites are refused by Fetch metadata, Origin, token.
+
+    The X-Upload-Token header also forces a CORS preflight, which this app never answers.
+    """
+    headers = bottle.request.headers
+    if headers.get("Sec-Fetch-Site") == "cross-site":
+        raise AppError(403, "Cross-site requests may not use this endpoint.")
+    if headers.get("Origin") and headers["Origin"] != request_origin():
+        raise AppError(403, "Requests from other origins may not use this endpoint.")
+    if not page_token_valid(keys, headers.get("X-Upload-Token", ""), moment):
+        raise AppError(403, "The X-Upload-Token header is missing or expired; reload the page.")
+
+
+class RateLimiter:
+    """A sliding-window log per client: at most `requests` in any `seconds`, thread-safe."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.clients: dict[str, deque[float]] = {}
+
+    def check(self, client: str, moment: float) -> None:
+        """Record one request, or raise 429 with the seconds until one is allowed again."""
+        with self.lock:
+            if len(self.clients) > self.MAX_CLIENTS:
+                self.forget_idle(moment)
+            times = self.clients.setdefault(client, deque())
+            while times and times[0] <= moment - self.limit.seconds:
+                times.popleft()
+            if len(times) >= self.limit.requests:
+                wait = max(1, math.ceil(times[0] + self.limit.seconds - moment))
+                raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
+            times.append(moment)
+
+    def forget_idle(self, moment: float) -> None:
+        idle = [c for c, times in self.clients.items() if times[-1] <= moment - self.limit.seconds]
+        for client in idle:
+            del self.clients[client]
+
+
+# ---- Upload registration: POST /uploads, GET /uploads, GET /uploads/done ----------------------
+
+MAX_REGISTRATION_BYTES = 4096
+RECENT_UPLOADS = 50
+DOWNLOAD_URL_LIFETIME = 3600
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD request to S3 tells us about an uploaded object."""
+
+    size: int
+    etag: str
+    content_type: str
+    filename: str
+
+
+def register_upload() -> dict[str, Any]:
+    app, moment = state(), now()
+    refuse_cross_site(app.secrets, moment)
+    key, etag, token = parse_registration(bottle.request)
+    record = record_upload(app, key, etag, token, moment)
+    bottle.response.status = 201
+    return {"upload": record}
+
+
+def list_uploads() -> dict[str, Any]:
+    app, moment = state(), now()
+    return {"uploads": [with_download_url(app.config, r, moment) for r in app.store.recent()]}
+
+
+def upload_done() -> None:
+    """Where S3 sends a no-JavaScript browser after its upload (success_action_redirect).
+
+    This is a top-level navigation from S3's origin, so there is no page token; the key token in
+    the URL is the proof, and registering a real, issued object is harmless to replay.
+    """
+    app, moment, query = state(), now(), request_query()
+    key, etag, token = (query.get(name, "") for name in ("key", "etag", "token"))
+    try:
+        if query.get("bucket") != app.config.bucket:
+            raise AppError(400, "The upload went to a different bucket.")
+        record_upload(app, key, etag, token, moment)
+    except AppError as error:
+        bottle.redirect("/?error=" + quote(error.message), 303)
+    bottle.redirect("/?uploaded=" + quote(key), 303)
+
+
+def healthz() -> dict[str, str]:
+    return {"status": "ok", "s3": "embedded" if state().config.embedded else "external"}
+
+
+def parse_registration(request: bottle.BaseRequest) -> tuple[str, str, str]:
+    """The JSON body {"key", "etag", "token"}, all strings; anything else is a 400."""
+    if request.content_type.split(";")[0].strip() != "application/json":
+        raise AppError(400, "The body must be JSON (Content-Type: application/json).")
+    if request.content_length > MAX_REGISTRATION_BYTES:
+        raise AppError(400, "The body is too large for an upload report.")
+    try:
+        body = json.loads(request.body.read(MAX_REGISTRATION_BYTES))
+    except ValueError:
+        raise AppError(400, "The body is not valid JSON.") from None
+    fields = ("key", "etag", "token")
+    if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
+        raise AppError(400, "The body must be a JSON object with string key, etag and token.")
+    return body["key"], body["etag"], body["token"]
+
+
+def record_upload(app: AppState, key: str, etag: str, token: str, moment: datetime) -> dict:
+    """Trust nothing the browser says: the key must be ours, and S3 must confirm the object."""
+    if not key_token_valid(app.secrets, key, token):
+        raise AppError(403, "This key was not issued by this server.")
+    info = head_object(app.config, key, moment)
+    if normalise_etag(etag) != normalise_etag(info.etag):
+        raise AppError(409, "The ETag does not match the object stored in S3.")
+    if not 1 <= info.size <= app.config.max_bytes:
+        raise AppError(409, "The stored object's size is outside the allowed range.")
+    record = {
+        "key": key,
+        "filename": info.filename or key.rpartition("/")[2],
+        "size": info.size,
+        "etag": normalise_etag(info.etag),
+        "content_type": info.content_type,
+        "created_at": iso_utc(moment),
+    }
+    app.store.add(record)
+    return with_download_url(app.config, record, moment)
+
+
+def normalise_etag(etag: str) -> str:
+    """S3 sends ETags quoted ("..."), browsers sometimes strip the quotes: compare the inside."""
+    return etag.strip().removeprefix("W/").strip('"').lower()
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect from S3 (wrong region, say) is an answer to report, not a place to follow."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def head_object(config: Config, key: str, moment: datetime) -> ObjectInfo:
+    """Ask S3 about the object with a SigV4-signed HEAD request."""
+    url = signer.object_url(config.bucket, key, config.region, config.endpoint)
+    headers = signer.sign_request(config.credentials, "HEAD", url, config.region, now=moment)
+    request = urllib.request.Request(url, method="HEAD", headers=headers)
+    opener = urllib.request.build_opener(NoRedirects)
+    try:
+        with opener.open(request, timeout=config.s3_timeout) as reply:
+            return object_info(reply.headers)
+    except urllib.error.HTTPError as error:
+        raise head_error(error.code) from None
+    except urllib.error.URLError as error:
+        raise s3_unreachable(error.reason) from None
+    except OSError as error:
+        raise s3_unreachable(error) from None
+
+
+def object_info(headers: Mapping[str, str]) -> ObjectInfo:
+    return ObjectInfo(
+        size=int(headers.get("Content-Length") or 0),
+        etag=headers.get("ETag", ""),
+        content_type=headers.get("Content-Type", "binary/octet-stream"),
+        filename=clean_filename(decode_metadata(headers.get("x-amz-meta-filename", ""))),
+    )
+
+
+def head_error(status: int) -> AppError:
+    """Without s3:ListBucket, S3 answers a HEAD for a missing object with 403, not 404."""
+    if status in (403, 404):
+        return AppError(404, f"The object was not found in S3 (S3 answered {status}).")
+    return AppError(502, f"S3 answered {status} when checking the upload.")
+
+
+def s3_unreachable(reason: object) -> AppError:
+    if isinstance(reason, TimeoutError):
+        return AppError(504, "S3 did not answer in time; try again.")
+    return AppError(502, "S3 could not be reached to check the upload.")
+
+
+def with_download_url(config: Config, record: Mapping[str, Any], moment: datetime) -> dict:
+    """Add a presigned GET URL (1 hour), so uploads in private buckets can be opened."""
+    url = signer.object_url(config.bucket, record["key"], config.region, config.endpoint)
+    download = signer.presign_url(
+        config.credentials, "GET", url, config.region, expires_in=DOWNLOAD_URL_LIFETIME, now=moment
+    )
+    return {**record, "url": download}
+
+
+class UploadStore:
+    """Recorded uploads in SQLite: one short connection per call, WAL so readers never wait."""
+
+    COLUMNS = ("key", "filename", "size", "etag", "content_type", "created_at")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, path: Path) -> UploadStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path)
+        with store.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS uploads (key TEXT PRIMARY KEY, filename TEXT NOT NULL,"
+                " size INTEGER NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL,"
+                " created_at TEXT NOT NULL)"
+            )
+        return store
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=5)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Insert, or update when the same key is reported again (the last upload wins)."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO uploads VALUES (:key, :filename, :size, :etag, :content_type,"
+                " :created_at) ON CONFLICT(key) DO UPDATE SET filename=excluded.filename,"
+                " size=excluded.size, etag=excluded.etag, content_type=excluded.content_type,"
+                " created_at=excluded.created_at",
+                {column: record[column] for column in self.COLUMNS},
+            )
+
+    def recent(self, limit: int = RECENT_UPLOADS) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM uploads ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+            )
+            return [dict(row) for row in rows]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM uploads WHERE key = ?", (key,)).fetchone()
+            return dict(row) if row else None
+
+
+# ---- Errors: always JSON {"error": "..."} with the right status, never a bare 500 -------------
+
+
+class AppError(Exception):
+    """A refusal with its HTTP status and one clear sentence for the user."""
+
+    def __init__(self, status: int, message: str, *, wait: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.wait = wait
+
+
+def json_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Bottle plugin: turn an AppError raised by a handler into its JSON response."""
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except AppError as error:
+            headers = {"Retry-After": str(error.wait)} if error.wait else {}
+            return json_response(error.status, error.message, headers)
+
+    return handler
+
+
+def json_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> bottle.HTTPResponse:
+    body = json.dumps({"error": message})
+    return bottle.HTTPResponse(
+        body, status, {"Content-Type": "application/json", **(headers or {})}
+    )
+
+
+def error_page(error: bottle.HTTPError) -> str:
+    """Bottle's own errors (unknown route, wrong method, crash) as JSON too."""
+    if error.status_code >= 500:
+        LOG.error("unexpected error: %s", error.exception, exc_info=error.exception)
+    messages = {404: "Not found.", 405: "Method not allowed.", 500: "Internal error; see the log."}
+    bottle.response.content_type = "application/json"
+    add_security_headers()
+    return json.dumps({"error": messages.get(error.status_code, str(error.body))})
+
+
+# ---- Entry point -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C."""
+    arguments().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        config = Config.from_env(os.environ, Path(".env"))
+    except ConfigError as error:
+        print(f"Configuration error: {error}", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        if config.bucket is None:
+            config = start_embedded_s3(config, stack)
+        return serve(config)
+
+
+def arguments() -> argparse.ArgumentParser:
+    lines = [f"  {s.name:<22} {s.help}" + (f" [{s.default}]" * bool(s.default)) for s in SETTINGS]
+    return argparse.ArgumentParser(
+        description="Direct-to-S3 browser uploads. Settings come from the environment or .env.",
+        epilog="environment variables:\n" + "\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
+    """Start local_s3 with fresh random credentials that only this process ever knows."""
+    import local_s3
+
+    credentials = signer.Credentials(
+        "LOCAL" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+    )
+    s3 = stack.enter_context(
+        local_s3.LocalS3(
+            local_s3.S3Config(
+                host=config.host,
+                port=config.s3_port,
+                data_dir=config.data_dir / "s3",
+                bucket="uploads",
+                region="us-east-1",
+                credentials={credentials.access_key: credentials.secret_key},
+                cors_origins=(config.app_origin,),
+            )
+        )
+    )
+    return replace(
+        config,
+        credentials=credentials,
+        bucket="uploads",
+        region="us-east-1",
+        endpoint=s3.url,
+        embedded=True,
+    )
+
+
+def serve(config: Config) -> int:
+    import waitress
+
+    app = create_app(config)
+    if not (HERE / "node_modules").is_dir():
+        LOG.warning("node_modules is missing, so the page has no scripts: run `make run`.")
+    try:
+        server = waitress.create_server(
+            access_log(app), host=config.host, port=config.port, threads=config.threads
+        )
+    except OSError as error:
+        print(f"Cannot listen on {config.app_origin}: {error.strerror}.", file=sys.stderr)
+        return 1
+    print(banner(config), flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        print("Stopping.")
+    finally:
+        server.close()
+    return 0
+
+
+def banner(config: Config) -> str:
+    where = "embedded local S3" if config.embedded else f"bucket {config.bucket}"
+    endpoint = config.endpoint or s3_origin(config)
+    return f"Upload app: {config.app_origin}/\nS3: {endpoint} ({where})"
+
+
+def access_log(app: Callable[..., Any]) -> Callable[..., Any]:
+    """One INFO line per request: method, path, status. Never the query string (signatures)."""
+
+    def logged(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            LOG.info("%s %s %s", environ["REQUEST_METHOD"], environ.get("PATH_INFO"), status[:3])
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return logged
+
+
+if __name__ == "__main__":
+    sys.exit(main())

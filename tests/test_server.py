@@ -1,0 +1,549 @@
+"""The app through its WSGI interface (WebTest), with a fixed clock and a real local S3."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import webtest
+
+import server
+import signer
+
+SECRET = "SERVER-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
+CREDENTIALS = signer.Credentials("AKIDSERVERTEST", SECRET)
+NOW = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
+KEY_FORMAT = re.compile(
+    r"uploads/2026/12/02/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    r"(\.[a-z0-9]{1,10})?"
+)
+# Every app response of this module, checked at the end for the secret key.
+RESPONSES: list[webtest.TestResponse] = []
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
+
+
+class RecordingTestApp(webtest.TestApp):
+    def do_request(self, *args, **kwargs):
+        response = super().do_request(*args, **kwargs)
+        RESPONSES.append(response)
+        return response
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> server.Config:
+    return server.Config(
+        credentials=CREDENTIALS,
+        bucket="uploads",
+        region="us-east-1",
+        endpoint=closed_port_url(),
+        data_dir=tmp_path,
+        s3_timeout=0.5,
+    )
+
+
+@pytest.fixture
+def client(config: server.Config, clock: Clock) -> webtest.TestApp:
+    return app_client(config, clock)
+
+
+def app_client(config: server.Config, clock: Clock | None = None) -> webtest.TestApp:
+    app = server.create_app(config, clock=clock)
+    return RecordingTestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
+
+
+def page_token(config: server.Config, moment: datetime = NOW) -> str:
+    return server.issue_page_token(server.Secrets.derive(config.credentials.secret_key), moment)
+
+
+def ask_for_form(client: webtest.TestApp, config: server.Config, status: int = 200, **params):
+    query = {"filename": "photo.jpg", "content_type": "image/jpeg", "size": "1234", **params}
+    headers = {"X-Upload-Token": page_token(config)}
+    return client.get("/s3_credentials", query, headers=headers, status=status)
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+EXTERNAL = {
+    "S3_BUCKET": "my-bucket",
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": SECRET,
+    "AWS_REGION": "eu-west-1",
+}
+
+
+def test_config_defaults_to_the_embedded_s3_with_safe_limits() -> None:
+    config = server.Config.from_env({}, None)
+    assert (config.bucket, config.credentials) == (None, None)
+    assert config.max_bytes == 10 * 1024 * 1024
+    assert config.allowed_types == ("image/*", "application/pdf", "text/plain")
+    assert (config.key_prefix, config.policy_ttl, config.acl) == ("uploads", 300, None)
+    assert config.rate_limit == server.RateLimit(30, 60)
+    assert (config.host, config.port, config.s3_port) == ("127.0.0.1", 8080, 9000)
+
+
+def test_config_reads_an_external_bucket_and_its_credentials() -> None:
+    environ = {
+        **EXTERNAL,
+        "AWS_ENDPOINT_URL_S3": "https://minio.example:9000/",
+        "S3_ACL": "private",
+    }
+    config = server.Config.from_env(environ, None)
+    assert (config.bucket, config.region, config.acl) == ("my-bucket", "eu-west-1", "private")
+    assert config.credentials == signer.Credentials("AKIDEXAMPLE", SECRET)
+    assert config.endpoint == "https://minio.example:9000"
+
+
+def test_config_falls_back_to_aws_default_region() -> None:
+    environ = {**EXTERNAL, "AWS_REGION": "", "AWS_DEFAULT_REGION": "ap-south-1"}
+    assert server.Config.from_env(environ, None).region == "ap-south-1"
+
+
+def test_dotenv_fills_in_but_the_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('# local settings\nexport UPLOAD_MAX_BYTES=2048\nPORT="8181"\n')
+    config = server.Config.from_env({"PORT": "9090"}, dotenv)
+    assert (config.max_bytes, config.port) == (2048, 9090)
+
+
+def test_config_repr_never_shows_the_secret_key() -> None:
+    assert SECRET not in repr(server.Config.from_env(EXTERNAL, None))
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"S3_BUCKET": "b-1"}, "AWS_ACCESS_KEY_ID is not set"),
+        ({**EXTERNAL, "AWS_SECRET_ACCESS_KEY": ""}, "AWS_SECRET_ACCESS_KEY is not set"),
+        ({**EXTERNAL, "AWS_REGION": ""}, "AWS_REGION is not set"),
+        ({**EXTERNAL, "AWS_REGION": "Mars"}, "AWS_REGION 'Mars' is not a region name"),
+        ({**EXTERNAL, "S3_BUCKET": "My_Bucket"}, "S3_BUCKET 'My_Bucket' is not a valid"),
+        ({"AWS_ENDPOINT_URL_S3": "minio:9000"}, "AWS_ENDPOINT_URL_S3 'minio:9000' is not an"),
+        ({"UPLOAD_MAX_BYTES": "10MB"}, "UPLOAD_MAX_BYTES must be a whole number from 1 to"),
+        ({"UPLOAD_MAX_BYTES": "0"}, "UPLOAD_MAX_BYTES must be a whole number from 1 to"),
+        ({"UPLOAD_MAX_BYTES": str(6 * 1024**3)}, "UPLOAD_MAX_BYTES must be a whole number"),
+        ({"UPLOAD_ALLOWED_TYPES": "images"}, "UPLOAD_ALLOWED_TYPES entry 'images' is not like"),
+        ({"UPLOAD_ALLOWED_TYPES": " , "}, "UPLOAD_ALLOWED_TYPES is empty"),
+        ({"UPLOAD_KEY_PREFIX": "a/../b"}, "UPLOAD_KEY_PREFIX 'a/../b' may only hold"),
+        ({"UPLOAD_KEY_PREFIX": "up loads"}, "UPLOAD_KEY_PREFIX 'up loads' may only hold"),
+        ({"UPLOAD_POLICY_TTL": "-5"}, "UPLOAD_POLICY_TTL must be a whole number"),
+        ({"UPLOAD_RATE_LIMIT": "30 per minute"}, "UPLOAD_RATE_LIMIT '30 per minute' must"),
+        ({"UPLOAD_RATE_LIMIT": "0/minute"}, "UPLOAD_RATE_LIMIT '0/minute' must look like"),
+        ({"S3_ACL": "public"}, "S3_ACL 'public' is not a canned ACL"),
+        ({"PORT": "70000"}, "PORT must be a whole number from 1 to 65535, not '70000'."),
+        ({"WAITRESS_THREADS": "many"}, "WAITRESS_THREADS must be a whole number"),
+    ],
+)
+def test_bad_configuration_is_one_sentence_naming_the_variable(environ, message) -> None:
+    with pytest.raises(server.ConfigError) as error:
+        server.Config.from_env(environ, None)
+    assert str(error.value).startswith(message)
+    assert str(error.value).count(". ") == 0 and str(error.value).endswith(".")
+
+
+def test_rate_limit_can_be_switched_off() -> None:
+    assert server.Config.from_env({"UPLOAD_RATE_LIMIT": "off"}, None).rate_limit is None
+    assert server.Config.from_env({"UPLOAD_RATE_LIMIT": "0"}, None).rate_limit is None
+
+
+def test_dotenv_line_without_equals_is_refused(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PORT=1\nJUST A LINE\n")
+    with pytest.raises(server.ConfigError, match=r"line 2 is not KEY=VALUE\.$"):
+        server.Config.from_env({}, dotenv)
+
+
+def test_help_documents_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        server.main(["--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    for setting in server.SETTINGS:
+        assert setting.name in text
+
+
+def test_main_stops_with_the_config_error(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("S3_BUCKET", "my-bucket")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.chdir(Path(__file__).parent)
+    assert server.main([]) == 2
+    assert "Configuration error: AWS_ACCESS_KEY_ID is not set" in capsys.readouterr().err
+
+
+# ---- page ----------------------------------------------------------------------------------
+
+
+def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
+    response = client.get("/")
+    assert response.content_type == "text/html"
+    embedded = json.loads(response.html.find(id="upload-config").string)
+    assert embedded["limits"] == {
+        "max_bytes": 10485760,
+        "max_human": "10 MB",
+        "allowed_types": ["image/*", "application/pdf", "text/plain"],
+        "policy_ttl": 300,
+    }
+    assert server.page_token_valid(server.Secrets.derive(SECRET), embedded["pageToken"], NOW)
+    form = response.forms["upload-form"]
+    assert form.action == f"{config.endpoint}/uploads/"
+    assert KEY_FORMAT.fullmatch(form["key"].value)
+    redirect = urlsplit(form["success_action_redirect"].value)
+    assert (redirect.netloc, redirect.path) == ("localhost:80", "/uploads/done")
+
+
+def test_page_sends_security_headers(client, config) -> None:
+    headers = client.get("/").headers
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp
+    assert f"connect-src 'self' {config.endpoint};" in csp
+    assert f"form-action 'self' {config.endpoint};" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "same-origin"
+
+
+def test_page_escapes_a_filename_with_markup(client, config) -> None:
+    store = server.UploadStore.create(config.data_dir / "uploads.sqlite3")
+    record = {
+        "key": "uploads/2026/12/02/x.jpg",
+        "filename": "<script>alert(1)</script>.jpg",
+        "size": 3,
+        "etag": "abc",
+        "content_type": "image/jpeg",
+        "created_at": "2026-12-02T01:02:03Z",
+    }
+    store.add(record)
+    page = client.get("/").text
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in page
+
+
+def test_page_shows_the_notice_for_an_error_redirect(client) -> None:
+    page = client.get("/", {"error": "<b>S3 said no</b>"}).text
+    assert "Upload not recorded: &lt;b&gt;S3 said no&lt;/b&gt;" in page
+
+
+def test_static_files_come_from_public_only(client) -> None:
+    assert client.get("/static/style.css").content_type == "text/css"
+    assert client.get("/static/../server.py", status=403).json == {"error": "Access denied."}
+    assert client.get("/static/nope.js", status=404).json == {"error": "Not found."}
+
+
+def test_vendor_serves_only_the_whitelisted_libraries(client) -> None:
+    assert "jQuery" in client.get("/vendor/jquery.js").text[:200]
+    refused = client.get("/vendor/package.json", status=404)
+    assert refused.json == {"error": "There is no vendor file named 'package.json'."}
+
+
+def test_healthz_says_which_s3(client) -> None:
+    assert client.get("/healthz").json == {"status": "ok", "s3": "external"}
+
+
+def test_unknown_route_and_wrong_method_are_json(client) -> None:
+    assert client.get("/nope", status=404).json == {"error": "Not found."}
+    assert client.delete("/uploads", status=405).json == {"error": "Method not allowed."}
+
+
+# ---- signing endpoint ------------------------------------------------------------------------
+
+
+def test_signing_endpoint_returns_a_form_for_a_server_chosen_key(client, config) -> None:
+    answer = ask_for_form(client, config, filename="Holiday Photo.JPG").json
+    assert KEY_FORMAT.fullmatch(answer["key"]) and answer["key"].endswith(".jpg")
+    assert answer["url"] == f"{config.endpoint}/uploads/"
+    assert answer["expires_at"] == "2026-12-02T01:07:03Z"
+    fields = answer["fields"]
+    assert list(fields)[:4] == [
+        "key",
+        "Content-Type",
+        "success_action_status",
+        "x-amz-meta-filename",
+    ]
+    assert (fields["key"], fields["Content-Type"]) == (answer["key"], "image/jpeg")
+    assert fields["x-amz-meta-filename"] == "Holiday Photo.JPG"
+    assert answer["token"] == server.key_token(server.Secrets.derive(SECRET), answer["key"])
+
+
+def test_policy_pins_type_size_range_and_expiry(client, config) -> None:
+    fields = ask_for_form(client, config, content_type="Application/PDF", filename="a.pdf").json
+    policy = json.loads(signer.base64.b64decode(fields["fields"]["policy"]))
+    assert policy["expiration"] == "2026-12-02T01:07:03.000Z"
+    assert ["content-length-range", 1, 10485760] in policy["conditions"]
+    assert {"Content-Type": "application/pdf"} in policy["conditions"]
+    assert {"bucket": "uploads"} in policy["conditions"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "extension"),
+    [
+        ("photo.JPG", ".jpg"),
+        ("archive.tar.gz", ".gz"),
+        ("README", ""),
+        (".bashrc", ""),
+        ("trailing.", ""),
+        ("evil.ph p", ""),
+        ("long.abcdefghijk", ""),
+        ("../../etc/passwd", ""),
+        ("x.日本", ""),
+    ],
+)
+def test_key_extension_is_sanitised(filename, extension) -> None:
+    assert server.extension(filename) == extension
+
+
+def test_filename_is_kept_as_ascii_safe_metadata(client, config) -> None:
+    name = "résumé\u202e\x00 <b>.txt"
+    fields = ask_for_form(client, config, filename=name, content_type="text/plain").json["fields"]
+    assert fields["x-amz-meta-filename"] == "r%C3%A9sum%C3%A9 <b>.txt"
+    assert server.decode_metadata(fields["x-amz-meta-filename"]) == "résumé <b>.txt"
+
+
+def test_long_filename_is_cut_to_fit_s3_metadata() -> None:
+    name = server.clean_filename("é" * 400 + ".png")
+    assert len(server.encode_metadata(name)) <= server.MAX_METADATA_BYTES
+    assert name == "é" * 170
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"filename": ""}, 400, "The filename parameter is missing or empty."),
+        ({"filename": "\x00\x1f\u200b"}, 400, "The filename parameter is missing or empty."),
+        ({"content_type": ""}, 400, "The content_type parameter must be a MIME type like"),
+        ({"content_type": "image/png; x=1"}, 400, "The content_type parameter must be a MIME"),
+        ({"content_type": "image"}, 400, "The content_type parameter must be a MIME type"),
+        ({"size": ""}, 400, "The size parameter must be a whole number of bytes, at least 1."),
+        ({"size": "0"}, 400, "The size parameter must be a whole number of bytes, at least 1."),
+        ({"size": "-1"}, 400, "The size parameter must be a whole number of bytes"),
+        ({"size": "1e3"}, 400, "The size parameter must be a whole number of bytes"),
+        ({"size": "10485761"}, 413, "The file is larger than the 10 MB limit."),
+        ({"content_type": "text/html"}, 415, "Files of type text/html are not accepted here."),
+        ({"content_type": "application/x-pdf"}, 415, "Files of type application/x-pdf are not"),
+    ],
+)
+def test_bad_form_requests_are_refused(client, config, params, status, message) -> None:
+    response = ask_for_form(client, config, status=status, **params)
+    assert response.json["error"].startswith(message)
+
+
+def test_largest_allowed_file_gets_a_form(client, config) -> None:
+    assert ask_for_form(client, config, size="10485760").status_int == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"Sec-Fetch-Site": "cross-site"}, "Cross-site requests may not use this endpoint."),
+        ({"Origin": "https://evil.example"}, "Requests from other origins may not use this"),
+        ({"Origin": "null"}, "Requests from other origins may not use this endpoint."),
+        ({"X-Upload-Token": ""}, "The X-Upload-Token header is missing or expired"),
+        ({"X-Upload-Token": "1796173323.00"}, "The X-Upload-Token header is missing"),
+        ({"X-Upload-Token": "garbage"}, "The X-Upload-Token header is missing or expired"),
+    ],
+)
+def test_signing_endpoint_refuses_other_sites(client, config, headers, message) -> None:
+    query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
+    sent = {"X-Upload-Token": page_token(config), **headers}
+    response = client.get("/s3_credentials", query, headers=sent, status=403)
+    assert response.json["error"].startswith(message)
+
+
+def test_signing_endpoint_accepts_same_site_requests_from_our_origin(client, config) -> None:
+    headers = {
+        "X-Upload-Token": page_token(config),
+        "Origin": "http://localhost:80",
+        "Sec-Fetch-Site": "same-origin",
+    }
+    query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
+    assert client.get("/s3_credentials", query, headers=headers).status_int == 200
+
+
+def test_page_token_expires_after_twelve_hours(client, config, clock) -> None:
+    clock.advance(12 * 3600)
+    assert ask_for_form(client, config).status_int == 200
+    clock.advance(1)
+    refused = ask_for_form(client, config, status=403)
+    assert refused.json["error"].startswith("The X-Upload-Token header is missing or expired")
+
+
+def test_forged_page_token_for_another_time_is_refused(config) -> None:
+    keys = server.Secrets.derive(SECRET)
+    token = server.issue_page_token(keys, NOW)
+    issued, mac = token.split(".")
+    assert not server.page_token_valid(keys, f"{int(issued) + 1}.{mac}", NOW)
+    other = server.Secrets.derive("another secret")
+    assert not server.page_token_valid(keys, server.issue_page_token(other, NOW), NOW)
+
+
+def test_rate_limit_answers_429_with_retry_after(config, clock) -> None:
+    client = app_client(server.replace(config, rate_limit=server.RateLimit(3, 60)), clock)
+    for _ in range(3):
+        ask_for_form(client, config)
+        clock.advance(10)
+    refused = ask_for_form(client, config, status=429)
+    assert refused.json == {"error": "Too many upload requests; wait and try again."}
+    assert refused.headers["Retry-After"] == "30"
+    clock.advance(30)
+    assert ask_for_form(client, config).status_int == 200
+
+
+def test_rate_limit_is_per_client(config, clock) -> None:
+    client = app_client(server.replace(config, rate_limit=server.RateLimit(1, 60)), clock)
+    ask_for_form(client, config)
+    ask_for_form(client, config, status=429)
+    other = {"REMOTE_ADDR": "192.0.2.99"}
+    headers = {"X-Upload-Token": page_token(config)}
+    query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
+    assert (
+        client.get("/s3_credentials", query, headers=headers, extra_environ=other).status_int == 200
+    )
+
+
+def test_rate_limiter_is_thread_safe() -> None:
+    limiter = server.RateLimiter(server.RateLimit(50, 60))
+    allowed = []
+
+    def ask() -> None:
+        for _ in range(20):
+            try:
+                limiter.check("client", 1000.0)
+                allowed.append(1)
+            except server.AppError:
+                pass
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(allowed) == 50
+
+
+# ---- upload registration without S3 --------------------------------------------------------
+
+
+def report(client, config, body, status, headers=None):
+    sent = {"X-Upload-Token": page_token(config), **(headers or {})}
+    return client.post_json("/uploads", body, headers=sent, status=status)
+
+
+def issued(key: str = "uploads/2026/12/02/f00d.txt") -> dict[str, str]:
+    return {
+        "key": key,
+        "etag": '"abc"',
+        "token": server.key_token(server.Secrets.derive(SECRET), key),
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "The body must be a JSON object with string key, etag and token."),
+        (
+            {"key": "k", "etag": "e"},
+            "The body must be a JSON object with string key, etag and token.",
+        ),
+        (
+            {"key": 1, "etag": "e", "token": "t"},
+            "The body must be a JSON object with string key, etag and token.",
+        ),
+    ],
+)
+def test_registration_refuses_a_bad_body(client, config, body, message) -> None:
+    assert report(client, config, body, 400).json == {"error": message}
+
+
+def test_registration_refuses_a_body_that_is_not_json(client, config) -> None:
+    headers = {"X-Upload-Token": page_token(config), "Content-Type": "application/json"}
+    response = client.post("/uploads", "{nope", headers=headers, status=400)
+    assert response.json == {"error": "The body is not valid JSON."}
+    form = client.post(
+        "/uploads", {"key": "k"}, headers={"X-Upload-Token": page_token(config)}, status=400
+    )
+    assert form.json == {"error": "The body must be JSON (Content-Type: application/json)."}
+
+
+def test_registration_refuses_a_key_the_server_did_not_issue(client, config) -> None:
+    forged = {**issued(), "key": "uploads/2026/12/02/someone-elses.txt"}
+    response = report(client, config, forged, 403)
+    assert response.json == {"error": "This key was not issued by this server."}
+
+
+def test_registration_refuses_other_sites(client, config) -> None:
+    response = report(client, config, issued(), 403, {"Sec-Fetch-Site": "cross-site"})
+    assert response.json == {"error": "Cross-site requests may not use this endpoint."}
+
+
+def test_registration_is_502_when_s3_is_unreachable(client, config) -> None:
+    response = report(client, config, issued(), 502)
+    assert response.json == {"error": "S3 could not be reached to check the upload."}
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback socket that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_registration_is_504_when_s3_does_not_answer(config, clock, silent_server) -> None:
+    client = app_client(server.replace(config, endpoint=silent_server), clock)
+    response = report(client, config, issued(), 504)
+    assert response.json == {"error": "S3 did not answer in time; try again."}
+
+
+def test_list_is_empty_at_first(client) -> None:
+    assert client.get("/uploads").json == {"uploads": []}
+
+
+def test_no_js_redirect_with_a_forged_token_goes_back_with_an_error(client) -> None:
+    query = {"bucket": "uploads", "key": "uploads/2026/12/02/x", "etag": '"e"', "token": "0" * 64}
+    response = client.get("/uploads/done", query, status=303)
+    assert parse_qs(urlsplit(response.location).query) == {
+        "error": ["This key was not issued by this server."]
+    }
+
+
+def test_access_log_has_no_query_string(caplog) -> None:
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    with caplog.at_level(logging.INFO, logger="server"):
+        webtest.TestApp(server.access_log(hello)).get("/uploads/done?token=abc&X-Amz-Signature=d")
+    assert caplog.messages == ["GET /uploads/done 200"]
