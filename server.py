@@ -894,6 +894,9 @@ def error_page(error: bottle.HTTPError) -> str:
 
 # ---- Entry point -----------------------------------------------------------------------------
 
+EMBEDDED_BUCKET = "uploads"
+EMBEDDED_REGION = "us-east-1"
+
 
 def main(argv: list[str] | None = None) -> int:
     """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C."""
@@ -926,27 +929,30 @@ def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
     credentials = signer.Credentials(
         "LOCAL" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
     )
-    s3 = stack.enter_context(
-        local_s3.LocalS3(
-            local_s3.S3Config(
-                host=config.host,
-                port=config.s3_port,
-                data_dir=config.data_dir / "s3",
-                bucket="uploads",
-                region="us-east-1",
-                credentials={credentials.access_key: credentials.secret_key},
-                cors_origins=(config.app_origin,),
-            )
-        )
+    s3_config = local_s3.S3Config(
+        data_dir=config.data_dir / "s3",
+        buckets=(EMBEDDED_BUCKET,),
+        credentials={credentials.access_key: credentials.secret_key},
+        region=EMBEDDED_REGION,
+        cors_origins=app_origins(config),
     )
+    s3 = stack.enter_context(local_s3.LocalS3(s3_config, host=config.host, port=config.s3_port))
     return replace(
         config,
         credentials=credentials,
-        bucket="uploads",
-        region="us-east-1",
+        bucket=EMBEDDED_BUCKET,
+        region=EMBEDDED_REGION,
         endpoint=s3.url,
         embedded=True,
     )
+
+
+def app_origins(config: Config) -> tuple[str, ...]:
+    """The origins the browser may load the page from: localhost is 127.0.0.1 to people."""
+    origins = (config.app_origin,)
+    if config.host == "127.0.0.1":
+        origins += (f"http://localhost:{config.port}",)
+    return origins
 
 
 def serve(config: Config) -> int:
@@ -964,11 +970,10 @@ def serve(config: Config) -> int:
         return 1
     print(banner(config), flush=True)
     try:
-        server.run()
-    except KeyboardInterrupt:
-        print("Stopping.")
+        server.run()  # waitress returns on Ctrl-C, once its workers have finished
     finally:
         server.close()
+    print("Stopped.")
     return 0
 
 

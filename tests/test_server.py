@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import logging
 import re
+import secrets
 import socket
 import threading
-from collections.abc import Iterator
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import webtest
 
+import local_s3
 import server
 import signer
 
@@ -22,11 +28,12 @@ SECRET = "SERVER-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
 CREDENTIALS = signer.Credentials("AKIDSERVERTEST", SECRET)
 NOW = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
 KEY_FORMAT = re.compile(
-    r"uploads/2026/12/02/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    r"uploads/[0-9]{4}/[0-9]{2}/[0-9]{2}/[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
     r"(\.[a-z0-9]{1,10})?"
 )
-# Every app response of this module, checked at the end for the secret key.
+# Every app response and log line of this module, checked at the end for the secret key.
 RESPONSES: list[webtest.TestResponse] = []
+LOG_LINES: list[str] = []
 
 
 class Clock:
@@ -47,6 +54,14 @@ class RecordingTestApp(webtest.TestApp):
         response = super().do_request(*args, **kwargs)
         RESPONSES.append(response)
         return response
+
+
+@pytest.fixture(autouse=True)
+def collect_log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.DEBUG)
+    yield
+    for phase in ("setup", "call"):
+        LOG_LINES.extend(record.getMessage() for record in caplog.get_records(phase))
 
 
 @pytest.fixture
@@ -72,17 +87,18 @@ def client(config: server.Config, clock: Clock) -> webtest.TestApp:
 
 
 def app_client(config: server.Config, clock: Clock | None = None) -> webtest.TestApp:
-    app = server.create_app(config, clock=clock)
+    app = server.access_log(server.create_app(config, clock=clock))
     return RecordingTestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
 
 
-def page_token(config: server.Config, moment: datetime = NOW) -> str:
-    return server.issue_page_token(server.Secrets.derive(config.credentials.secret_key), moment)
+def page_token(client: webtest.TestApp) -> str:
+    """The token the page hands its script, as the script reads it."""
+    return json.loads(client.get("/").html.find(id="upload-config").string)["pageToken"]
 
 
-def ask_for_form(client: webtest.TestApp, config: server.Config, status: int = 200, **params):
+def ask_for_form(client: webtest.TestApp, status: int = 200, **params):
     query = {"filename": "photo.jpg", "content_type": "image/jpeg", "size": "1234", **params}
-    headers = {"X-Upload-Token": page_token(config)}
+    headers = {"X-Upload-Token": page_token(client)}
     return client.get("/s3_credentials", query, headers=headers, status=status)
 
 
@@ -281,8 +297,9 @@ def test_unknown_route_and_wrong_method_are_json(client) -> None:
 
 
 def test_signing_endpoint_returns_a_form_for_a_server_chosen_key(client, config) -> None:
-    answer = ask_for_form(client, config, filename="Holiday Photo.JPG").json
+    answer = ask_for_form(client, filename="Holiday Photo.JPG").json
     assert KEY_FORMAT.fullmatch(answer["key"]) and answer["key"].endswith(".jpg")
+    assert answer["key"].startswith("uploads/2026/12/02/")
     assert answer["url"] == f"{config.endpoint}/uploads/"
     assert answer["expires_at"] == "2026-12-02T01:07:03Z"
     fields = answer["fields"]
@@ -298,7 +315,7 @@ def test_signing_endpoint_returns_a_form_for_a_server_chosen_key(client, config)
 
 
 def test_policy_pins_type_size_range_and_expiry(client, config) -> None:
-    fields = ask_for_form(client, config, content_type="Application/PDF", filename="a.pdf").json
+    fields = ask_for_form(client, content_type="Application/PDF", filename="a.pdf").json
     policy = json.loads(signer.base64.b64decode(fields["fields"]["policy"]))
     assert policy["expiration"] == "2026-12-02T01:07:03.000Z"
     assert ["content-length-range", 1, 10485760] in policy["conditions"]
@@ -326,7 +343,7 @@ def test_key_extension_is_sanitised(filename, extension) -> None:
 
 def test_filename_is_kept_as_ascii_safe_metadata(client, config) -> None:
     name = "résumé\u202e\x00 <b>.txt"
-    fields = ask_for_form(client, config, filename=name, content_type="text/plain").json["fields"]
+    fields = ask_for_form(client, filename=name, content_type="text/plain").json["fields"]
     assert fields["x-amz-meta-filename"] == "r%C3%A9sum%C3%A9 <b>.txt"
     assert server.decode_metadata(fields["x-amz-meta-filename"]) == "résumé <b>.txt"
 
@@ -355,12 +372,12 @@ def test_long_filename_is_cut_to_fit_s3_metadata() -> None:
     ],
 )
 def test_bad_form_requests_are_refused(client, config, params, status, message) -> None:
-    response = ask_for_form(client, config, status=status, **params)
+    response = ask_for_form(client, status=status, **params)
     assert response.json["error"].startswith(message)
 
 
 def test_largest_allowed_file_gets_a_form(client, config) -> None:
-    assert ask_for_form(client, config, size="10485760").status_int == 200
+    assert ask_for_form(client, size="10485760").status_int == 200
 
 
 @pytest.mark.parametrize(
@@ -376,14 +393,14 @@ def test_largest_allowed_file_gets_a_form(client, config) -> None:
 )
 def test_signing_endpoint_refuses_other_sites(client, config, headers, message) -> None:
     query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
-    sent = {"X-Upload-Token": page_token(config), **headers}
+    sent = {"X-Upload-Token": page_token(client), **headers}
     response = client.get("/s3_credentials", query, headers=sent, status=403)
     assert response.json["error"].startswith(message)
 
 
 def test_signing_endpoint_accepts_same_site_requests_from_our_origin(client, config) -> None:
     headers = {
-        "X-Upload-Token": page_token(config),
+        "X-Upload-Token": page_token(client),
         "Origin": "http://localhost:80",
         "Sec-Fetch-Site": "same-origin",
     }
@@ -391,11 +408,13 @@ def test_signing_endpoint_accepts_same_site_requests_from_our_origin(client, con
     assert client.get("/s3_credentials", query, headers=headers).status_int == 200
 
 
-def test_page_token_expires_after_twelve_hours(client, config, clock) -> None:
+def test_page_token_expires_after_twelve_hours(client, clock) -> None:
+    headers = {"X-Upload-Token": page_token(client)}
+    query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
     clock.advance(12 * 3600)
-    assert ask_for_form(client, config).status_int == 200
+    assert client.get("/s3_credentials", query, headers=headers).status_int == 200
     clock.advance(1)
-    refused = ask_for_form(client, config, status=403)
+    refused = client.get("/s3_credentials", query, headers=headers, status=403)
     assert refused.json["error"].startswith("The X-Upload-Token header is missing or expired")
 
 
@@ -411,21 +430,21 @@ def test_forged_page_token_for_another_time_is_refused(config) -> None:
 def test_rate_limit_answers_429_with_retry_after(config, clock) -> None:
     client = app_client(server.replace(config, rate_limit=server.RateLimit(3, 60)), clock)
     for _ in range(3):
-        ask_for_form(client, config)
+        ask_for_form(client)
         clock.advance(10)
-    refused = ask_for_form(client, config, status=429)
+    refused = ask_for_form(client, status=429)
     assert refused.json == {"error": "Too many upload requests; wait and try again."}
     assert refused.headers["Retry-After"] == "30"
     clock.advance(30)
-    assert ask_for_form(client, config).status_int == 200
+    assert ask_for_form(client).status_int == 200
 
 
 def test_rate_limit_is_per_client(config, clock) -> None:
     client = app_client(server.replace(config, rate_limit=server.RateLimit(1, 60)), clock)
-    ask_for_form(client, config)
-    ask_for_form(client, config, status=429)
+    ask_for_form(client)
+    ask_for_form(client, status=429)
     other = {"REMOTE_ADDR": "192.0.2.99"}
-    headers = {"X-Upload-Token": page_token(config)}
+    headers = {"X-Upload-Token": page_token(client)}
     query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
     assert (
         client.get("/s3_credentials", query, headers=headers, extra_environ=other).status_int == 200
@@ -455,8 +474,8 @@ def test_rate_limiter_is_thread_safe() -> None:
 # ---- upload registration without S3 --------------------------------------------------------
 
 
-def report(client, config, body, status, headers=None):
-    sent = {"X-Upload-Token": page_token(config), **(headers or {})}
+def report(client, body, status, headers=None):
+    sent = {"X-Upload-Token": page_token(client), **(headers or {})}
     return client.post_json("/uploads", body, headers=sent, status=status)
 
 
@@ -483,32 +502,32 @@ def issued(key: str = "uploads/2026/12/02/f00d.txt") -> dict[str, str]:
     ],
 )
 def test_registration_refuses_a_bad_body(client, config, body, message) -> None:
-    assert report(client, config, body, 400).json == {"error": message}
+    assert report(client, body, 400).json == {"error": message}
 
 
 def test_registration_refuses_a_body_that_is_not_json(client, config) -> None:
-    headers = {"X-Upload-Token": page_token(config), "Content-Type": "application/json"}
+    headers = {"X-Upload-Token": page_token(client), "Content-Type": "application/json"}
     response = client.post("/uploads", "{nope", headers=headers, status=400)
     assert response.json == {"error": "The body is not valid JSON."}
     form = client.post(
-        "/uploads", {"key": "k"}, headers={"X-Upload-Token": page_token(config)}, status=400
+        "/uploads", {"key": "k"}, headers={"X-Upload-Token": page_token(client)}, status=400
     )
     assert form.json == {"error": "The body must be JSON (Content-Type: application/json)."}
 
 
 def test_registration_refuses_a_key_the_server_did_not_issue(client, config) -> None:
     forged = {**issued(), "key": "uploads/2026/12/02/someone-elses.txt"}
-    response = report(client, config, forged, 403)
+    response = report(client, forged, 403)
     assert response.json == {"error": "This key was not issued by this server."}
 
 
 def test_registration_refuses_other_sites(client, config) -> None:
-    response = report(client, config, issued(), 403, {"Sec-Fetch-Site": "cross-site"})
+    response = report(client, issued(), 403, {"Sec-Fetch-Site": "cross-site"})
     assert response.json == {"error": "Cross-site requests may not use this endpoint."}
 
 
 def test_registration_is_502_when_s3_is_unreachable(client, config) -> None:
-    response = report(client, config, issued(), 502)
+    response = report(client, issued(), 502)
     assert response.json == {"error": "S3 could not be reached to check the upload."}
 
 
@@ -523,7 +542,7 @@ def silent_server() -> Iterator[str]:
 
 def test_registration_is_504_when_s3_does_not_answer(config, clock, silent_server) -> None:
     client = app_client(server.replace(config, endpoint=silent_server), clock)
-    response = report(client, config, issued(), 504)
+    response = report(client, issued(), 504)
     assert response.json == {"error": "S3 did not answer in time; try again."}
 
 
@@ -547,3 +566,153 @@ def test_access_log_has_no_query_string(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="server"):
         webtest.TestApp(server.access_log(hello)).get("/uploads/done?token=abc&X-Amz-Signature=d")
     assert caplog.messages == ["GET /uploads/done 200"]
+
+
+# ---- end to end with the real local S3 -------------------------------------------------------
+
+APP_ORIGIN = "http://localhost:80"  # WebTest's host, the origin S3 must allow
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[local_s3.LocalS3]:
+    """The embedded local S3 on a free loopback port, trusting our test credentials."""
+    s3_config = local_s3.S3Config(
+        data_dir=tmp_path / "s3",
+        buckets=("uploads",),
+        credentials={CREDENTIALS.access_key: SECRET},
+        cors_origins=(APP_ORIGIN,),
+    )
+    with local_s3.LocalS3(s3_config) as running:
+        yield running
+
+
+@pytest.fixture
+def live(config: server.Config, s3: local_s3.LocalS3) -> webtest.TestApp:
+    """The app against the local S3, on the real clock: S3 checks policy expiry against it."""
+    return app_client(server.replace(config, endpoint=s3.url, s3_timeout=5))
+
+
+def post_to_s3(url: str, fields: Mapping[str, str], content: bytes, filename: str = "f.bin"):
+    """A browser's multipart/form-data POST: the fields in order, the file last."""
+    boundary = secrets.token_hex(16)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    file_head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = b"".join([*parts, file_head.encode(), content, f"\r\n--{boundary}--\r\n".encode()])
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.netloc, timeout=10)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Origin": APP_ORIGIN}
+    connection.request("POST", target.path, body, headers)
+    reply = connection.getresponse()
+    answer = (reply.status, dict(reply.getheaders()), reply.read())
+    connection.close()
+    return answer
+
+
+def xml_field(body: bytes, name: str) -> str:
+    return ET.fromstring(body).findtext(name)
+
+
+def upload(live, content: bytes, **params) -> dict:
+    """Ask the app for a form, post the file to S3, return the form and S3's PostResponse."""
+    form = ask_for_form(live, size=str(len(content)), **params).json
+    status, _, body = post_to_s3(form["url"], form["fields"], content)
+    assert status == 201, body
+    return {**form, "etag": xml_field(body, "ETag"), "s3_key": xml_field(body, "Key")}
+
+
+def test_signed_form_is_accepted_by_s3_then_registered_and_listed(live) -> None:
+    content = "Bonjour, résumé\n".encode()
+    sent = upload(live, content, filename="Résumé final.TXT", content_type="text/plain")
+    assert (sent["s3_key"], sent["etag"]) == (sent["key"], f'"{hashlib.md5(content).hexdigest()}"')
+    report = {"key": sent["key"], "etag": sent["etag"], "token": sent["token"]}
+    record = live.post_json("/uploads", report, headers={"X-Upload-Token": page_token(live)})
+    assert record.status_int == 201
+    registered = record.json["upload"]
+    assert {k: v for k, v in registered.items() if k not in ("url", "created_at")} == {
+        "key": sent["key"],
+        "filename": "Résumé final.TXT",
+        "size": len(content),
+        "etag": hashlib.md5(content).hexdigest(),
+        "content_type": "text/plain",
+    }
+    with urllib.request.urlopen(registered["url"], timeout=5) as download:
+        assert download.read() == content
+    assert live.get("/uploads").json["uploads"] == [registered]
+    assert "Résumé final.TXT" in live.get("/").text
+
+
+def test_registration_is_404_when_the_object_is_not_in_s3(live) -> None:
+    response = report(live, issued(), 404)
+    assert response.json == {"error": "The object was not found in S3 (S3 answered 404)."}
+
+
+def test_registration_is_409_when_the_etag_differs(live) -> None:
+    sent = upload(live, b"hello", filename="a.txt", content_type="text/plain")
+    wrong = {"key": sent["key"], "etag": '"' + "0" * 32 + '"', "token": sent["token"]}
+    response = report(live, wrong, 409)
+    assert response.json == {"error": "The ETag does not match the object stored in S3."}
+    assert live.get("/uploads").json == {"uploads": []}
+
+
+def test_registration_accepts_an_etag_without_quotes(live) -> None:
+    sent = upload(live, b"hello", filename="a.txt", content_type="text/plain")
+    bare = {"key": sent["key"], "etag": sent["etag"].strip('"'), "token": sent["token"]}
+    assert report(live, bare, 201).json["upload"]["etag"] == sent["etag"].strip('"')
+
+
+def test_s3_refuses_a_content_type_other_than_the_declared_one(live) -> None:
+    form = ask_for_form(live, size="5").json
+    fields = {**form["fields"], "Content-Type": "text/html"}
+    status, _, body = post_to_s3(form["url"], fields, b"<b>x</b>")
+    assert (status, xml_field(body, "Code")) == (403, "AccessDenied")
+    assert 'Policy Condition failed: ["eq", "$Content-Type", "image/jpeg"]' in xml_field(
+        body, "Message"
+    )
+
+
+def test_s3_refuses_a_file_over_the_configured_limit(config, s3) -> None:
+    small = server.replace(config, endpoint=s3.url, max_bytes=4)
+    client = app_client(small)
+    form = ask_for_form(client, size="4").json
+    status, _, body = post_to_s3(form["url"], form["fields"], b"12345")
+    assert (status, xml_field(body, "Code")) == (400, "EntityTooLarge")
+
+
+def test_no_js_form_uploads_and_redirects_back_to_the_page(live) -> None:
+    form = live.get("/").html.find(id="upload-form")
+    fields = {field["name"]: field["value"] for field in form.find_all("input", type="hidden")}
+    status, headers, _ = post_to_s3(form["action"], fields, b"plain form bytes", "notes.txt")
+    assert status == 303
+    back = urlsplit(headers["Location"])
+    assert (back.scheme, back.netloc, back.path) == ("http", "localhost:80", "/uploads/done")
+    done = live.get(f"{back.path}?{back.query}", status=303)
+    key = parse_qs(urlsplit(done.location).query)["uploaded"][0]
+    assert KEY_FORMAT.fullmatch(key)
+    assert f"Uploaded {key.rpartition('/')[2]}" in live.get(done.location).text
+    assert [u["key"] for u in live.get("/uploads").json["uploads"]] == [key]
+
+
+def test_no_js_redirect_for_another_bucket_is_refused(live) -> None:
+    query = {"bucket": "elsewhere", "key": "k", "etag": "e", "token": "t"}
+    response = live.get("/uploads/done", query, status=303)
+    assert parse_qs(urlsplit(response.location).query) == {
+        "error": ["The upload went to a different bucket."]
+    }
+
+
+# ---- must stay last: nothing above leaked the secret key --------------------------------------
+
+
+def test_secret_key_never_appears_in_any_response_or_log_line() -> None:
+    assert len(RESPONSES) > 50 and LOG_LINES
+    for response in RESPONSES:
+        assert SECRET not in response.body.decode("utf-8", "replace")
+        assert SECRET not in str(response.headerlist)
+    for line in LOG_LINES:
+        assert SECRET not in line
