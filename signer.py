@@ -35,15 +35,15 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-DATE_STAMP_FORMAT = "%Y%m%d"
-POLICY_EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
 MAX_KEY_BYTES = 1024  # S3: "The name for a key is a sequence of Unicode characters whose UTF-8 ..."
 MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600  # SigV4 query auth: X-Amz-Expires is at most 604800 s
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 REGION_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 SUCCESS_STATUSES = ("200", "201", "204")
+_COMPACT_JSON = json.JSONEncoder(
+    separators=(",", ":")
+)  # one encoder: json.dumps(...) builds one per call
 
 
 class SignerError(ValueError):
@@ -64,12 +64,13 @@ class Credentials:
 
 def amz_date(now: datetime) -> str:
     """The ISO 8601 basic timestamp SigV4 uses everywhere: 20151229T000000Z."""
-    return _utc(now).strftime(AMZ_DATE_FORMAT)
+    t = _utc(now)
+    return f"{t.year:04}{t.month:02}{t.day:02}T{t.hour:02}{t.minute:02}{t.second:02}Z"
 
 
 def date_stamp(now: datetime) -> str:
     """The date part of the scope: 20151229."""
-    return _utc(now).strftime(DATE_STAMP_FORMAT)
+    return amz_date(now)[:8]
 
 
 def credential_scope(date: str, region: str, service: str = "s3") -> str:
@@ -127,11 +128,11 @@ def signing_key(secret_key: str, date: str, region: str, service: str = "s3") ->
 
 def signature(signing_key: bytes, string_to_sign: str) -> str:
     """The hex HMAC-SHA256 that goes into x-amz-signature, X-Amz-Signature or Authorization."""
-    return hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return _hmac(signing_key, string_to_sign).hex()
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, message.encode(), "sha256")
 
 
 # --- browser POST policy -------------------------------------------------------------------------
@@ -164,6 +165,7 @@ def presigned_post(
     now = _utc(now or datetime.now(UTC))
     _check_object(bucket, key, region)
     _check_limits(min_bytes, max_bytes, expires_in)
+    timestamp = amz_date(now)
     fields = form_fields(
         credentials,
         key=key,
@@ -173,7 +175,7 @@ def presigned_post(
         success_action_status=success_action_status,
         success_action_redirect=success_action_redirect,
         metadata=metadata or {},
-        now=now,
+        amz_date=timestamp,
     )
     policy = policy_document(
         fields,
@@ -183,7 +185,7 @@ def presigned_post(
         content_type_prefix=_content_type_prefix(content_type),
     )
     encoded = policy_base64(policy)
-    key_for_day = signing_key(credentials.secret_key, date_stamp(now), region)
+    key_for_day = signing_key(credentials.secret_key, timestamp[:8], region)
     signed = {"policy": encoded, "x-amz-signature": signature(key_for_day, encoded)}
     return {"url": bucket_url(bucket, region, endpoint), "fields": {**fields, **signed}}
 
@@ -198,7 +200,7 @@ def form_fields(
     success_action_status: str,
     success_action_redirect: str | None,
     metadata: Mapping[str, str],
-    now: datetime,
+    amz_date: str,
 ) -> dict[str, str]:
     """The fields before `policy` and `x-amz-signature`, in the order the browser sends them."""
     fields = {"key": key}
@@ -211,8 +213,8 @@ def form_fields(
     if credentials.session_token:
         fields["x-amz-security-token"] = credentials.session_token
     fields["x-amz-algorithm"] = ALGORITHM
-    fields["x-amz-credential"] = credential(credentials.access_key, date_stamp(now), region)
-    fields["x-amz-date"] = amz_date(now)
+    fields["x-amz-credential"] = credential(credentials.access_key, amz_date[:8], region)
+    fields["x-amz-date"] = amz_date
     return fields
 
 
@@ -236,16 +238,18 @@ def policy_document(
     ]
     if content_type_prefix is not None:
         conditions.append(["starts-with", "$Content-Type", content_type_prefix])
-    return {
-        "expiration": _utc(expiration).strftime(POLICY_EXPIRATION_FORMAT),
-        "conditions": conditions,
-    }
+    return {"expiration": policy_expiration(expiration), "conditions": conditions}
+
+
+def policy_expiration(moment: datetime) -> str:
+    """ISO 8601 in UTC, written with milliseconds as in AWS's examples: 2015-12-30T12:00:00.000Z."""
+    t = _utc(moment)
+    return f"{t.year:04}-{t.month:02}-{t.day:02}T{t.hour:02}:{t.minute:02}:{t.second:02}.000Z"
 
 
 def policy_base64(policy: Mapping) -> str:
     """For a browser POST the string to sign is the base64 of the policy's UTF-8 JSON, as sent."""
-    document = json.dumps(policy, separators=(",", ":"))
-    return base64.b64encode(document.encode()).decode()
+    return base64.b64encode(_COMPACT_JSON.encode(policy).encode()).decode()
 
 
 def _content_type_prefix(content_type: str | None) -> str | None:
