@@ -568,6 +568,33 @@ def test_access_log_has_no_query_string(caplog) -> None:
     assert caplog.messages == ["GET /uploads/done 200"]
 
 
+# ---- README: the snippets a reader copies -------------------------------------------------------
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_section(title: str) -> str:
+    return README.read_text(encoding="utf-8").split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def test_readme_iam_policy_and_cors_rule_match_what_the_app_needs() -> None:
+    section = readme_section("Using real S3, MinIO, R2 or Ceph")
+    iam, cors = (json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S))
+    (statement,) = iam["Statement"]
+    assert sorted(statement["Action"]) == ["s3:GetObject", "s3:PutObject"]
+    assert statement["Resource"] == "arn:aws:s3:::my-upload-bucket/uploads/*"
+    (rule,) = cors["CORSRules"]
+    assert rule["AllowedOrigins"] == [server.Config.from_env({}, None).app_origin]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD", "POST"]
+    assert sorted(rule["ExposeHeaders"]) == ["ETag", "Location"]
+
+
+def test_readme_settings_are_ones_the_app_reads() -> None:
+    section = readme_section("Using real S3, MinIO, R2 or Ceph")
+    names = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)=", section))
+    assert names and names <= {setting.name for setting in server.SETTINGS}
+
+
 # ---- end to end with the real local S3 -------------------------------------------------------
 
 APP_ORIGIN = "http://localhost:80"  # WebTest's host, the origin S3 must allow
