@@ -138,7 +138,10 @@ class Config:
     def from_env(cls, environ: Mapping[str, str], dotenv: Path | None = None) -> Config:
         """Read the settings; a `.env` file fills in what the environment leaves unset."""
         values = {**read_dotenv(dotenv), **environ}
-        get = lambda name: values.get(name) or DEFAULTS.get(name)  # noqa: E731
+
+        def get(name: str) -> str | None:
+            return values.get(name) or DEFAULTS[name]
+
         bucket = get("S3_BUCKET")
         return cls(
             credentials=read_credentials(get) if bucket else None,
@@ -271,8 +274,10 @@ class Secrets:
 
     @classmethod
     def derive(cls, secret_key: str) -> Secrets:
-        derive = lambda label: hmac.new(secret_key.encode(), label, hashlib.sha256).digest()  # noqa: E731
-        return cls(derive(b"upload-key-token/v1"), derive(b"upload-page-token/v1"))
+        return cls(
+            hmac.digest(secret_key.encode(), b"upload-key-token/v1", "sha256"),
+            hmac.digest(secret_key.encode(), b"upload-page-token/v1", "sha256"),
+        )
 
     def __repr__(self) -> str:
         return "Secrets(...)"
@@ -471,6 +476,7 @@ class UploadRequest:
 
 
 def s3_credentials() -> dict[str, Any]:
+    """A signed form for one file. Other sites are refused before they spend any rate budget."""
     app, moment = state(), now()
     refuse_cross_site(app.secrets, moment)
     if app.limiter:
@@ -771,9 +777,16 @@ def object_info(headers: Mapping[str, str]) -> ObjectInfo:
 
 
 def head_error(status: int) -> AppError:
-    """Without s3:ListBucket, S3 answers a HEAD for a missing object with 403, not 404."""
-    if status in (403, 404):
-        return AppError(404, f"The object was not found in S3 (S3 answered {status}).")
+    """Without s3:ListBucket, S3 answers a HEAD for a missing object with 403, not 404.
+
+    A HEAD answer has no body, so 403 cannot tell "missing" from "not allowed": say both.
+    """
+    if status == 404:
+        return AppError(404, "The object was not found in S3 (S3 answered 404).")
+    if status == 403:
+        return AppError(
+            404, "The object was not found in S3, or this app may not read it (S3 answered 403)."
+        )
     return AppError(502, f"S3 answered {status} when checking the upload.")
 
 

@@ -8,8 +8,12 @@ import json
 import logging
 import re
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -679,6 +683,21 @@ def test_registration_is_404_when_the_object_is_not_in_s3(live) -> None:
     assert response.json == {"error": "The object was not found in S3 (S3 answered 404)."}
 
 
+def test_registration_is_404_when_s3_refuses_the_app_credentials(config, s3) -> None:
+    wrong = signer.Credentials(CREDENTIALS.access_key, "not the secret S3 knows")
+    client = app_client(server.replace(config, endpoint=s3.url, credentials=wrong))
+    key = "uploads/2026/12/02/f00d.txt"
+    body = {
+        "key": key,
+        "etag": "e",
+        "token": server.key_token(server.Secrets.derive(wrong.secret_key), key),
+    }
+    response = report(client, body, 404)
+    assert response.json == {
+        "error": "The object was not found in S3, or this app may not read it (S3 answered 403)."
+    }
+
+
 def test_registration_is_409_when_the_etag_differs(live) -> None:
     sent = upload(live, b"hello", filename="a.txt", content_type="text/plain")
     wrong = {"key": sent["key"], "etag": '"' + "0" * 32 + '"', "token": sent["token"]}
@@ -731,6 +750,55 @@ def test_no_js_redirect_for_another_bucket_is_refused(live) -> None:
     assert parse_qs(urlsplit(response.location).query) == {
         "error": ["The upload went to a different bucket."]
     }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_main_serves_the_page_with_the_embedded_s3_and_stops_on_ctrl_c(tmp_path) -> None:
+    port, s3_port = free_port(), free_port()
+    environ = {"PATH": "/usr/bin:/bin", "PORT": str(port), "S3_PORT": str(s3_port)}
+    environ["DATA_DIR"] = str(tmp_path / "data")
+    command = [sys.executable, str(Path(server.__file__).resolve())]
+    process = subprocess.Popen(
+        command, env=environ, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        health = wait_for(f"http://127.0.0.1:{port}/healthz")
+        assert json.loads(health) == {"status": "ok", "s3": "embedded"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+            assert f"http://127.0.0.1:{s3_port}" in page.read().decode()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=20)[0].decode()
+    assert process.returncode == 0
+    assert output.startswith(
+        f"Upload app: http://127.0.0.1:{port}/\n"
+        f"S3: http://127.0.0.1:{s3_port} (embedded local S3)\n"
+    )
+    assert output.rstrip().endswith("Stopped.")
+    assert (tmp_path / "data" / "uploads.sqlite3").is_file()
+
+
+def wait_for(url: str, attempts: int = 100) -> bytes:
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return reply.read()
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_banner_names_the_bucket_and_never_the_secret() -> None:
+    config = server.Config.from_env(EXTERNAL, None)
+    assert server.banner(config) == (
+        "Upload app: http://127.0.0.1:8080/\nS3: https://my-bucket.s3.eu-west-1.amazonaws.com "
+        "(bucket my-bucket)"
+    )
 
 
 # ---- must stay last: nothing above leaked the secret key --------------------------------------
