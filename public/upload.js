@@ -1,0 +1,462 @@
+/*
+ * The upload page: browser-to-S3 uploads with blueimp jQuery File Upload.
+ *
+ * For each file: check it against the limits the server embedded in the page, ask the app to
+ * sign an S3 POST policy (GET /s3_credentials), POST the signed fields and then the file
+ * straight to S3, read S3's XML answer, and report the upload to the app (POST /uploads).
+ * Data from the network reaches the page through textContent only, never as HTML.
+ */
+(function ($) {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("upload-config").textContent);
+  const limits = config.limits;
+
+  // ---- Checks done before anything is sent --------------------------------------------------
+
+  // The server's human_size: binary multiples, so "10 MB" means the same here and there.
+  function formatBytes(bytes) {
+    const units = [
+      ["GB", 1024 ** 3],
+      ["MB", 1024 ** 2],
+      ["KB", 1024],
+    ];
+    for (const [unit, factor] of units) {
+      if (bytes >= factor) {
+        return `${(bytes / factor).toFixed(1).replace(/\.0$/, "")} ${unit}`;
+      }
+    }
+    return `${bytes} bytes`;
+  }
+
+  // An allowed type is either exact ("application/pdf") or a family ("image/*").
+  function typeAllowed(type) {
+    if (limits.allowed_types.length === 0) {
+      return true;
+    }
+    return limits.allowed_types.some((allowed) =>
+      allowed.endsWith("/*") ? type.startsWith(allowed.slice(0, -1)) : type === allowed,
+    );
+  }
+
+  // The same limits the server signs into the policy; refusing here saves a doomed upload.
+  function problemWith(file) {
+    if (file.size > limits.max_bytes) {
+      return `This file is larger than the ${limits.max_human} limit.`;
+    }
+    if (file.size === 0) {
+      return "This file is empty; there is nothing to upload.";
+    }
+    if (!typeAllowed(file.type)) {
+      const type = file.type || "unknown";
+      return `This type of file (${type}) is not accepted: only ${limits.allowed_types.join(", ")}.`;
+    }
+    return null;
+  }
+
+  // ---- Talking to the app -------------------------------------------------------------------
+
+  // The app answers errors as {"error": "one sentence"}; surface that sentence.
+  async function callApp(url, options = {}) {
+    const headers = { "X-Upload-Token": config.pageToken, ...options.headers };
+    let response;
+    try {
+      response = await fetch(url, { ...options, headers, credentials: "same-origin" });
+    } catch {
+      throw new Error("The app could not be reached. Is the server still running?");
+    }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new Error(body.error || `The app answered HTTP ${response.status}.`);
+    }
+    return body;
+  }
+
+  function requestPolicy(file) {
+    const query = new URLSearchParams({
+      filename: file.name,
+      content_type: file.type,
+      size: String(file.size),
+    });
+    return callApp(`/s3_credentials?${query}`);
+  }
+
+  function registerUpload(credentials, stored) {
+    return callApp("/uploads", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: stored.key, etag: stored.etag, token: credentials.token }),
+    });
+  }
+
+  // ---- Reading S3's answers -----------------------------------------------------------------
+
+  function xmlText(documentNode, tag) {
+    const element = documentNode && documentNode.getElementsByTagName(tag)[0];
+    return element ? element.textContent : "";
+  }
+
+  function parseXml(text) {
+    if (!text) {
+      return null;
+    }
+    const documentNode = new DOMParser().parseFromString(text, "application/xml");
+    return documentNode.getElementsByTagName("parsererror").length ? null : documentNode;
+  }
+
+  // success_action_status 201 returns a PostResponse document; S3-compatible servers answering
+  // 200/204 send no body, so the ETag comes from the header and the key from our own form.
+  function parsePostResponse(xhr, credentials) {
+    const answer = parseXml(xhr.responseText);
+    return {
+      location: xmlText(answer, "Location"),
+      bucket: xmlText(answer, "Bucket"),
+      key: xmlText(answer, "Key") || credentials.key,
+      etag: xmlText(answer, "ETag") || xhr.getResponseHeader("ETag") || "",
+    };
+  }
+
+  function parseS3Error(xhr) {
+    const answer = parseXml(xhr.responseText);
+    return {
+      code: xmlText(answer, "Code") || `HTTP ${xhr.status}`,
+      message: xmlText(answer, "Message"),
+    };
+  }
+
+  // S3 answers an expired form with AccessDenied "Invalid according to Policy: Policy expired."
+  function isExpiredPolicy(error) {
+    return error.code === "AccessDenied" && error.message.includes("Policy expired");
+  }
+
+  const EXPLANATIONS = {
+    EntityTooLarge: () => `This file is larger than the ${limits.max_human} limit.`,
+    EntityTooSmall: () => "This file is smaller than the signed policy allows.",
+    AccessDenied: (error) =>
+      isExpiredPolicy(error)
+        ? "The signed policy expired before S3 received the file."
+        : `S3 refused the form because it does not match the signed policy: ${error.message}`,
+    SignatureDoesNotMatch: () =>
+      "S3 computed a different signature: the app's secret key or region does not match the bucket.",
+    InvalidAccessKeyId: () => "S3 does not know the app's access key; check AWS_ACCESS_KEY_ID.",
+    NoSuchBucket: () => "The bucket does not exist; check S3_BUCKET.",
+  };
+
+  function explainS3Error(error) {
+    const explain = EXPLANATIONS[error.code];
+    return explain ? explain(error) : error.message || "S3 refused the upload.";
+  }
+
+  // ---- The protocol panel -------------------------------------------------------------------
+
+  // Long values stay recognisable without filling the screen: "3f9a…c21b".
+  function shorten(value, keep = 4) {
+    return value.length > 2 * keep + 1 ? `${value.slice(0, keep)}…${value.slice(-keep)}` : value;
+  }
+
+  // One condition per line, as the policy is usually written in the AWS docs.
+  function formatPolicy(policy) {
+    if (!Array.isArray(policy.conditions)) {
+      return JSON.stringify(policy, null, 2);
+    }
+    const conditions = policy.conditions.map(
+      (condition) => `    ${JSON.stringify(condition, null, 1).replace(/\n\s*/g, " ")}`,
+    );
+    return [
+      "{",
+      `  "expiration": ${JSON.stringify(policy.expiration)},`,
+      '  "conditions": [',
+      conditions.join(",\n"),
+      "  ]",
+      "}",
+    ].join("\n");
+  }
+
+  function decodePolicy(policyBase64) {
+    try {
+      const bytes = Uint8Array.from(atob(policyBase64), (char) => char.charCodeAt(0));
+      return formatPolicy(JSON.parse(new TextDecoder().decode(bytes)));
+    } catch {
+      return "(the policy field is not base64-encoded JSON)";
+    }
+  }
+
+  function tableRow(name, value) {
+    const row = document.createElement("tr");
+    const nameCell = document.createElement("th");
+    const valueCell = document.createElement("td");
+    nameCell.scope = "row";
+    nameCell.textContent = name;
+    valueCell.textContent = value;
+    row.append(nameCell, valueCell);
+    return row;
+  }
+
+  function displayedValue(name, value) {
+    if (name === "x-amz-signature") {
+      return shorten(value);
+    }
+    return name === "policy" ? `${shorten(value, 12)} (decoded below)` : value;
+  }
+
+  // The panel shows one exchange whole: the form a row sent and the answer S3 gave it.
+  function showProtocol(credentials, file, xhr) {
+    document.getElementById("protocol-empty").hidden = true;
+    document.getElementById("protocol-body").hidden = false;
+    document.getElementById("protocol-url").textContent = credentials.url;
+    const rows = Object.entries(credentials.fields).map(([name, value]) =>
+      tableRow(name, displayedValue(name, value)),
+    );
+    rows.push(tableRow("file", `${file.name} (${formatBytes(file.size)}, always last)`));
+    document.getElementById("protocol-fields").replaceChildren(...rows);
+    document.getElementById("protocol-policy").textContent = decodePolicy(credentials.fields.policy);
+    const status = xhr.status ? `HTTP ${xhr.status} ${xhr.statusText}` : "no answer (network error)";
+    document.getElementById("protocol-status").textContent = status;
+    document.getElementById("protocol-response").textContent = xhr.responseText || "(empty body)";
+  }
+
+  // ---- The uploaded files list --------------------------------------------------------------
+
+  function uploadItem(upload) {
+    const item = document.createElement("li");
+    const link = document.createElement("a");
+    const name = document.createElement("span");
+    const meta = document.createElement("span");
+    item.className = "upload";
+    link.className = "upload-link";
+    link.href = upload.url;
+    name.className = "upload-name";
+    name.textContent = upload.filename;
+    meta.className = "upload-meta";
+    meta.textContent = `${formatBytes(upload.size)} · ${upload.content_type}`;
+    link.append(thumbnail(upload), name);
+    item.append(link, meta);
+    return item;
+  }
+
+  function thumbnail(upload) {
+    if (upload.content_type.startsWith("image/")) {
+      const image = document.createElement("img");
+      image.className = "thumb";
+      image.src = upload.url;
+      image.alt = "";
+      return image;
+    }
+    const badge = document.createElement("span");
+    badge.className = "thumb thumb-file";
+    badge.setAttribute("aria-hidden", "true");
+    badge.textContent = upload.content_type.split("/").pop().slice(0, 4).toUpperCase();
+    return badge;
+  }
+
+  async function refreshUploads() {
+    const { uploads } = await callApp("/uploads");
+    document.getElementById("uploads").replaceChildren(...uploads.map(uploadItem));
+    document.getElementById("uploads-empty").hidden = uploads.length > 0;
+  }
+
+  // ---- One row per file ---------------------------------------------------------------------
+
+  function createRow(file) {
+    const item = document.createElement("li");
+    item.className = "file";
+    const name = element("span", "file-name", file.name);
+    const size = element("span", "file-size", formatBytes(file.size));
+    const progress = document.createElement("progress");
+    progress.max = 100;
+    progress.value = 0;
+    progress.setAttribute("aria-label", `Upload progress of ${file.name}`);
+    const status = element("p", "file-status", "Waiting…");
+    status.setAttribute("aria-live", "polite");
+    const cancel = element("button", "button button-small file-cancel", "Cancel");
+    cancel.type = "button";
+    cancel.setAttribute("aria-label", `Cancel ${file.name}`);
+    item.append(name, size, cancel, progress, status);
+    document.getElementById("queue").append(item);
+    return { element: item, name, progress, status, cancel, cancelled: false };
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    node.className = className;
+    node.textContent = text;
+    return node;
+  }
+
+  function setStatus(row, text, state) {
+    row.status.textContent = text;
+    row.element.dataset.state = state;
+    if (state !== "working") {
+      row.cancel.hidden = true;
+    }
+  }
+
+  function showFailure(row, code, sentence) {
+    setStatus(row, "", "error");
+    row.progress.hidden = true;
+    if (code) {
+      row.status.append(element("code", "error-code", code), " ");
+    }
+    row.status.append(sentence);
+  }
+
+  function showDone(row, upload) {
+    row.progress.value = 100;
+    const link = element("a", "file-name", upload.filename);
+    link.href = upload.url;
+    row.name.replaceWith(link);
+    setStatus(row, "Uploaded", "done");
+  }
+
+  // ---- The upload flow ----------------------------------------------------------------------
+
+  async function startUpload(data, row, retried) {
+    const file = data.files[0];
+    setStatus(row, "Signing…", "working");
+    let credentials;
+    try {
+      credentials = await requestPolicy(file);
+    } catch (error) {
+      showFailure(row, "", error.message);
+      return;
+    }
+    if (row.cancelled) {
+      return;
+    }
+    data.url = credentials.url;
+    data.formData = Object.entries(credentials.fields).map(([name, value]) => ({ name, value }));
+    setStatus(row, "Uploading…", "working");
+    const jqXHR = data.submit();
+    row.abort = () => jqXHR.abort();
+    jqXHR
+      .done((_body, _status, xhr) => finishUpload(row, credentials, file, xhr))
+      .fail((xhr, textStatus) => {
+        handleFailure(data, row, retried, { credentials, file, xhr, textStatus });
+      });
+  }
+
+  async function finishUpload(row, credentials, file, xhr) {
+    showProtocol(credentials, file, xhr);
+    setStatus(row, "Stored in S3; registering…", "working");
+    try {
+      const { upload } = await registerUpload(credentials, parsePostResponse(xhr, credentials));
+      showDone(row, upload);
+    } catch (error) {
+      showFailure(row, "", error.message);
+      return;
+    }
+    refreshUploads().catch((error) => console.warn("Could not refresh the list:", error.message));
+  }
+
+  function handleFailure(data, row, retried, { credentials, file, xhr, textStatus }) {
+    if (textStatus === "abort") {
+      setStatus(row, "Cancelled", "cancelled");
+      return;
+    }
+    showProtocol(credentials, file, xhr);
+    if (xhr.status === 0) {
+      const sentence = `S3 could not be reached at ${config.s3Origin}: a network error, or the bucket's CORS rule does not allow this page.`;
+      showFailure(row, "", sentence);
+      return;
+    }
+    const error = parseS3Error(xhr);
+    if (isExpiredPolicy(error) && !retried) {
+      setStatus(row, "The policy expired; retrying with a fresh one…", "working");
+      startUpload(data, row, true);
+      return;
+    }
+    showFailure(row, error.code, explainS3Error(error));
+  }
+
+  function cancel(row) {
+    row.cancelled = true;
+    if (row.abort) {
+      row.abort();
+    } else {
+      setStatus(row, "Cancelled", "cancelled");
+    }
+  }
+
+  // ---- Overall progress ---------------------------------------------------------------------
+
+  function formatDuration(seconds) {
+    if (!Number.isFinite(seconds)) {
+      return "time left: calculating";
+    }
+    const rounded = Math.ceil(seconds);
+    if (rounded < 60) {
+      return `${rounded} s left`;
+    }
+    return `${Math.floor(rounded / 60)} min ${rounded % 60} s left`;
+  }
+
+  // Average speed since this batch started: steadier than an instant rate, honest for a guess.
+  function showOverallProgress(loaded, total, startedAt) {
+    const percent = total ? Math.floor((loaded / total) * 100) : 0;
+    const seconds = (performance.now() - startedAt) / 1000;
+    const bytesPerSecond = seconds > 0 ? loaded / seconds : 0;
+    document.getElementById("overall").hidden = false;
+    document.getElementById("overall-progress").value = percent;
+    document.getElementById("overall-percent").textContent = `${percent}%`;
+    document.getElementById("overall-speed").textContent =
+      `${(bytesPerSecond / 1024 ** 2).toFixed(1)} MB/s`;
+    document.getElementById("overall-eta").textContent = formatDuration(
+      bytesPerSecond ? (total - loaded) / bytesPerSecond : Number.NaN,
+    );
+  }
+
+  // ---- Wiring -------------------------------------------------------------------------------
+
+  function onAdd(_event, data) {
+    const file = data.files[0];
+    const row = createRow(file);
+    data.context = row;
+    row.cancel.addEventListener("click", () => cancel(row));
+    const problem = problemWith(file);
+    if (problem) {
+      showFailure(row, "", `Not sent. ${problem}`);
+      return;
+    }
+    startUpload(data, row, false);
+  }
+
+  function onProgress(_event, data) {
+    data.context.progress.value = Math.floor((data.loaded / data.total) * 100);
+  }
+
+  let batchStartedAt = 0;
+
+  function enhance() {
+    const form = $("#upload-form");
+    const input = $("#file-input");
+    const dropzone = $("#dropzone");
+    form.on("submit", (event) => event.preventDefault());
+    $("#nojs-submit").hide();
+    $("#protocol").prop("hidden", false);
+    input.prop("multiple", true);
+    dropzone.on("dragover", () => dropzone.addClass("is-dragover"));
+    dropzone.on("dragleave drop", () => dropzone.removeClass("is-dragover"));
+    input.fileupload({
+      dropZone: dropzone,
+      pasteZone: null,
+      paramName: "file",
+      multipart: true,
+      singleFileUploads: true,
+      limitConcurrentUploads: 3,
+      dataType: "text",
+      add: onAdd,
+      progress: onProgress,
+      start: () => {
+        batchStartedAt = performance.now();
+      },
+      progressall: (_event, data) => showOverallProgress(data.loaded, data.total, batchStartedAt),
+      stop: () => {
+        document.getElementById("overall-eta").textContent = "all sent";
+      },
+    });
+  }
+
+  // Dropping a file outside the zone should not navigate away from the page.
+  $(document).on("dragover drop", (event) => event.preventDefault());
+  $(enhance);
+})(jQuery);

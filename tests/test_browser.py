@@ -1,0 +1,345 @@
+"""The upload page in headless Chromium, against the real app and the embedded local S3.
+
+Both servers listen on free loopback ports; the local S3 allows the app's origin (CORS), so the
+browser posts each file straight to it, exactly as it would to Amazon S3.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import struct
+import threading
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import waitress
+from playwright.sync_api import Browser, Page, Response, Route, expect
+
+import local_s3
+import server
+import signer
+
+pytestmark = pytest.mark.browser
+
+BUCKET = "uploads"
+REGION = "us-east-1"
+SEA, SKY = (16, 78, 139), (135, 206, 235)
+GRASS, SUN = (34, 139, 34), (238, 221, 130)
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+
+
+# ---- Servers -----------------------------------------------------------------------------------
+
+
+Color = tuple[int, int, int]
+
+
+class Clock:
+    """The app's clock; a test moves it back to make the app sign forms that are already expired."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+class DeferredApp:
+    """A WSGI app filled in later: the app's port must be known before the local S3 (whose CORS
+    rule names the app's origin) starts, and the app needs the local S3's URL."""
+
+    app: Callable[..., Any] | None = None
+
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
+        return self.app(environ, start_response)
+
+
+@dataclass
+class Site:
+    origin: str
+    s3_origin: str
+    config: server.Config
+    clock: Clock = field(default_factory=Clock)
+
+    def read_object(self, key: str) -> bytes | None:
+        """The object's bytes through a presigned GET, or None when S3 answers 404."""
+        url = signer.object_url(BUCKET, key, REGION, self.config.endpoint)
+        presigned = signer.presign_url(self.config.credentials, "GET", url, REGION)
+        try:
+            with urllib.request.urlopen(presigned, timeout=5) as reply:
+                return reply.read()
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def uploads(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.origin}/uploads", timeout=5) as reply:
+            return json.load(reply)["uploads"]
+
+
+@contextlib.contextmanager
+def serving(app: Callable[..., Any]) -> Iterator[str]:
+    """Serve a WSGI app with waitress on a free loopback port, in a thread, until the block ends."""
+    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.effective_port}"
+    finally:
+        http.trigger.pull_trigger(lambda: [channel.close() for channel in list(http._map.values())])
+        thread.join(timeout=5)
+        http.task_dispatcher.shutdown(timeout=5)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    deferred = DeferredApp()
+    credentials = signer.Credentials("AKIDBROWSERTESTS", secrets.token_urlsafe(30))
+    with serving(deferred) as origin:
+        s3_config = local_s3.S3Config(
+            data_dir=tmp_path / "s3",
+            buckets=(BUCKET,),
+            region=REGION,
+            credentials={credentials.access_key: credentials.secret_key},
+            cors_origins=(origin,),
+        )
+        with local_s3.LocalS3(s3_config) as s3:
+            config = server.Config(
+                credentials=credentials,
+                bucket=BUCKET,
+                region=REGION,
+                endpoint=s3.url,
+                data_dir=tmp_path,
+                rate_limit=None,
+            )
+            site = Site(origin, server.s3_origin(config), config)
+            deferred.app = server.create_app(config, clock=site.clock)
+            yield site
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+# ---- Files -------------------------------------------------------------------------------------
+
+
+def png(width: int, height: int, start: Color, end: Color) -> bytes:
+    """A diagonal gradient PNG, so the uploaded list shows real thumbnails."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    def pixel(x: int, y: int) -> bytes:
+        mix = (x / width + y / height) / 2
+        return bytes(round(a + (b - a) * mix) for a, b in zip(start, end, strict=True))
+
+    rows = (b"\x00" + b"".join(pixel(x, y) for x in range(width)) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    image = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+    return b"\x89PNG\r\n\x1a\n" + image + chunk(b"IEND", b"")
+
+
+def payload(name: str, mime_type: str, content: bytes) -> dict[str, Any]:
+    return {"name": name, "mimeType": mime_type, "buffer": content}
+
+
+def md5(content: bytes) -> str:
+    return hashlib.md5(content).hexdigest()
+
+
+def row(page: Page, filename: str) -> Any:
+    return page.locator("#queue .file").filter(has_text=filename)
+
+
+# ---- Uploading ---------------------------------------------------------------------------------
+
+
+def test_uploads_three_files_at_once_straight_to_s3(site: Site, page: Page) -> None:
+    files = [
+        payload("harbour.png", "image/png", png(240, 160, SEA, SKY)),
+        payload("meadow.png", "image/png", png(240, 160, GRASS, SUN)),
+        payload("report.pdf", "application/pdf", b"%PDF-1.4\n" + os.urandom(300_000)),
+    ]
+    page.goto(site.origin)
+    page.set_input_files("#file-input", files)
+
+    for upload in files:
+        expect(row(page, upload["name"])).to_have_attribute("data-state", "done")
+        expect(page.locator("#uploads")).to_contain_text(upload["name"])
+    expect(page.locator("#overall-percent")).to_have_text("100%")
+    stored = {upload["filename"]: upload["key"] for upload in site.uploads()}
+    for upload in files:
+        assert md5(site.read_object(stored[upload["name"]])) == md5(upload["buffer"])
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        page.click("#protocol summary")
+        page.screenshot(path=SCREENSHOT, full_page=True)
+
+
+def test_refuses_an_oversize_file_before_sending_anything(
+    site: Site, page: Page, tmp_path: Path
+) -> None:
+    too_big = tmp_path / "holiday.mov"
+    with too_big.open("wb") as file:
+        file.truncate(site.config.max_bytes + 1)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(site.origin)
+    page.set_input_files("#file-input", too_big)
+
+    expect(row(page, "holiday.mov")).to_have_attribute("data-state", "error")
+    expect(row(page, "holiday.mov")).to_contain_text("This file is larger than the 10 MB limit.")
+    assert not [url for url in requested if url.startswith(site.s3_origin)]
+    assert not [url for url in requested if "/s3_credentials" in url]
+
+
+def flip_last_hex_digit(value: str) -> str:
+    return value[:-1] + ("0" if value[-1] != "0" else "1")
+
+
+# Each case edits the signed form on its way to the page, as a bug or an attacker would; the real
+# local S3 then refuses it, and the page shows S3's error code and a sentence for people.
+TAMPERED_FORMS = [
+    pytest.param(
+        lambda form: form["fields"].update({"Content-Type": "image/gif"}),
+        "AccessDenied",
+        "does not match the signed policy: Invalid according to Policy: Policy Condition failed",
+        id="content-type-changed",
+    ),
+    pytest.param(
+        lambda form: form["fields"].update(
+            {"x-amz-signature": flip_last_hex_digit(form["fields"]["x-amz-signature"])}
+        ),
+        "SignatureDoesNotMatch",
+        "S3 computed a different signature",
+        id="signature-changed",
+    ),
+    pytest.param(
+        lambda form: form["fields"].update(
+            {"x-amz-credential": "AKIDUNKNOWN" + form["fields"]["x-amz-credential"][16:]}
+        ),
+        "InvalidAccessKeyId",
+        "S3 does not know the app's access key",
+        id="unknown-access-key",
+    ),
+]
+
+
+@pytest.mark.parametrize(("tamper", "code", "sentence"), TAMPERED_FORMS)
+def test_shows_s3_error_code_when_s3_refuses_the_form(
+    site: Site, page: Page, tamper: Callable[[dict], None], code: str, sentence: str
+) -> None:
+    issued: list[str] = []
+
+    def tampered_credentials(route: Route) -> None:
+        form = route.fetch().json()
+        tamper(form)
+        issued.append(form["key"])
+        route.fulfill(json=form)
+
+    page.route("**/s3_credentials?*", tampered_credentials)
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("cat.png", "image/png", png(32, 32, SUN, SEA))])
+
+    expect(row(page, "cat.png")).to_have_attribute("data-state", "error")
+    expect(row(page, "cat.png").locator(".error-code")).to_have_text(code)
+    expect(row(page, "cat.png")).to_contain_text(sentence)
+    page.click("#protocol summary")
+    expect(page.locator("#protocol-response")).to_contain_text(f"<Code>{code}</Code>")
+    assert site.read_object(issued[0]) is None
+
+
+def test_cancel_stops_the_upload_and_leaves_no_object(
+    site: Site, page: Page, tmp_path: Path
+) -> None:
+    large = tmp_path / "video.pdf"
+    large.write_bytes(os.urandom(8 * 1024 * 1024))
+    devtools = page.context.new_cdp_session(page)
+    devtools.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2_000_000},
+    )
+    page.goto(site.origin)
+    with page.expect_response("**/s3_credentials?*") as credentials:
+        page.set_input_files("#file-input", large)
+    key = credentials.value.json()["key"]
+    expect(row(page, "video.pdf").locator("progress")).not_to_have_attribute("value", "0")
+
+    page.get_by_role("button", name="Cancel video.pdf").click()
+
+    expect(row(page, "video.pdf")).to_have_attribute("data-state", "cancelled")
+    expect(row(page, "video.pdf").locator(".file-status")).to_have_text("Cancelled")
+    page.wait_for_timeout(500)
+    assert site.read_object(key) is None
+    assert site.uploads() == []
+
+
+def test_expired_policy_is_retried_once_with_a_fresh_one(site: Site, page: Page) -> None:
+    site.clock.offset = -timedelta(seconds=site.config.policy_ttl + 60)
+    s3_statuses: list[int] = []
+    signed: list[str] = []
+
+    def record_s3_answer(response: Response) -> None:
+        if response.request.method == "POST" and response.url.startswith(site.s3_origin):
+            s3_statuses.append(response.status)
+
+    def sign_now_after_the_first_form(route: Route) -> None:
+        signed.append(route.request.url)
+        if len(signed) > 1:
+            site.clock.offset = timedelta(0)
+        route.continue_()
+
+    page.on("response", record_s3_answer)
+    page.route("**/s3_credentials?*", sign_now_after_the_first_form)
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("late.png", "image/png", png(32, 32, SKY, GRASS))])
+
+    expect(row(page, "late.png")).to_have_attribute("data-state", "done")
+    assert len(signed) == 2
+    assert s3_statuses == [403, 201]
+
+
+# ---- Without JavaScript ------------------------------------------------------------------------
+
+
+def test_plain_form_uploads_without_javascript(site: Site, browser: Browser) -> None:
+    content = b"%PDF-1.4\n" + os.urandom(50_000)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(site.origin)
+        page.set_input_files("#file-input", [payload("scan.pdf", "application/pdf", content)])
+        page.get_by_role("button", name="Upload", exact=True).click()
+        page.wait_for_url(re.compile(re.escape(f"{site.origin}/?uploaded=")))
+
+        key = parse_qs(urlsplit(page.url).query)["uploaded"][0]
+        expect(page.locator(".notice")).to_have_text(f"Uploaded {key.rpartition('/')[2]}")
+        expect(page.locator("#uploads .upload")).to_have_count(1)
+        assert md5(site.read_object(key)) == md5(content)
+    finally:
+        context.close()
+
+
+def test_page_never_contains_the_secret_key(site: Site, page: Page) -> None:
+    page.goto(site.origin)
+    html = page.content()
+    secret = site.config.credentials.secret_key
+    assert secret not in html
