@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import bottle
 import jinja2
@@ -446,8 +446,8 @@ def s3_origin(config: Config) -> str:
 
 
 def request_query() -> Mapping[str, str]:
-    """The query string decoded as UTF-8 (Bottle's raw values are Latin-1)."""
-    return bottle.request.query.decode()
+    """The query string decoded as UTF-8; bytes that are not UTF-8 become U+FFFD, never a 500."""
+    return dict(parse_qsl(bottle.request.query_string, keep_blank_values=True))
 
 
 def request_origin() -> str:
@@ -593,17 +593,21 @@ def key_token_valid(keys: Secrets, key: str, token: str) -> bool:
 def issue_page_token(keys: Secrets, moment: datetime) -> str:
     """A token "<unix time>.<HMAC>" proving the caller loaded our page (valid 12 hours)."""
     issued = str(int(moment.timestamp()))
-    return f"{issued}.{hmac.new(keys.page_token, issued.encode(), hashlib.sha256).hexdigest()}"
+    return f"{issued}.{page_mac(keys, issued)}"
 
 
 def page_token_valid(keys: Secrets, token: str, moment: datetime) -> bool:
-    issued = token.partition(".")[0]
+    """Signed by us, and issued at most 12 hours ago (a minute ahead allows for clock skew)."""
+    issued, _, mac = token.partition(".")
     if not re.fullmatch(r"[0-9]{1,12}", issued):
         return False
-    expected = issue_page_token(keys, datetime.fromtimestamp(int(issued), UTC))
     age = moment.timestamp() - int(issued)
     in_time = -60 <= age <= PAGE_TOKEN_LIFETIME.total_seconds()
-    return hmac.compare_digest(expected.encode(), token.encode()) and in_time
+    return hmac.compare_digest(page_mac(keys, issued).encode(), mac.encode()) and in_time
+
+
+def page_mac(keys: Secrets, issued: str) -> str:
+    return hmac.new(keys.page_token, issued.encode(), hashlib.sha256).hexdigest()
 
 
 def refuse_cross_site(keys: Secrets, moment: datetime) -> None:

@@ -23,6 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import webtest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import local_s3
 import server
@@ -88,6 +90,12 @@ def config(tmp_path: Path) -> server.Config:
 @pytest.fixture
 def client(config: server.Config, clock: Clock) -> webtest.TestApp:
     return app_client(config, clock)
+
+
+@pytest.fixture
+def unlimited(config: server.Config, clock: Clock) -> webtest.TestApp:
+    """The app with the rate limit off, for tests that send many requests."""
+    return app_client(server.replace(config, rate_limit=None), clock)
 
 
 def app_client(config: server.Config, clock: Clock | None = None) -> webtest.TestApp:
@@ -318,7 +326,7 @@ def test_signing_endpoint_returns_a_form_for_a_server_chosen_key(client, config)
     assert answer["token"] == server.key_token(server.Secrets.derive(SECRET), answer["key"])
 
 
-def test_policy_pins_type_size_range_and_expiry(client, config) -> None:
+def test_policy_pins_type_size_range_and_expiry(client) -> None:
     fields = ask_for_form(client, content_type="Application/PDF", filename="a.pdf").json
     policy = json.loads(signer.base64.b64decode(fields["fields"]["policy"]))
     assert policy["expiration"] == "2026-12-02T01:07:03.000Z"
@@ -345,7 +353,7 @@ def test_key_extension_is_sanitised(filename, extension) -> None:
     assert server.extension(filename) == extension
 
 
-def test_filename_is_kept_as_ascii_safe_metadata(client, config) -> None:
+def test_filename_is_kept_as_ascii_safe_metadata(client) -> None:
     name = "résumé\u202e\x00 <b>.txt"
     fields = ask_for_form(client, filename=name, content_type="text/plain").json["fields"]
     assert fields["x-amz-meta-filename"] == "r%C3%A9sum%C3%A9 <b>.txt"
@@ -375,12 +383,38 @@ def test_long_filename_is_cut_to_fit_s3_metadata() -> None:
         ({"content_type": "application/x-pdf"}, 415, "Files of type application/x-pdf are not"),
     ],
 )
-def test_bad_form_requests_are_refused(client, config, params, status, message) -> None:
+def test_bad_form_requests_are_refused(client, params, status, message) -> None:
     response = ask_for_form(client, status=status, **params)
     assert response.json["error"].startswith(message)
 
 
-def test_largest_allowed_file_gets_a_form(client, config) -> None:
+def test_query_that_is_not_utf8_is_a_clear_answer_not_a_crash(client) -> None:
+    headers = {"X-Upload-Token": page_token(client)}
+    query = "filename=%FF%FE&content_type=image/png&size=1"
+    answer = client.get(f"/s3_credentials?{query}", headers=headers).json
+    assert answer["fields"]["x-amz-meta-filename"] == "%EF%BF%BD%EF%BF%BD"
+    assert client.get("/?uploaded=%FF").status_int == 200
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.dictionaries(st.sampled_from(["filename", "content_type", "size"]), st.text()))
+def test_any_signing_request_gets_an_answer_never_a_500(unlimited, query) -> None:
+    headers = {"X-Upload-Token": page_token(unlimited)}
+    response = unlimited.get("/s3_credentials", query, headers=headers, expect_errors=True)
+    assert response.status_int in (200, 400, 413, 415)
+    assert response.content_type == "application/json"
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
+def test_any_registration_body_gets_an_answer_never_a_500(client, body) -> None:
+    headers = {"X-Upload-Token": page_token(client), "Content-Type": "application/json"}
+    response = client.post("/uploads", body, headers=headers, expect_errors=True)
+    assert response.status_int in (400, 403)
+    assert set(response.json) == {"error"}
+
+
+def test_largest_allowed_file_gets_a_form(client) -> None:
     assert ask_for_form(client, size="10485760").status_int == 200
 
 
@@ -393,16 +427,18 @@ def test_largest_allowed_file_gets_a_form(client, config) -> None:
         ({"X-Upload-Token": ""}, "The X-Upload-Token header is missing or expired"),
         ({"X-Upload-Token": "1796173323.00"}, "The X-Upload-Token header is missing"),
         ({"X-Upload-Token": "garbage"}, "The X-Upload-Token header is missing or expired"),
+        ({"X-Upload-Token": "999999999999.ab"}, "The X-Upload-Token header is missing or"),
+        ({"X-Upload-Token": "1.2.3"}, "The X-Upload-Token header is missing or expired"),
     ],
 )
-def test_signing_endpoint_refuses_other_sites(client, config, headers, message) -> None:
+def test_signing_endpoint_refuses_other_sites(client, headers, message) -> None:
     query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
     sent = {"X-Upload-Token": page_token(client), **headers}
     response = client.get("/s3_credentials", query, headers=sent, status=403)
     assert response.json["error"].startswith(message)
 
 
-def test_signing_endpoint_accepts_same_site_requests_from_our_origin(client, config) -> None:
+def test_signing_endpoint_accepts_same_site_requests_from_our_origin(client) -> None:
     headers = {
         "X-Upload-Token": page_token(client),
         "Origin": "http://localhost:80",
@@ -422,7 +458,7 @@ def test_page_token_expires_after_twelve_hours(client, clock) -> None:
     assert refused.json["error"].startswith("The X-Upload-Token header is missing or expired")
 
 
-def test_forged_page_token_for_another_time_is_refused(config) -> None:
+def test_forged_page_token_for_another_time_is_refused() -> None:
     keys = server.Secrets.derive(SECRET)
     token = server.issue_page_token(keys, NOW)
     issued, mac = token.split(".")
@@ -505,11 +541,11 @@ def issued(key: str = "uploads/2026/12/02/f00d.txt") -> dict[str, str]:
         ),
     ],
 )
-def test_registration_refuses_a_bad_body(client, config, body, message) -> None:
+def test_registration_refuses_a_bad_body(client, body, message) -> None:
     assert report(client, body, 400).json == {"error": message}
 
 
-def test_registration_refuses_a_body_that_is_not_json(client, config) -> None:
+def test_registration_refuses_a_body_that_is_not_json(client) -> None:
     headers = {"X-Upload-Token": page_token(client), "Content-Type": "application/json"}
     response = client.post("/uploads", "{nope", headers=headers, status=400)
     assert response.json == {"error": "The body is not valid JSON."}
@@ -519,18 +555,18 @@ def test_registration_refuses_a_body_that_is_not_json(client, config) -> None:
     assert form.json == {"error": "The body must be JSON (Content-Type: application/json)."}
 
 
-def test_registration_refuses_a_key_the_server_did_not_issue(client, config) -> None:
+def test_registration_refuses_a_key_the_server_did_not_issue(client) -> None:
     forged = {**issued(), "key": "uploads/2026/12/02/someone-elses.txt"}
     response = report(client, forged, 403)
     assert response.json == {"error": "This key was not issued by this server."}
 
 
-def test_registration_refuses_other_sites(client, config) -> None:
+def test_registration_refuses_other_sites(client) -> None:
     response = report(client, issued(), 403, {"Sec-Fetch-Site": "cross-site"})
     assert response.json == {"error": "Cross-site requests may not use this endpoint."}
 
 
-def test_registration_is_502_when_s3_is_unreachable(client, config) -> None:
+def test_registration_is_502_when_s3_is_unreachable(client) -> None:
     response = report(client, issued(), 502)
     assert response.json == {"error": "S3 could not be reached to check the upload."}
 
