@@ -31,3 +31,91 @@ def browser() -> Iterator[Browser]:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield chromium
         chromium.close()
+
+
+# --- local S3 (local_s3.py): a frozen clock, test credentials, the WSGI app and a real server ---
+
+S3_TEST_ACCESS_KEY = "AKIDLOCALS3TEST00001"
+S3_TEST_SECRET_KEY = "local-s3-test-secret/not-a-real-key-0123"
+S3_TEST_ORIGIN = "http://app.test"
+
+
+@pytest.fixture
+def s3_now():
+    """The local S3's clock in WebTest tests: noon UTC on 1 January 2026, frozen."""
+    from datetime import UTC, datetime
+
+    return datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def s3_credentials():
+    import signer
+
+    return signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
+
+
+@pytest.fixture
+def s3_config(tmp_path, s3_now):
+    """Buckets "uploads" and "other", CORS for http://app.test, data under tmp_path/data."""
+    import local_s3
+
+    return local_s3.S3Config(
+        data_dir=tmp_path / "data",
+        buckets=("uploads", "other"),
+        credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
+        cors_origins=(S3_TEST_ORIGIN,),
+        clock=lambda: s3_now,
+    )
+
+
+@pytest.fixture
+def s3_app(s3_config):
+    """The local S3 WSGI app under WebTest, reached as http://localhost (so signed Host matches)."""
+    import webtest
+
+    import local_s3
+
+    return webtest.TestApp(local_s3.create_app(s3_config), extra_environ={"HTTP_HOST": "localhost"})
+
+
+@pytest.fixture
+def running_s3(tmp_path):
+    """A real LocalS3 on 127.0.0.1 with a free port and the real clock (botocore signs with now)."""
+    import local_s3
+
+    config = local_s3.S3Config(
+        data_dir=tmp_path / "data",
+        buckets=("uploads",),
+        credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
+        cors_origins=(S3_TEST_ORIGIN,),
+    )
+    with local_s3.LocalS3(config, threads=4) as server:
+        yield server
+
+
+def _encode_form(parts, boundary="LocalS3TestBoundary7MA4YWxkTrZu0gW"):
+    """multipart/form-data in exactly the order given. A (filename, bytes) value is a file part;
+    a bytes value is raw. Duplicates and any order are allowed: that is what tamper tests need."""
+    chunks = []
+    for name, value in parts:
+        disposition = f'form-data; name="{name}"'
+        head = ""
+        if isinstance(value, tuple):
+            filename, value = value
+            disposition += f'; filename="{filename}"'
+            head = "Content-Type: application/octet-stream\r\n"
+        data = value if isinstance(value, bytes) else value.encode()
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{head}\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+@pytest.fixture
+def encode_form():
+    """encode_form(parts) -> (content_type, body): see _encode_form."""
+    return _encode_form

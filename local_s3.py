@@ -1,0 +1,1396 @@
+"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD Object and CORS.
+
+It is not a stand-in that accepts anything. Every upload is checked the way Amazon S3 checks it
+(form fields, policy document, SigV4 signature, expiry, each policy condition, the size range)
+and every failure answers with S3's status code and S3's XML error, so code that works here
+works against AWS. Real S3 is the reference; the rules come from its documentation:
+
+- POST Object: https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
+- POST policy: https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
+- Errors:      https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
+- Query auth:  https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
+
+Run it alone (the secret key is written to DATA/credentials, never printed):
+
+    python local_s3.py --port 9000 --data ./data --bucket uploads
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import bottle
+import multipart
+from waitress.server import create_server
+
+import signer
+
+LOG = logging.getLogger("local_s3")
+
+
+# === Configuration ===============================================================================
+
+
+def utc_now() -> datetime:
+    """The default clock. Read once per request, at the route, and passed down."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Everything the local S3 needs, read in one place. The secret keys never appear in repr."""
+
+    data_dir: Path
+    buckets: tuple[str, ...]
+    credentials: Mapping[str, str] = field(repr=False)
+    region: str = "us-east-1"
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 5 * 1024**3  # S3's limit for a POST upload is 5 GB
+    clock: Callable[[], datetime] = field(default=utc_now, compare=False, repr=False)
+
+
+SERVICE = "s3"
+TERMINATOR = "aws4_request"
+AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600  # "X-Amz-Expires ... maximum 604800 seconds (7 days)"
+MAX_KEY_BYTES = (
+    1024  # "The name for a key is a sequence of Unicode characters ... at most 1024 bytes"
+)
+MAX_PRE_DATA_BYTES = (
+    20 * 1024
+)  # "The form data and boundaries (excluding the file) cannot exceed 20K"
+MAX_METADATA_BYTES = 2 * 1024  # user-defined metadata is limited to 2 KB (names plus values)
+MAX_FORM_OVERHEAD = 64 * 1024  # room for the fields and boundaries around a maximum-size file
+MAX_CLOCK_SKEW = timedelta(minutes=15)  # header-signed requests must be within 15 minutes
+READ_CHUNK = 256 * 1024
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"  # what S3 stores when the form sends no Content-Type
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+CANNED_ACLS = frozenset(
+    {
+        "private",
+        "public-read",
+        "public-read-write",
+        "authenticated-read",
+        "aws-exec-read",
+        "bucket-owner-read",
+        "bucket-owner-full-control",
+    }
+)
+ANONYMOUS_READ_ACLS = frozenset({"public-read", "public-read-write"})
+# Fields the policy never has to mention: "Each form field that you specify in a form (except
+# x-amz-signature, file, policy, and field names that have an x-ignore- prefix) must appear in
+# the list of conditions."
+UNCONDITIONED_FIELDS = frozenset({"policy", "x-amz-signature", "file"})
+# The POST policy conditions table: only these (and x-amz-meta-*) accept "starts-with".
+STARTS_WITH_FIELDS = frozenset(
+    {
+        "acl",
+        "key",
+        "cache-control",
+        "content-type",
+        "content-disposition",
+        "content-encoding",
+        "expires",
+        "success_action_redirect",
+        "redirect",
+    }
+)
+# REST headers a POST form may set; S3 keeps them with the object and returns them on GET.
+STORED_HEADERS = {
+    "cache-control": "Cache-Control",
+    "content-disposition": "Content-Disposition",
+    "content-encoding": "Content-Encoding",
+    "expires": "Expires",
+}
+CORS_METHODS = ("GET", "HEAD", "POST", "PUT")
+EXPOSED_HEADERS = "ETag, Location"
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+# === Errors: S3's codes, statuses and messages ===================================================
+# https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html#ErrorCodeList
+
+
+class S3Error(Exception):
+    """An S3 error response. Extra keyword arguments become extra XML elements, in order."""
+
+    code = "InternalError"
+    status = 500
+    message = "We encountered an internal error. Please try again."
+
+    def __init__(self, message: str | None = None, **elements: object) -> None:
+        self.message = message or type(self).message
+        self.elements = elements
+        super().__init__(self.message)
+
+
+class InternalError(S3Error):
+    pass
+
+
+class BadRequest(S3Error):
+    code, status, message = "BadRequest", 400, "Bad Request"
+
+
+class InvalidArgument(S3Error):
+    code, status, message = "InvalidArgument", 400, "Invalid Argument"
+
+
+class InvalidRequest(S3Error):
+    code, status, message = "InvalidRequest", 400, "Invalid Request"
+
+
+class InvalidPolicyDocument(S3Error):
+    code, status = "InvalidPolicyDocument", 400
+    message = (
+        "The content of the form does not meet the conditions specified in the policy document."
+    )
+
+
+class MalformedPOSTRequest(S3Error):
+    code, status = "MalformedPOSTRequest", 400
+    message = "The body of your POST request is not well-formed multipart/form-data."
+
+
+class MaxPostPreDataLengthExceeded(S3Error):
+    code, status = "MaxPostPreDataLengthExceededError", 400
+    message = "Your POST request fields preceding the upload file were too large."
+
+
+class EntityTooLarge(S3Error):
+    code, status = "EntityTooLarge", 400
+    message = "Your proposed upload exceeds the maximum allowed size"
+
+
+class EntityTooSmall(S3Error):
+    code, status = "EntityTooSmall", 400
+    message = "Your proposed upload is smaller than the minimum allowed object size."
+
+
+class KeyTooLongError(S3Error):
+    code, status, message = "KeyTooLongError", 400, "Your key is too long"
+
+
+class MetadataTooLarge(S3Error):
+    code, status = "MetadataTooLarge", 400
+    message = "Your metadata headers exceed the maximum allowed metadata size."
+
+
+class AuthorizationHeaderMalformed(S3Error):
+    code, status = "AuthorizationHeaderMalformed", 400
+    message = "The authorization header that you provided is not valid."
+
+
+class AuthorizationQueryParametersError(S3Error):
+    code, status = "AuthorizationQueryParametersError", 400
+    message = (
+        "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+        "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters."
+    )
+
+
+class XAmzContentSHA256Mismatch(S3Error):
+    code, status = "XAmzContentSHA256Mismatch", 400
+    message = "The provided 'x-amz-content-sha256' header does not match what was computed."
+
+
+class AccessDenied(S3Error):
+    code, status, message = "AccessDenied", 403, "Access Denied"
+
+
+class CORSForbidden(AccessDenied):
+    """A refused preflight. Its answer carries no Access-Control-Allow-Origin, like S3's."""
+
+    message = (
+        "CORSResponse: This CORS request is not allowed. This is usually because the "
+        "evalution of Origin, request method / Access-Control-Request-Method or "
+        "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec."
+    )
+
+
+class InvalidAccessKeyId(S3Error):
+    code, status = "InvalidAccessKeyId", 403
+    message = "The AWS Access Key Id you provided does not exist in our records."
+
+
+class SignatureDoesNotMatch(S3Error):
+    """Carries the StringToSign S3 computed: comparing it with yours is how you find the bug."""
+
+    code, status = "SignatureDoesNotMatch", 403
+    message = (
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method."
+    )
+
+
+class RequestTimeTooSkewed(S3Error):
+    code, status = "RequestTimeTooSkewed", 403
+    message = "The difference between the request time and the current time is too large."
+
+
+class NoSuchBucket(S3Error):
+    code, status, message = "NoSuchBucket", 404, "The specified bucket does not exist"
+
+
+class NoSuchKey(S3Error):
+    code, status, message = "NoSuchKey", 404, "The specified key does not exist."
+
+
+class MethodNotAllowed(S3Error):
+    code, status = "MethodNotAllowed", 405
+    message = "The specified method is not allowed against this resource."
+
+
+class PreconditionFailed(S3Error):
+    code, status = "PreconditionFailed", 412
+    message = "At least one of the pre-conditions you specified did not hold"
+
+
+def missing_field(name: str) -> InvalidArgument:
+    """S3's answer when a required field is absent, or was sent after the file (and ignored)."""
+    return InvalidArgument(
+        f"Bucket POST must contain a field named '{name}'.  "
+        "If it is specified, please check the order of the fields.",
+        ArgumentName=name,
+        ArgumentValue="",
+    )
+
+
+def condition_failed(condition: Condition) -> AccessDenied:
+    return AccessDenied(f"Invalid according to Policy: Policy Condition failed: {condition.source}")
+
+
+def xml_text(value: object) -> str:
+    """Escaped text for an XML element; characters XML 1.0 cannot carry become U+FFFD."""
+    return XML_ILLEGAL.sub("\ufffd", str(value)).replace("&", "&amp;").replace("<", "&lt;")
+
+
+def xml_document(root: str, elements: Mapping[str, object]) -> bytes:
+    body = "".join(f"<{name}>{xml_text(value)}</{name}>" for name, value in elements.items())
+    return f"{XML_DECLARATION}<{root}>{body}</{root}>".encode()
+
+
+def error_xml(error: S3Error, request_id: str, host_id: str) -> bytes:
+    """S3's error body: Code, Message, the error's own elements, then RequestId and HostId."""
+    elements = {"Code": error.code, "Message": error.message, **error.elements}
+    return xml_document("Error", {**elements, "RequestId": request_id, "HostId": host_id})
+
+
+# === Storage: objects named by hash, replaced atomically =========================================
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as S3 would describe it, plus where its bytes are on disk."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    metadata: Mapping[str, str]
+    acl: str
+    headers: Mapping[str, str]
+    last_modified: datetime
+    path: Path
+
+
+class Upload:
+    """A file part arriving: written to a temporary file and hashed as it streams, never held."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO | None = None
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def begin(self) -> None:
+        self.file = self.path.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.md5.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def etag(self) -> str:
+        """S3's ETag for a single-part upload: the quoted hex MD5 of the bytes."""
+        return f'"{self.md5.hexdigest()}"'
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class ObjectStore:
+    """Objects on disk: data_dir/blobs/<random> holds bytes, data_dir/objects/<hash>.json the rest.
+
+    A record's file name is the SHA-256 of bucket and key, never a path built from the key, so no
+    key (``..``, ``/etc/passwd``, NUL, 1024 bytes of emoji) can name a file outside the folder.
+    A new object is one os.replace of its record, which points at a fresh blob: readers see the
+    old object or the new one, whole, never a mix ("Amazon S3 never stores partial objects").
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.tmp_dir = data_dir / ".tmp"
+        self.blob_dir = data_dir / "blobs"
+        self.record_dir = data_dir / "objects"
+        for folder in (self.tmp_dir, self.blob_dir, self.record_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._locks = tuple(threading.Lock() for _ in range(64))
+
+    def record_path(self, bucket: str, key: str) -> Path:
+        digest = hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
+        return self.record_dir / f"{digest}.json"
+
+    @contextlib.contextmanager
+    def upload(self) -> Iterator[Upload]:
+        """A temporary file that is removed unless commit() moved it into place."""
+        upload = Upload(self.tmp_dir / f"{uuid.uuid4().hex}.part")
+        try:
+            yield upload
+        finally:
+            upload.discard()
+
+    def commit(self, upload: Upload, record: Mapping[str, object]) -> StoredObject:
+        """Blob first, then the record in one os.replace; the replaced object's blob goes last."""
+        upload.close()
+        blob = self.blob_dir / uuid.uuid4().hex
+        os.replace(upload.path, blob)
+        record = {**record, "size": upload.size, "etag": upload.etag, "blob": blob.name}
+        staged = self.tmp_dir / f"{blob.name}.json"
+        staged.write_text(json.dumps(record), encoding="utf-8")
+        target = self.record_path(str(record["bucket"]), str(record["key"]))
+        with self._lock_for(target):
+            previous = self._blob_name(target)
+            os.replace(staged, target)
+        if previous:
+            (self.blob_dir / previous).unlink(missing_ok=True)
+        return self._stored(record)
+
+    def get(self, bucket: str, key: str) -> StoredObject | None:
+        try:
+            text = self.record_path(bucket, key).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return self._stored(json.loads(text))
+
+    def open(self, bucket: str, key: str) -> tuple[StoredObject, BinaryIO] | None:
+        """The object and its open blob. A concurrent upload may delete the blob between reading
+        the record and opening it, so read the (new) record again; once open, the bytes stay."""
+        for _attempt in range(5):
+            stored = self.get(bucket, key)
+            if stored is None:
+                return None
+            with contextlib.suppress(FileNotFoundError):
+                return stored, stored.path.open("rb")
+        return None
+
+    def records(self) -> list[StoredObject]:
+        return [
+            self._stored(json.loads(path.read_text("utf-8"))) for path in self.record_dir.iterdir()
+        ]
+
+    def leftover_files(self) -> list[Path]:
+        """Temporary files, and blobs no record points at. Between requests: none."""
+        referenced = {stored.path for stored in self.records()}
+        blobs = [path for path in self.blob_dir.iterdir() if path not in referenced]
+        return sorted([*self.tmp_dir.iterdir(), *blobs])
+
+    def _lock_for(self, target: Path) -> threading.Lock:
+        return self._locks[int(target.stem[:8], 16) % len(self._locks)]
+
+    def _blob_name(self, target: Path) -> str | None:
+        try:
+            return json.loads(target.read_text(encoding="utf-8"))["blob"]
+        except FileNotFoundError:
+            return None
+
+    def _stored(self, record: Mapping) -> StoredObject:
+        return StoredObject(
+            bucket=record["bucket"],
+            key=record["key"],
+            size=record["size"],
+            etag=record["etag"],
+            content_type=record["content_type"],
+            metadata=record["metadata"],
+            acl=record["acl"],
+            headers=record["headers"],
+            last_modified=datetime.fromisoformat(record["last_modified"]),
+            path=self.blob_dir / Path(record["blob"]).name,
+        )
+
+
+def stored_object(config: S3Config, bucket: str, key: str) -> StoredObject | None:
+    """The object stored under bucket/key, or None: what tests check after an upload."""
+    return ObjectStore(config.data_dir).get(bucket, key)
+
+
+def list_objects(config: S3Config) -> list[StoredObject]:
+    """Every stored object, in no particular order."""
+    return ObjectStore(config.data_dir).records()
+
+
+def leftover_files(config: S3Config) -> list[Path]:
+    """Temporary files and unreferenced blobs. After any finished request there must be none:
+    a rejected or interrupted upload leaves nothing behind."""
+    return ObjectStore(config.data_dir).leftover_files()
+
+
+# === SigV4 credentials, shared by POST forms and signed GET/HEAD =================================
+
+
+@dataclass(frozen=True)
+class CredentialScope:
+    """The parsed x-amz-credential: access key id / date / region / service / aws4_request."""
+
+    access_key: str
+    date: str
+    region: str
+    service: str
+
+    @property
+    def scope(self) -> str:
+        return signer.credential_scope(self.date, self.region, self.service)
+
+
+def parse_credential(value: str, region: str) -> CredentialScope:
+    """Checks the credential's shape, region and service. Raises ValueError with S3's wording;
+    each caller wraps it in the error code S3 uses for that kind of request."""
+    parts = value.split("/")
+    if len(parts) != 5 or not all(parts) or not re.fullmatch(r"\d{8}", parts[1]):
+        raise ValueError(
+            "the Credential is mal-formed; expecting "
+            '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+        )
+    access_key, date, scope_region, service, terminal = parts
+    if scope_region != region:
+        raise ValueError(f"the region '{scope_region}' is wrong; expecting '{region}'")
+    if service != SERVICE:
+        raise ValueError(f'incorrect service "{service}". This endpoint belongs to "{SERVICE}".')
+    if terminal != TERMINATOR:
+        raise ValueError(f'incorrect terminal "{terminal}". This endpoint uses "aws4_request".')
+    return CredentialScope(access_key, date, scope_region, service)
+
+
+def parse_amz_date(value: str) -> datetime:
+    if not AMZ_DATE.fullmatch(value):
+        raise ValueError("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
+    return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+
+
+def check_credential_date(credential: CredentialScope, amz_date: str) -> None:
+    if not amz_date.startswith(credential.date):
+        raise ValueError(
+            f'Invalid credential date "{credential.date}". '
+            f'This date is not the same as X-Amz-Date: "{amz_date[:8]}".'
+        )
+
+
+def secret_for(config: S3Config, access_key: str) -> str:
+    secret = config.credentials.get(access_key)
+    if secret is None:
+        raise InvalidAccessKeyId(AWSAccessKeyId=access_key)
+    return secret
+
+
+def signatures_match(expected: str, provided: str) -> bool:
+    """Constant time, and on bytes: a non-ASCII signature must fail, not raise."""
+    return hmac.compare_digest(expected.encode(), provided.encode("utf-8", "replace"))
+
+
+# === POST policy: parse, check signature, expiry and every condition ============================
+# https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One policy condition. `source` is how S3 quotes it back: ["eq", "$key", "a.txt"]."""
+
+    operator: str  # "eq", "starts-with" or "content-length-range"
+    field: str  # lowercased form field name, without "$"
+    value: str | tuple[int, int]
+    source: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    expiration: datetime
+    conditions: tuple[Condition, ...]
+
+    def size_range(self, max_body_bytes: int) -> tuple[int, int]:
+        """All content-length-range conditions must hold, and S3's own 5 GB limit too."""
+        low, high = 0, max_body_bytes
+        for condition in self.conditions:
+            if condition.operator == "content-length-range":
+                low, high = max(low, condition.value[0]), min(high, condition.value[1])
+        return low, high
+
+
+def invalid_policy(detail: str) -> InvalidPolicyDocument:
+    return InvalidPolicyDocument(f"Invalid Policy: {detail}")
+
+
+def parse_policy(policy_base64: str) -> Policy:
+    """The policy field is base64 of a UTF-8 JSON document with expiration and conditions."""
+    try:
+        document = json.loads(base64.b64decode(policy_base64, validate=True))
+    except (binascii.Error, ValueError):
+        raise invalid_policy("Invalid JSON.") from None
+    if not isinstance(document, dict):
+        raise invalid_policy("Invalid JSON.")
+    if "expiration" not in document:
+        raise invalid_policy("Policy missing expiration.")
+    conditions = document.get("conditions")
+    if not isinstance(conditions, list):
+        raise invalid_policy("Policy missing conditions.")
+    expiration = parse_expiration(document["expiration"])
+    return Policy(expiration, tuple(parse_condition(item) for item in conditions))
+
+
+def parse_expiration(value: object) -> datetime:
+    """ISO 8601 in GMT, e.g. 2015-12-30T12:00:00.000Z."""
+    try:
+        expiration = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise invalid_policy(f"Invalid 'expiration' value: '{value}'") from None
+    if not isinstance(value, str) or expiration.tzinfo is None:
+        raise invalid_policy(f"Invalid 'expiration' value: '{value}'")
+    return expiration
+
+
+def parse_condition(item: object) -> Condition:
+    """Exact match {"field": "value"}, or a list: ["eq" | "starts-with", "$field", "value"] or
+    ["content-length-range", min, max]."""
+    if isinstance(item, dict):
+        if len(item) != 1:
+            raise invalid_policy(
+                "Invalid Simple-Condition: Simple-Conditions must have exactly one property "
+                "specified."
+            )
+        [(name, value)] = item.items()
+        return field_condition("eq", f"${name}", value)
+    if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
+        raise invalid_policy(f"Invalid Condition: {json.dumps(item)}")
+    operator = item[0].lower()
+    if operator == "content-length-range":
+        return length_condition(item[1], item[2])
+    if operator in ("eq", "starts-with"):
+        return field_condition(operator, item[1], item[2])
+    raise invalid_policy(f"Invalid Condition Operator: {item[0]}")
+
+
+def field_condition(operator: str, name: object, value: object) -> Condition:
+    source = json.dumps([operator, name, value], ensure_ascii=False)
+    if not (isinstance(name, str) and name.startswith("$") and isinstance(value, str)):
+        raise invalid_policy(f"Invalid Condition: {source}")
+    return Condition(operator, name[1:].lower(), value, source)
+
+
+def length_condition(low: object, high: object) -> Condition:
+    source = json.dumps(["content-length-range", low, high])
+    bounds_are_ints = all(type(bound) is int for bound in (low, high))
+    if not bounds_are_ints or not 0 <= low <= high:
+        raise invalid_policy(f"Invalid content-length-range: {source}")
+    return Condition("content-length-range", "", (low, high), source)
+
+
+def verify_post_form(
+    fields: Mapping[str, str], bucket: str, config: S3Config, now: datetime
+) -> Policy:
+    """Everything S3 checks before accepting the first byte of the file, in S3's order.
+
+    `fields` are the form fields sent before the file, names lowercased, ${filename} expanded.
+    """
+    if "key" not in fields:
+        raise missing_field("key")
+    if "policy" not in fields:
+        raise AccessDenied()  # no policy: an anonymous upload, and the bucket is not public
+    policy = parse_policy(fields["policy"])
+    credential = post_credential(fields, config.region)
+    verify_post_signature(fields, credential, config)
+    if now >= policy.expiration:
+        raise AccessDenied("Invalid according to Policy: Policy expired.")
+    check_conditions(policy.conditions, {**fields, "bucket": bucket})
+    check_extra_fields(fields, policy.conditions)
+    return policy
+
+
+def post_credential(fields: Mapping[str, str], region: str) -> CredentialScope:
+    """x-amz-algorithm, x-amz-credential and x-amz-date: present, well-formed and consistent."""
+    for name in ("x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-signature"):
+        if name not in fields:
+            raise missing_field(name)
+    if fields["x-amz-algorithm"] != signer.ALGORITHM:
+        raise invalid_field(
+            "x-amz-algorithm", fields, 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"'
+        )
+    try:
+        credential = parse_credential(fields["x-amz-credential"], region)
+        parse_amz_date(fields["x-amz-date"])
+        check_credential_date(credential, fields["x-amz-date"])
+    except ValueError as problem:
+        raise invalid_field("x-amz-credential", fields, str(problem), Region=region) from None
+    return credential
+
+
+def invalid_field(name: str, fields: Mapping[str, str], problem: str, **extra) -> InvalidArgument:
+    return InvalidArgument(problem, ArgumentName=name, ArgumentValue=fields[name], **extra)
+
+
+def verify_post_signature(
+    fields: Mapping[str, str], credential: CredentialScope, config: S3Config
+) -> None:
+    """For a POST, the string to sign is the base64 policy itself, exactly as sent."""
+    secret = secret_for(config, credential.access_key)
+    key = signer.signing_key(secret, credential.date, credential.region, credential.service)
+    expected = signer.signature(key, fields["policy"])
+    if not signatures_match(expected, fields["x-amz-signature"]):
+        raise SignatureDoesNotMatch(
+            AWSAccessKeyId=credential.access_key,
+            StringToSign=fields["policy"],
+            SignatureProvided=fields["x-amz-signature"],
+        )
+
+
+def check_conditions(conditions: tuple[Condition, ...], values: Mapping[str, str]) -> None:
+    for condition in conditions:
+        if not condition_holds(condition, values):
+            raise condition_failed(condition)
+
+
+def condition_holds(condition: Condition, values: Mapping[str, str]) -> bool:
+    """A condition on a field the form did not send fails. Sizes are checked while streaming."""
+    if condition.operator == "content-length-range":
+        return True
+    value = values.get(condition.field)
+    if value is None:
+        return False
+    if condition.operator == "eq":
+        return value == condition.value
+    if not allows_starts_with(condition.field):
+        return False
+    if condition.field == "content-type":
+        # "Content-Types values for a starts-with condition that include commas are interpreted
+        # as lists. Each value in the list must meet the condition for the whole to pass."
+        return all(part.strip().startswith(condition.value) for part in value.split(","))
+    return value.startswith(condition.value)
+
+
+def allows_starts_with(name: str) -> bool:
+    return name in STARTS_WITH_FIELDS or name.startswith("x-amz-meta-")
+
+
+def check_extra_fields(fields: Mapping[str, str], conditions: tuple[Condition, ...]) -> None:
+    covered = {condition.field for condition in conditions}
+    for name in fields:
+        exempt = name in UNCONDITIONED_FIELDS or name.startswith("x-ignore-")
+        if not exempt and name not in covered:
+            raise AccessDenied(f"Invalid according to Policy: Extra input fields: {name}")
+
+
+def expand_filename(fields: Mapping[str, str], filename: str | None) -> dict[str, str]:
+    """S3 replaces ${filename} in every field before checking the policy, with the name of the
+    uploaded file: only the text after the last slash or backslash, or "" when none was sent."""
+    name = re.split(r"[/\\]", filename or "")[-1]
+    return {
+        field_name: value
+        if field_name in ("policy", "x-amz-signature")
+        else value.replace("${filename}", name)
+        for field_name, value in fields.items()
+    }
+
+
+def checked_key(key: str) -> str:
+    size = len(key.encode())
+    if size == 0:
+        raise InvalidArgument(
+            "User key must have a length greater than 0.", ArgumentName="key", ArgumentValue=""
+        )
+    if size > MAX_KEY_BYTES:
+        raise KeyTooLongError(Size=size, MaxSizeAllowed=MAX_KEY_BYTES)
+    return key
+
+
+def object_attributes(fields: Mapping[str, str]) -> dict[str, object]:
+    """What S3 keeps from the form besides the bytes: type, ACL, headers, x-amz-meta-*."""
+    acl = fields.get("acl", "private")
+    if acl not in CANNED_ACLS:
+        raise InvalidArgument(ArgumentName="x-amz-acl", ArgumentValue=acl)
+    metadata = {n: v for n, v in fields.items() if n.startswith("x-amz-meta-")}
+    if not all(HTTP_TOKEN.fullmatch(name) for name in metadata):
+        raise InvalidArgument("Your metadata headers are not valid.")
+    if sum(len(n.encode()) + len(v.encode()) for n, v in metadata.items()) > MAX_METADATA_BYTES:
+        raise MetadataTooLarge(MaxSizeAllowed=MAX_METADATA_BYTES)
+    return {
+        "content_type": fields.get("content-type", DEFAULT_CONTENT_TYPE),
+        "acl": acl,
+        "metadata": metadata,
+        "headers": {STORED_HEADERS[n]: v for n, v in fields.items() if n in STORED_HEADERS},
+    }
+
+
+# === POST Object: streaming the multipart form ===================================================
+
+
+class FileSink:
+    """Receives the file part, stopping as soon as the running size passes the policy's maximum."""
+
+    def __init__(self, upload: Upload, low: int, high: int) -> None:
+        self.upload, self.low, self.high = upload, low, high
+
+    def write(self, chunk: bytes) -> None:
+        proposed = self.upload.size + len(chunk)
+        if proposed > self.high:
+            raise EntityTooLarge(ProposedSize=proposed, MaxSizeAllowed=self.high)
+        self.upload.write(chunk)
+
+    def finish(self) -> None:
+        if self.upload.size < self.low:
+            raise EntityTooSmall(ProposedSize=self.upload.size, MinSizeAllowed=self.low)
+
+
+class PostForm:
+    """Turns multipart parser events into S3's three moments: fields arriving before the file,
+    the file's first byte (`on_file`, which verifies the form and returns where bytes go) and
+    the file's end. Fields after the file are ignored, as S3 ignores them."""
+
+    def __init__(self, on_file: Callable[[dict[str, str], str | None], FileSink]) -> None:
+        self.on_file = on_file
+        self.fields: dict[str, str] = {}
+        self.files = 0
+        self.sink: FileSink | None = None
+        self.part: str | None = None  # the field being read, "file", or None (ignored)
+        self.value = bytearray()
+        self.pre_data = 0
+
+    def feed(self, event: multipart.MultipartSegment | bytes | None) -> None:
+        if isinstance(event, multipart.MultipartSegment):
+            self.begin(event)
+        elif event is None:
+            self.end()
+        elif self.part == "file":
+            self.sink.write(event)
+        elif self.part is not None:
+            self.add_pre_data(len(event))
+            self.value += event
+
+    def begin(self, segment: multipart.MultipartSegment) -> None:
+        name = (segment.name or "").lower()
+        if name == "file":
+            self.files += 1
+            if self.files > 1:
+                raise one_file_required(self.files)
+            self.sink = self.on_file(self.fields, segment.filename)
+        self.part = name if name == "file" or self.sink is None else None
+        if self.sink is None:
+            self.add_pre_data(len(name))
+        self.value = bytearray()
+
+    def end(self) -> None:
+        if self.part == "file":
+            self.sink.finish()
+        elif self.part is not None:
+            self.add_field(self.part, self.value)
+        self.part = None
+
+    def add_field(self, name: str, raw: bytes) -> None:
+        if name in self.fields:
+            raise InvalidArgument(
+                f"Bucket POST must contain only one field named '{name}'.", ArgumentName=name
+            )
+        try:
+            self.fields[name] = raw.decode()
+        except UnicodeDecodeError:
+            raise MalformedPOSTRequest() from None
+
+    def add_pre_data(self, size: int) -> None:
+        self.pre_data += size
+        if self.pre_data > MAX_PRE_DATA_BYTES:
+            raise MaxPostPreDataLengthExceeded(MaxPostPreDataLengthBytes=MAX_PRE_DATA_BYTES)
+
+
+def one_file_required(count: int) -> InvalidArgument:
+    return InvalidArgument(
+        "POST requires exactly one file upload per request.",
+        ArgumentName="file",
+        ArgumentValue=str(count),
+    )
+
+
+def form_boundary(environ: Mapping[str, object]) -> str:
+    """S3 answers a POST that is not multipart/form-data with 412 PreconditionFailed."""
+    content_type, options = multipart.parse_options_header(str(environ.get("CONTENT_TYPE", "")))
+    if content_type != "multipart/form-data":
+        raise PreconditionFailed(
+            Condition="Bucket POST must be of the enclosure-type multipart/form-data"
+        )
+    if not options.get("boundary"):
+        raise MalformedPOSTRequest()
+    return options["boundary"]
+
+
+def body_chunks(environ: Mapping[str, object]) -> Iterator[bytes]:
+    """The request body in chunks. waitress has already buffered it (to a temporary file past
+    inbuf_overflow), so reading never waits on the network and memory stays flat."""
+    stream = environ["wsgi.input"]
+    remaining = int(str(environ.get("CONTENT_LENGTH") or 0))
+    while remaining > 0:
+        chunk = stream.read(min(READ_CHUNK, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+        yield chunk
+
+
+def read_post_form(environ: Mapping[str, object], form: PostForm) -> None:
+    """Streams the body through multipart's push parser; any malformation is S3's
+    MalformedPOSTRequest. A form that ends without a file part is InvalidArgument."""
+    try:
+        with multipart.PushMultipartParser(form_boundary(environ)) as parser:
+            for chunk in body_chunks(environ):
+                if parser.closed:
+                    break
+                for event in parser.parse(chunk):
+                    form.feed(event)
+            for event in parser.parse(b""):
+                form.feed(event)
+    except multipart.MultipartError:
+        raise MalformedPOSTRequest() from None
+    if form.files == 0:
+        raise one_file_required(0)
+
+
+@dataclass
+class PostObject:
+    """One POST Object request, from its first form field to the stored object."""
+
+    config: S3Config
+    bucket: str
+    now: datetime
+    upload: Upload
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def on_file(self, fields: dict[str, str], filename: str | None) -> FileSink:
+        self.fields = expand_filename(fields, filename)
+        policy = verify_post_form(self.fields, self.bucket, self.config, self.now)
+        checked_key(self.fields["key"])
+        object_attributes(self.fields)
+        low, high = policy.size_range(self.config.max_body_bytes)
+        self.upload.begin()
+        return FileSink(self.upload, low, high)
+
+    def record(self) -> dict[str, object]:
+        return {
+            "bucket": self.bucket,
+            "key": self.fields["key"],
+            "last_modified": self.now.isoformat(),
+            **object_attributes(self.fields),
+        }
+
+
+def post_success(
+    fields: Mapping[str, str], stored: StoredObject, location: str
+) -> bottle.HTTPResponse:
+    """success_action_redirect wins (303); else success_action_status 200, 201 (PostResponse
+    XML) or 204, which is also what S3 returns for any other value."""
+    headers = {"ETag": stored.etag, "Location": location}
+    redirect = fields.get("success_action_redirect") or fields.get("redirect")
+    if redirect and urlsplit(redirect).scheme in ("http", "https"):
+        return bottle.HTTPResponse(
+            status=303, headers={**headers, "Location": redirect_to(redirect, stored)}
+        )
+    status = fields.get("success_action_status")
+    if status == "201":
+        body = xml_document(
+            "PostResponse",
+            {"Location": location, "Bucket": stored.bucket, "Key": stored.key, "ETag": stored.etag},
+        )
+        return bottle.HTTPResponse(body, 201, {**headers, "Content-Type": "application/xml"})
+    return bottle.HTTPResponse(status=200 if status == "200" else 204, headers=headers)
+
+
+def redirect_to(url: str, stored: StoredObject) -> str:
+    """S3 appends bucket, key and etag to the redirect URL's query."""
+    query = urlencode({"bucket": stored.bucket, "key": stored.key, "etag": stored.etag})
+    joined = f"{url}{'&' if urlsplit(url).query else '?'}{query}"
+    return quote(joined, safe=":/?#[]@!$&'()*+,;=%")
+
+
+# === GET/HEAD Object: SigV4 in the query (presigned URLs) or in the Authorization header =========
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a signed GET/HEAD claims: who signed, when, which headers, over which payload."""
+
+    credential: CredentialScope
+    amz_date: str
+    signed_headers: tuple[str, ...]
+    payload_hash: str
+    signature: str
+    query: tuple[tuple[str, str], ...]
+
+
+def authenticate(environ: Mapping[str, str], config: S3Config, now: datetime) -> bool:
+    """True for a valid signed request, False for an anonymous one; S3's error otherwise."""
+    query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    presigned = any(name == "X-Amz-Algorithm" for name, _ in query)
+    if presigned:
+        claim = query_claim(query, config.region)
+    elif environ.get("HTTP_AUTHORIZATION"):
+        claim = header_claim(environ, query, config.region, now)
+    else:
+        return False
+    verify_request_signature(environ, claim, config)
+    if presigned:
+        check_not_expired(dict(query), claim, now)
+    return True
+
+
+def query_claim(query: list[tuple[str, str]], region: str) -> SignedRequest:
+    params = dict(query)
+    required = ("X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders")
+    if not all(name in params for name in (*required, "X-Amz-Signature")):
+        raise AuthorizationQueryParametersError()
+    if params["X-Amz-Algorithm"] != signer.ALGORITHM:
+        raise AuthorizationQueryParametersError('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
+    try:
+        credential = parse_credential(params["X-Amz-Credential"], region)
+        parse_amz_date(params["X-Amz-Date"])
+        check_credential_date(credential, params["X-Amz-Date"])
+    except ValueError as problem:
+        raise AuthorizationQueryParametersError(
+            f"Error parsing the X-Amz-Credential parameter; {problem}", Region=region
+        ) from None
+    return SignedRequest(
+        credential,
+        params["X-Amz-Date"],
+        tuple(params["X-Amz-SignedHeaders"].split(";")),
+        signer.UNSIGNED_PAYLOAD,
+        params["X-Amz-Signature"],
+        tuple((k, v) for k, v in query if k != "X-Amz-Signature"),
+    )
+
+
+def check_not_expired(params: Mapping[str, str], claim: SignedRequest, now: datetime) -> None:
+    """X-Amz-Expires counts from X-Amz-Date and is at most a week."""
+    expires = params["X-Amz-Expires"]
+    if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGNED_EXPIRES:
+        raise AuthorizationQueryParametersError(
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+        )
+    signed_at = parse_amz_date(claim.amz_date)
+    if now > signed_at + timedelta(seconds=int(expires)):
+        raise AccessDenied(
+            "Request has expired",
+            **{"X-Amz-Expires": expires},
+            Expires=iso_z(signed_at + timedelta(seconds=int(expires))),
+            ServerTime=iso_z(now),
+        )
+    if signed_at > now + MAX_CLOCK_SKEW:
+        raise AccessDenied("Request is not valid yet")
+
+
+def iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def header_claim(
+    environ: Mapping[str, str], query: list[tuple[str, str]], region: str, now: datetime
+) -> SignedRequest:
+    """Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=..."""
+    parts = parse_authorization(environ["HTTP_AUTHORIZATION"])
+    amz_date = environ.get("HTTP_X_AMZ_DATE", "")
+    try:
+        credential = parse_credential(parts["Credential"], region)
+        signed_at = parse_amz_date(amz_date)
+        check_credential_date(credential, amz_date)
+    except ValueError as problem:
+        raise AuthorizationHeaderMalformed(
+            f"The authorization header is malformed; {problem}", Region=region
+        ) from None
+    if abs(now - signed_at) > MAX_CLOCK_SKEW:
+        raise RequestTimeTooSkewed(
+            RequestTime=amz_date, ServerTime=iso_z(now), MaxAllowedSkewMilliseconds=900000
+        )
+    payload_hash = checked_payload_hash(environ.get("HTTP_X_AMZ_CONTENT_SHA256"))
+    signed = tuple(parts["SignedHeaders"].split(";"))
+    return SignedRequest(
+        credential, amz_date, signed, payload_hash, parts["Signature"], tuple(query)
+    )
+
+
+def parse_authorization(value: str) -> dict[str, str]:
+    algorithm, _, rest = value.partition(" ")
+    if algorithm != signer.ALGORITHM:
+        raise InvalidArgument(
+            "Unsupported Authorization Type", ArgumentName="Authorization", ArgumentValue=value
+        )
+    parts = dict(item.strip().partition("=")[::2] for item in rest.split(","))
+    if not all(parts.get(name) for name in ("Credential", "SignedHeaders", "Signature")):
+        raise AuthorizationHeaderMalformed(
+            "The authorization header is malformed; the authorization header requires three "
+            "components: Credential, SignedHeaders, and Signature."
+        )
+    return parts
+
+
+def checked_payload_hash(value: str | None) -> str:
+    """A GET or HEAD has no body: its x-amz-content-sha256 is the empty hash, or unsigned."""
+    if value is None:
+        raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
+    if value == signer.UNSIGNED_PAYLOAD:
+        return value
+    if not HEX_SHA256.fullmatch(value):
+        raise InvalidArgument(
+            "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, or a valid sha256 value.",
+            ArgumentName="x-amz-content-sha256",
+            ArgumentValue=value,
+        )
+    if value != signer.EMPTY_SHA256:
+        raise XAmzContentSHA256Mismatch(
+            ClientComputedContentSHA256=value, S3ComputedContentSHA256=signer.EMPTY_SHA256
+        )
+    return value
+
+
+def header_value(environ: Mapping[str, str], name: str) -> str:
+    if name in ("content-type", "content-length"):
+        return environ.get(name.upper().replace("-", "_"), "")
+    return environ.get("HTTP_" + name.upper().replace("-", "_"), "")
+
+
+def verify_request_signature(
+    environ: Mapping[str, str], claim: SignedRequest, config: S3Config
+) -> None:
+    """Rebuild the canonical request from what arrived and sign it with the stored secret."""
+    secret = secret_for(config, claim.credential.access_key)
+    request = signer.canonical_request(
+        environ["REQUEST_METHOD"],
+        signer.uri_encode(request_path(environ), keep_slash=True),
+        signer.canonical_query_string(claim.query),
+        {name: header_value(environ, name) for name in claim.signed_headers},
+        claim.signed_headers,
+        claim.payload_hash,
+    )
+    to_sign = signer.string_to_sign(claim.amz_date, claim.credential.scope, request)
+    key = signer.signing_key(secret, claim.credential.date, claim.credential.region, SERVICE)
+    if not signatures_match(signer.signature(key, to_sign), claim.signature):
+        raise SignatureDoesNotMatch(
+            AWSAccessKeyId=claim.credential.access_key,
+            StringToSign=to_sign,
+            SignatureProvided=claim.signature,
+            CanonicalRequest=request,
+        )
+
+
+def request_path(environ: Mapping[str, str]) -> str:
+    """The decoded path as the client sent it (bottle decodes PATH_INFO to UTF-8 in place)."""
+    return "/" + environ.get("PATH_INFO", "").lstrip("/")
+
+
+def header_safe(value: str) -> str:
+    """Headers carry ISO-8859-1 without control characters; other values are RFC 2047
+    encoded, as S3 does for non-ASCII user metadata."""
+    if value.isprintable() and value.isascii():
+        return value
+    return f"=?UTF-8?B?{base64.b64encode(value.encode()).decode()}?="
+
+
+def object_headers(stored: StoredObject) -> dict[str, str]:
+    headers = {
+        "ETag": stored.etag,
+        "Content-Type": header_safe(stored.content_type),
+        "Content-Length": str(stored.size),
+        "Last-Modified": format_datetime(stored.last_modified.astimezone(UTC), usegmt=True),
+        "Accept-Ranges": "bytes",
+    }
+    headers.update({name: header_safe(value) for name, value in stored.headers.items()})
+    headers.update({name: header_safe(value) for name, value in stored.metadata.items()})
+    return headers
+
+
+# === CORS, as S3 answers it ======================================================================
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/cors.html
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    return bool(origin) and ("*" in allowed or origin in allowed)
+
+
+def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str]:
+    """On every response, errors included, so the page can read S3's XML error."""
+    headers = {"Vary": "Origin, Access-Control-Request-Headers, Access-Control-Request-Method"}
+    if origin_allowed(origin, allowed):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Methods"] = ", ".join(CORS_METHODS)
+        headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+    return headers
+
+
+def preflight(environ: Mapping[str, str], allowed: tuple[str, ...]) -> bottle.HTTPResponse:
+    origin = environ.get("HTTP_ORIGIN")
+    method = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+    if not origin:
+        raise BadRequest("Insufficient information. Origin request header needed.")
+    if not method:
+        raise BadRequest("Invalid Access-Control-Request-Method: null")
+    if method not in CORS_METHODS or not origin_allowed(origin, allowed):
+        raise CORSForbidden(Method=method, ResourceType="OBJECT")
+    headers = {"Access-Control-Max-Age": "3000"}
+    requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+    if requested:
+        headers["Access-Control-Allow-Headers"] = requested
+    return bottle.HTTPResponse(status=200, headers=headers)
+
+
+# === The WSGI app ================================================================================
+
+
+def s3_response(config: S3Config) -> Callable:
+    """Wraps a route: S3 errors become S3's XML, anything else is a bug, logged and answered
+    with InternalError. Every response gets CORS headers and a request id."""
+
+    def decorate(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def wrapper(*args: object, **kwargs: object) -> bottle.HTTPResponse:
+            request_id = secrets.token_hex(8).upper()
+            origin = bottle.request.get_header("Origin")
+            try:
+                response = handler(*args, **kwargs)
+            except CORSForbidden as error:
+                response, origin = error_response(error, request_id), None
+            except S3Error as error:
+                response = error_response(error, request_id)
+            except Exception:
+                LOG.exception("local S3 bug on %s %s", bottle.request.method, bottle.request.path)
+                response = error_response(InternalError(), request_id)
+            response.headers.update(cors_headers(origin, config.cors_origins))
+            response.set_header("x-amz-request-id", request_id)
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def error_response(error: S3Error, request_id: str) -> bottle.HTTPResponse:
+    host_id = base64.b64encode(secrets.token_bytes(24)).decode()
+    body = error_xml(error, request_id, host_id)
+    headers = {"Content-Type": "application/xml", "x-amz-id-2": host_id}
+    return bottle.HTTPResponse(body, error.status, headers)
+
+
+def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) -> bottle.Bottle:
+    """The local S3 as a WSGI app: POST Object, GET/HEAD Object, CORS preflight, S3 errors."""
+    store = ObjectStore(config.data_dir)
+    clock = clock or config.clock
+    app = bottle.Bottle()
+    s3 = s3_response(config)
+
+    def require_bucket(bucket: str) -> None:
+        if bucket not in config.buckets:
+            raise NoSuchBucket(BucketName=bucket)
+
+    @app.route("/<bucket>", "POST")
+    @app.route("/<bucket>/", "POST")
+    @s3
+    def post_object(bucket: str) -> bottle.HTTPResponse:
+        now = clock()
+        require_bucket(bucket)
+        with store.upload() as upload:
+            post = PostObject(config, bucket, now, upload)
+            read_post_form(bottle.request.environ, PostForm(post.on_file))
+            stored = store.commit(upload, post.record())
+        location = f"{bottle.request.urlparts.scheme}://{bottle.request.urlparts.netloc}" + (
+            f"/{quote(bucket)}/{quote(stored.key, safe='/')}"
+        )
+        return post_success(post.fields, stored, location)
+
+    @app.route("/<bucket>/<key:path>", ["GET", "HEAD"])
+    @s3
+    def get_object(bucket: str, key: str) -> bottle.HTTPResponse:
+        now = clock()
+        require_bucket(bucket)
+        signed = authenticate(bottle.request.environ, config, now)
+        opened = store.open(bucket, key)
+        if opened is None:
+            raise NoSuchKey(Key=key) if signed else AccessDenied()
+        stored, body = opened
+        if not signed and stored.acl not in ANONYMOUS_READ_ACLS:
+            body.close()
+            raise AccessDenied()
+        return bottle.HTTPResponse(body, 200, object_headers(stored))
+
+    @app.route("/<bucket>", "OPTIONS")
+    @app.route("/<bucket>/", "OPTIONS")
+    @app.route("/<bucket>/<key:path>", "OPTIONS")
+    @s3
+    def cors_preflight(bucket: str, key: str = "") -> bottle.HTTPResponse:
+        require_bucket(bucket)
+        return preflight(bottle.request.environ, config.cors_origins)
+
+    @app.route("/", "ANY")
+    @app.route("/<bucket>", "ANY")
+    @app.route("/<bucket>/", "ANY")
+    @app.route("/<bucket>/<key:path>", "ANY")
+    @s3
+    def not_supported(bucket: str = "", key: str = "") -> bottle.HTTPResponse:
+        if bucket:
+            require_bucket(bucket)
+        resource = "OBJECT" if key else "BUCKET" if bucket else "SERVICE"
+        raise MethodNotAllowed(Method=bottle.request.method, ResourceType=resource)
+
+    return app
+
+
+# === Serving it: waitress in a background thread =================================================
+
+
+class LocalS3:
+    """Serves create_app(config) with waitress on host:port (0 = a free port) in a thread.
+
+    waitress buffers each request body before the app sees it, spooling to a temporary file
+    past inbuf_overflow, so a 1 GB upload costs disk, not memory, and a client that disconnects
+    mid-upload never reaches the app. Bodies over max_body_bytes (plus room for the form fields
+    around the file) are refused by waitress itself with 413.
+    """
+
+    def __init__(self, config: S3Config, host: str = "127.0.0.1", port: int = 0, threads: int = 4):
+        self.config, self.host, self.port, self.threads = config, host, port, threads
+        self.url = ""
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LocalS3:
+        self._server = create_server(
+            create_app(self.config),
+            host=self.host,
+            port=self.port,
+            threads=self.threads,
+            max_request_body_size=self.config.max_body_bytes + MAX_FORM_OVERHEAD,
+            ident="local-s3",
+        )
+        self.url = f"http://{self.host}:{self._server.effective_port}"
+        self._thread = threading.Thread(target=self._server.run, name="local-s3", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Closes every socket from inside waitress's own loop (thread-safe), then joins."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.trigger.pull_trigger(functools.partial(close_all, server))
+        self._thread.join(timeout=10)
+        server.task_dispatcher.shutdown(timeout=5)
+
+    def wait(self) -> None:
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=1)
+
+    def __enter__(self) -> LocalS3:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def close_all(server) -> None:
+    for dispatcher in list(server._map.values()):
+        dispatcher.close()
+
+
+# === Command line ================================================================================
+
+
+def new_credentials() -> tuple[str, str]:
+    """An access key id shaped like AWS's (20 characters) and a 40-character secret."""
+    return "LOCAL" + secrets.token_hex(8).upper()[:15], secrets.token_urlsafe(30)
+
+
+def write_credentials_file(data_dir: Path, access_key: str, secret_key: str) -> Path:
+    """AWS's shared-credentials format, readable by its owner only (0600)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "credentials"
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(
+            f"[local-s3]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"
+        )
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python local_s3.py",
+        description="A strict local S3 for browser uploads (POST Object, GET/HEAD, CORS).",
+    )
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--data", type=Path, default=Path("data"), help="folder for objects")
+    parser.add_argument("--bucket", action="append", help="bucket name (repeatable)")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], help="CORS origin, or '*' (repeatable)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    access_key, secret_key = new_credentials()
+    credentials_path = write_credentials_file(args.data, access_key, secret_key)
+    config = S3Config(
+        data_dir=args.data,
+        buckets=tuple(args.bucket or ["uploads"]),
+        credentials={access_key: secret_key},
+        region=args.region,
+        cors_origins=tuple(args.allow_origin),
+    )
+    server = LocalS3(config, port=args.port).start()
+    print(f"Local S3 at {server.url}, bucket(s) {', '.join(config.buckets)}, {config.region}")
+    print(f"Access key id: {access_key}")
+    print(f"Secret access key: in {credentials_path} (readable by you only)", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(main())

@@ -1,0 +1,979 @@
+"""The local S3 through its WSGI app (WebTest): POST Object, its S3 errors, GET/HEAD and CORS.
+
+Every rejected upload must answer with S3's status, Code and Message, and leave nothing behind:
+no object, no temporary file, no orphaned blob.
+"""
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import local_s3
+import signer
+
+KEY = "uploads/photo.jpg"
+BODY = bytes(range(50))  # inside the forms' 10..100 byte range
+REGION = "us-east-1"
+
+
+# --- helpers: forms, posts and S3's XML ---------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """A POST to the local S3: form parts in order, or a raw body with its own content type."""
+
+    parts: list = field(default_factory=list)
+    path: str = "/uploads/"
+    raw: tuple[str, bytes] | None = None
+    cut: int = 0  # bytes dropped from the end of the body
+
+
+def with_file(fields, data=BODY, filename="photo.jpg"):
+    """The fields in order, then the file. A field set to None is left out."""
+    return [*((k, v) for k, v in fields.items() if v is not None), ("file", (filename, data))]
+
+
+def send(app, attempt, encode_form, headers=None):
+    content_type, body = attempt.raw or encode_form(attempt.parts)
+    body = body[: len(body) - attempt.cut]
+    headers = {**(headers or {}), "Content-Type": content_type, "Host": "localhost"}
+    return app.request(attempt.path, method="POST", body=body, headers=headers, status="*")
+
+
+def error_of(response):
+    """(Code, Message, {other elements}) of an S3 XML error."""
+    root = ET.fromstring(response.body)
+    elements = {child.tag: child.text or "" for child in root}
+    return elements.pop("Code"), elements.pop("Message"), elements
+
+
+def auth_fields(credentials, now):
+    return {
+        "x-amz-algorithm": signer.ALGORITHM,
+        "x-amz-credential": signer.credential(
+            credentials.access_key, signer.date_stamp(now), REGION
+        ),
+        "x-amz-date": signer.amz_date(now),
+    }
+
+
+def signed(policy, fields, credentials, now):
+    """Fields plus a policy signed with the test secret: any policy, even one our signer refuses."""
+    encoded = signer.policy_base64(policy)
+    day_key = signer.signing_key(credentials.secret_key, signer.date_stamp(now), REGION)
+    return {**fields, "policy": encoded, "x-amz-signature": signer.signature(day_key, encoded)}
+
+
+def custom_form(credentials, now, fields, extra_conditions=(), expires_in=300):
+    """A validly signed form with one exact condition per field, plus extra conditions."""
+    fields = {**fields, **auth_fields(credentials, now)}
+    policy = {
+        "expiration": signer.policy_expiration(now + timedelta(seconds=expires_in)),
+        "conditions": [
+            {"bucket": "uploads"},
+            ["content-length-range", 0, 1000],
+            *({name: value} for name, value in fields.items()),
+            *extra_conditions,
+        ],
+    }
+    return signed(policy, fields, credentials, now)
+
+
+def assert_nothing_stored(config):
+    assert local_s3.list_objects(config) == []
+    assert local_s3.leftover_files(config) == []
+
+
+@dataclass
+class Forge:
+    """What a tamper case starts from: a valid form and the means to sign variants of it."""
+
+    fields: dict
+    credentials: signer.Credentials
+    now: object
+
+    def custom(self, fields, extra_conditions=(), expires_in=300):
+        return custom_form(self.credentials, self.now, fields, extra_conditions, expires_in)
+
+
+@pytest.fixture
+def form(s3_credentials, s3_now):
+    """A valid form for uploads/photo.jpg: 10-100 bytes, image/jpeg, one metadata field, 201."""
+    return signer.presigned_post(
+        s3_credentials,
+        bucket="uploads",
+        key=KEY,
+        region=REGION,
+        endpoint="http://localhost",
+        min_bytes=10,
+        max_bytes=100,
+        content_type="image/jpeg",
+        metadata={"album": "holidays"},
+        now=s3_now,
+    )["fields"]
+
+
+@pytest.fixture
+def forge(form, s3_credentials, s3_now):
+    return Forge(dict(form), s3_credentials, s3_now)
+
+
+# --- a valid upload -----------------------------------------------------------------------------
+
+
+def test_valid_upload_is_stored_with_its_bytes_etag_type_and_metadata(
+    s3_app, s3_config, form, encode_form
+):
+    response = send(s3_app, Attempt(with_file(form)), encode_form)
+
+    etag = f'"{hashlib.md5(BODY).hexdigest()}"'
+    assert response.status_int == 201
+    root = ET.fromstring(response.body)
+    assert root.tag == "PostResponse"
+    assert {child.tag: child.text for child in root} == {
+        "Location": f"http://localhost/uploads/{KEY}",
+        "Bucket": "uploads",
+        "Key": KEY,
+        "ETag": etag,
+    }
+    assert response.headers["ETag"] == etag
+    assert response.headers["Location"] == f"http://localhost/uploads/{KEY}"
+    stored = local_s3.stored_object(s3_config, "uploads", KEY)
+    assert stored.path.read_bytes() == BODY
+    assert (stored.size, stored.etag, stored.content_type) == (len(BODY), etag, "image/jpeg")
+    assert stored.metadata == {"x-amz-meta-album": "holidays"}
+    assert stored.acl == "private"
+    assert local_s3.leftover_files(s3_config) == []
+
+
+def test_uploading_the_same_key_again_replaces_the_object_and_frees_the_old_bytes(
+    s3_app, s3_config, form, encode_form
+):
+    send(s3_app, Attempt(with_file(form, b"first version")), encode_form)
+    send(s3_app, Attempt(with_file(form, b"second version")), encode_form)
+
+    assert local_s3.stored_object(s3_config, "uploads", KEY).path.read_bytes() == b"second version"
+    assert len(local_s3.list_objects(s3_config)) == 1
+    assert local_s3.leftover_files(s3_config) == []
+
+
+@pytest.mark.parametrize(
+    ("status_field", "expected_status"),
+    [("200", 200), ("204", 204), ("299", 204), (None, 204)],
+)
+def test_success_action_status_other_than_201_answers_with_an_empty_body(
+    s3_app, forge, encode_form, status_field, expected_status
+):
+    fields = {"key": KEY}
+    if status_field is not None:
+        fields["success_action_status"] = status_field
+    response = send(s3_app, Attempt(with_file(forge.custom(fields))), encode_form)
+
+    assert response.status_int == expected_status
+    assert response.body == b""
+    assert response.headers["ETag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
+
+
+def test_success_action_redirect_answers_303_with_bucket_key_and_etag(s3_app, forge, encode_form):
+    fields = {"key": KEY, "success_action_redirect": "https://app.test/done?upload=7"}
+    response = send(s3_app, Attempt(with_file(forge.custom(fields))), encode_form)
+
+    assert response.status_int == 303
+    location = urlsplit(response.headers["Location"])
+    assert location.netloc == "app.test" and location.path == "/done"
+    assert parse_qs(location.query) == {
+        "upload": ["7"],
+        "bucket": ["uploads"],
+        "key": [KEY],
+        "etag": [f'"{hashlib.md5(BODY).hexdigest()}"'],
+    }
+
+
+def test_filename_variable_is_replaced_by_the_uploaded_files_base_name(
+    s3_app, s3_config, forge, encode_form
+):
+    conditions = [["starts-with", "$key", "user/eric/"], ["starts-with", "$x-amz-meta-source", ""]]
+    fields = {
+        "key": "user/eric/${filename}",
+        "x-amz-meta-source": "${filename}",
+        **forge.custom({}, conditions),
+    }
+    attempt = Attempt(with_file(fields, filename="C:\\My Pictures\\cat.jpg"))
+    response = send(s3_app, attempt, encode_form)
+
+    assert response.status_int == 204
+    stored = local_s3.stored_object(s3_config, "uploads", "user/eric/cat.jpg")
+    assert stored.metadata == {"x-amz-meta-source": "cat.jpg"}
+
+
+def test_object_without_content_type_field_is_binary_octet_stream(
+    s3_app, s3_config, forge, encode_form
+):
+    send(s3_app, Attempt(with_file(forge.custom({"key": KEY}))), encode_form)
+
+    assert local_s3.stored_object(s3_config, "uploads", KEY).content_type == "binary/octet-stream"
+
+
+def test_field_names_are_case_insensitive_and_x_ignore_fields_need_no_condition(
+    s3_app, s3_config, form, encode_form
+):
+    renamed = {name.upper() if name.startswith("x-amz") else name: v for name, v in form.items()}
+    renamed["Policy"] = renamed.pop("policy")
+    renamed["x-ignore-submit"] = "Upload"
+    response = send(s3_app, Attempt(with_file(renamed)), encode_form)
+
+    assert response.status_int == 201
+    assert local_s3.stored_object(s3_config, "uploads", KEY) is not None
+
+
+def test_fields_after_the_file_are_ignored(s3_app, s3_config, form, encode_form):
+    parts = [*with_file(form), ("x-amz-meta-late", "not covered by the policy")]
+    response = send(s3_app, Attempt(parts), encode_form)
+
+    assert response.status_int == 201
+    assert local_s3.stored_object(s3_config, "uploads", KEY).metadata == {
+        "x-amz-meta-album": "holidays"
+    }
+
+
+def test_rest_headers_and_acl_from_the_form_are_kept_and_returned(
+    s3_app, s3_config, forge, encode_form
+):
+    fields = {
+        "key": KEY,
+        "acl": "public-read",
+        "Cache-Control": "max-age=60",
+        "Content-Type": "text/plain",
+    }
+    send(s3_app, Attempt(with_file(forge.custom(fields))), encode_form)
+
+    response = s3_app.get(f"/uploads/{KEY}")  # anonymous: allowed because public-read
+    assert response.body == BODY
+    assert response.headers["Cache-Control"] == "max-age=60"
+    assert response.headers["Content-Type"] == "text/plain"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [("image/png, image/jpeg", 204), ("image/png, text/plain", 403)],
+)
+def test_starts_with_content_type_applies_to_each_value_of_a_comma_list(
+    s3_app, forge, encode_form, content_type, status
+):
+    fields = forge.custom({"key": KEY}, [["starts-with", "$Content-Type", "image/"]])
+    fields["Content-Type"] = content_type
+    assert send(s3_app, Attempt(with_file(fields)), encode_form).status_int == status
+
+
+def test_empty_file_is_stored_when_the_range_allows_zero_bytes(
+    s3_app, s3_config, forge, encode_form
+):
+    send(s3_app, Attempt(with_file(forge.custom({"key": KEY}), b"")), encode_form)
+
+    stored = local_s3.stored_object(s3_config, "uploads", KEY)
+    assert (stored.size, stored.etag) == (0, f'"{hashlib.md5(b"").hexdigest()}"')
+
+
+# --- the tamper matrix --------------------------------------------------------------------------
+
+CONDITION_FAILED = "Invalid according to Policy: Policy Condition failed: "
+MISSING = (
+    "Bucket POST must contain a field named '{}'.  "
+    "If it is specified, please check the order of the fields."
+)
+ONE_FILE = "POST requires exactly one file upload per request."
+SIGNATURE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your key and signing method."
+)
+
+
+def changed(**changes):
+    """A tamper: the valid form with fields replaced (names with '-' given as '_' or **{...})."""
+    return lambda f: Attempt(with_file({**f.fields, **changes}))
+
+
+def without(name):
+    return lambda f: Attempt(with_file({**f.fields, name: None}))
+
+
+def edited_policy(f):
+    """The key changed in the policy too, but the signature is the old one."""
+    policy = signer.policy_document(
+        {
+            **{k: v for k, v in f.fields.items() if k not in ("policy", "x-amz-signature")},
+            "key": "x",
+        },
+        bucket="uploads",
+        expiration=f.now + timedelta(minutes=5),
+        content_length_range=(10, 100),
+    )
+    return Attempt(with_file({**f.fields, "key": "x", "policy": signer.policy_base64(policy)}))
+
+
+def expired(f):
+    earlier = f.now - timedelta(minutes=10)
+    fields = custom_form(f.credentials, earlier, {"key": KEY}, expires_in=300)
+    return Attempt(with_file(fields))
+
+
+def flipped_signature(f):
+    last = f.fields["x-amz-signature"][-1]
+    return changed(
+        **{"x-amz-signature": f.fields["x-amz-signature"][:-1] + ("0" if last != "0" else "1")}
+    )(f)
+
+
+def raw_policy(policy_text: bytes, base64_ok=True):
+    import base64
+
+    encoded = base64.b64encode(policy_text).decode() if base64_ok else "%%%not base64%%%"
+    return lambda f: Attempt(with_file({**f.fields, "policy": encoded}))
+
+
+def signed_policy(policy):
+    """A policy S3 must refuse as a document, correctly signed so only the document is wrong."""
+    return lambda f: Attempt(
+        with_file(
+            signed(policy, {"key": KEY, **auth_fields(f.credentials, f.now)}, f.credentials, f.now)
+        )
+    )
+
+
+def condition(source):
+    return 403, "AccessDenied", CONDITION_FAILED + source
+
+
+def missing(name):
+    return 400, "InvalidArgument", MISSING.format(name)
+
+
+def extra(name):
+    return 403, "AccessDenied", f"Invalid according to Policy: Extra input fields: {name}"
+
+
+def bad_argument(message):
+    return 400, "InvalidArgument", message
+
+
+def bad_policy(detail):
+    return 400, "InvalidPolicyDocument", f"Invalid Policy: {detail}"
+
+
+MALFORMED = (400, "MalformedPOSTRequest", local_s3.MalformedPOSTRequest.message)
+BAD_SIGNATURE = (403, "SignatureDoesNotMatch", SIGNATURE)
+IN_ONE_HOUR = "2026-01-01T13:00:00.000Z"
+OTHER_REGION = "AKIDLOCALS3TEST00001/20260101/eu-west-1/s3/aws4_request"
+OTHER_SERVICE = "AKIDLOCALS3TEST00001/20260101/us-east-1/ec2/aws4_request"
+UNKNOWN_KEY_ID = "AKIDUNKNOWN000000000/20260101/us-east-1/s3/aws4_request"
+
+
+def starts_with_form(f, condition, **fields):
+    return Attempt(with_file({**f.custom({"key": KEY}, [condition]), **fields}))
+
+
+# One row per way to break an upload: (what changed, how, (status, Code, Message) S3 answers).
+# fmt: off
+TAMPERS = [
+    ("key changed", changed(key="uploads/other.jpg"),
+        condition('["eq", "$key", "uploads/photo.jpg"]')),
+    ("content type changed", changed(**{"Content-Type": "text/html"}),
+        condition('["eq", "$Content-Type", "image/jpeg"]')),
+    ("status changed", changed(success_action_status="200"),
+        condition('["eq", "$success_action_status", "201"]')),
+    ("metadata changed", changed(**{"x-amz-meta-album": "work"}),
+        condition('["eq", "$x-amz-meta-album", "holidays"]')),
+    ("x-amz-date changed within the day", changed(**{"x-amz-date": "20260101T120001Z"}),
+        condition('["eq", "$x-amz-date", "20260101T120000Z"]')),
+    ("x-amz-date on another day", changed(**{"x-amz-date": "20260102T120000Z"}),
+        bad_argument('Invalid credential date "20260101". '
+                     'This date is not the same as X-Amz-Date: "20260102".')),
+    ("credential for another region", changed(**{"x-amz-credential": OTHER_REGION}),
+        bad_argument("the region 'eu-west-1' is wrong; expecting 'us-east-1'")),
+    ("credential for another service", changed(**{"x-amz-credential": OTHER_SERVICE}),
+        bad_argument('incorrect service "ec2". This endpoint belongs to "s3".')),
+    ("credential malformed", changed(**{"x-amz-credential": "AKIDLOCALS3TEST00001/20260101"}),
+        bad_argument('the Credential is mal-formed; expecting '
+                     '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".')),
+    ("unknown access key id", changed(**{"x-amz-credential": UNKNOWN_KEY_ID}),
+        (403, "InvalidAccessKeyId", local_s3.InvalidAccessKeyId.message)),
+    ("algorithm changed", changed(**{"x-amz-algorithm": "AWS4-HMAC-SHA1"}),
+        bad_argument('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')),
+    ("signature flipped", flipped_signature, BAD_SIGNATURE),
+    ("signature not ascii", changed(**{"x-amz-signature": "é" * 64}), BAD_SIGNATURE),
+    ("policy edited under the old signature", edited_policy, BAD_SIGNATURE),
+    ("expired but validly signed", expired,
+        (403, "AccessDenied", "Invalid according to Policy: Policy expired.")),
+    ("extra field", changed(**{"x-amz-meta-extra": "1"}), extra("x-amz-meta-extra")),
+    ("extra field named in capitals", changed(**{"Cache-Control": "no"}), extra("cache-control")),
+    ("conditioned field missing", without("Content-Type"),
+        condition('["eq", "$Content-Type", "image/jpeg"]')),
+    ("key missing", without("key"), missing("key")),
+    ("key sent after the file",
+        lambda f: Attempt([*with_file({**f.fields, "key": None}), ("key", KEY)]), missing("key")),
+    ("signature missing", without("x-amz-signature"), missing("x-amz-signature")),
+    ("credential missing", without("x-amz-credential"), missing("x-amz-credential")),
+    ("policy missing (an anonymous upload)", without("policy"),
+        (403, "AccessDenied", "Access Denied")),
+    ("one byte over the range", lambda f: Attempt(with_file(f.fields, b"x" * 101)),
+        (400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")),
+    ("one byte under the range", lambda f: Attempt(with_file(f.fields, b"x" * 9)),
+        (400, "EntityTooSmall", local_s3.EntityTooSmall.message)),
+    ("wrong bucket", lambda f: Attempt(with_file(f.fields), path="/other/"),
+        condition('["eq", "$bucket", "uploads"]')),
+    ("unknown bucket", lambda f: Attempt(with_file(f.fields), path="/nope/"),
+        (404, "NoSuchBucket", "The specified bucket does not exist")),
+    ("wrong content type for a starts-with",
+        lambda f: starts_with_form(f, ["starts-with", "$Content-Type", "image/"],
+                                   **{"Content-Type": "text/plain"}),
+        condition('["starts-with", "$Content-Type", "image/"]')),
+    ("starts-with on a field S3 matches only exactly",
+        lambda f: starts_with_form(f, ["starts-with", "$success_action_status", "2"],
+                                   success_action_status="201"),
+        condition('["starts-with", "$success_action_status", "2"]')),
+    ("not multipart", lambda f: Attempt(raw=("application/x-www-form-urlencoded", b"key=a")),
+        (412, "PreconditionFailed", local_s3.PreconditionFailed.message)),
+    ("multipart without boundary", lambda f: Attempt(raw=("multipart/form-data", b"--x\r\n")),
+        MALFORMED),
+    ("truncated body", lambda f: Attempt(with_file(f.fields), cut=30), MALFORMED),
+    ("garbage body", lambda f: Attempt(raw=("multipart/form-data; boundary=b", b"\x00\xffno")),
+        MALFORMED),
+    ("no file", lambda f: Attempt(list(f.fields.items())), bad_argument(ONE_FILE)),
+    ("two files", lambda f: Attempt([*with_file(f.fields), ("file", ("b.jpg", BODY))]),
+        bad_argument(ONE_FILE)),
+    ("the same field twice", lambda f: Attempt([("key", KEY), *with_file(f.fields)]),
+        bad_argument("Bucket POST must contain only one field named 'key'.")),
+    ("fields before the file over 20 KB",
+        lambda f: Attempt(with_file({**f.fields, "x-ignore-padding": "p" * 21000})),
+        (400, "MaxPostPreDataLengthExceededError", local_s3.MaxPostPreDataLengthExceeded.message)),
+    ("policy not base64", raw_policy(b"", base64_ok=False), bad_policy("Invalid JSON.")),
+    ("policy not JSON", raw_policy(b"{'expiration': nope"), bad_policy("Invalid JSON.")),
+    ("policy without expiration", signed_policy({"conditions": []}),
+        bad_policy("Policy missing expiration.")),
+    ("policy with a bad expiration", signed_policy({"expiration": "soon", "conditions": []}),
+        bad_policy("Invalid 'expiration' value: 'soon'")),
+    ("simple condition with two properties",
+        signed_policy({"expiration": IN_ONE_HOUR, "conditions": [{"key": KEY, "acl": "private"}]}),
+        bad_policy("Invalid Simple-Condition: "
+                   "Simple-Conditions must have exactly one property specified.")),
+    ("unknown condition operator",
+        signed_policy({"expiration": IN_ONE_HOUR, "conditions": [["ends-with", "$key", "g"]]}),
+        bad_policy("Invalid Condition Operator: ends-with")),
+    ("content-length-range upside down",
+        signed_policy({"expiration": IN_ONE_HOUR, "conditions": [["content-length-range", 9, 1]]}),
+        bad_policy('Invalid content-length-range: ["content-length-range", 9, 1]')),
+    ("key over 1024 bytes", lambda f: Attempt(with_file(f.custom({"key": "k" * 1025}))),
+        (400, "KeyTooLongError", "Your key is too long")),
+    ("canned ACL that does not exist",
+        lambda f: Attempt(with_file(f.custom({"key": KEY, "acl": "public-everything"}))),
+        bad_argument("Invalid Argument")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"), [row[1:] for row in TAMPERS], ids=[row[0] for row in TAMPERS]
+)
+def test_tampered_upload_is_refused_like_s3_and_leaves_nothing(
+    s3_app, s3_config, forge, encode_form, tamper, expected
+):
+    status, code, message = expected
+    response = send(s3_app, tamper(forge), encode_form)
+
+    assert response.status_int == status
+    assert response.content_type == "application/xml"
+    assert error_of(response)[:2] == (code, message)
+    assert_nothing_stored(s3_config)
+
+
+def test_signature_error_carries_the_string_to_sign_and_never_the_secret(
+    s3_app, forge, encode_form
+):
+    response = send(s3_app, flipped_signature(forge), encode_form)
+
+    _, _, elements = error_of(response)
+    assert elements["StringToSign"] == forge.fields["policy"]
+    assert elements["SignatureProvided"] != forge.fields["x-amz-signature"]
+    assert elements["AWSAccessKeyId"] == forge.credentials.access_key
+    assert forge.credentials.secret_key.encode() not in response.body
+
+
+def test_too_large_upload_reports_sizes_and_stops_reading_at_the_limit(
+    s3_app, s3_config, forge, encode_form
+):
+    response = send(s3_app, Attempt(with_file(forge.fields, b"x" * 101)), encode_form)
+
+    _, _, elements = error_of(response)
+    assert (elements["ProposedSize"], elements["MaxSizeAllowed"]) == ("101", "100")
+
+
+def test_too_small_upload_reports_the_minimum(s3_app, forge, encode_form):
+    response = send(s3_app, Attempt(with_file(forge.fields, b"x" * 9)), encode_form)
+
+    _, _, elements = error_of(response)
+    assert (elements["ProposedSize"], elements["MinSizeAllowed"]) == ("9", "10")
+
+
+def test_not_multipart_names_the_failed_condition(s3_app, encode_form):
+    response = send(s3_app, Attempt(raw=("text/plain", b"hello")), encode_form)
+
+    assert error_of(response)[2]["Condition"] == (
+        "Bucket POST must be of the enclosure-type multipart/form-data"
+    )
+
+
+def test_upload_is_rejected_as_soon_as_the_limit_is_crossed(
+    s3_config, forge, encode_form, monkeypatch
+):
+    """The body is read in chunks and reading stops at the first chunk past the maximum."""
+    app = local_s3.create_app(s3_config)
+    content_type, body = encode_form(with_file(forge.fields, b"x" * 5_000_000))
+    chunks_read = []
+    real_chunks = local_s3.body_chunks
+
+    def counting(environ):
+        for chunk in real_chunks(environ):
+            chunks_read.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(local_s3, "body_chunks", counting)
+    import webtest
+
+    response = webtest.TestApp(app).request(
+        "/uploads/", method="POST", body=body, headers={"Content-Type": content_type}, status="*"
+    )
+    assert error_of(response)[0] == "EntityTooLarge"
+    assert sum(chunks_read) <= local_s3.READ_CHUNK
+    assert_nothing_stored(s3_config)
+
+
+# --- keys can never escape the data folder ------------------------------------------------------
+
+STRANGE_KEYS = [
+    "../../escape.txt",
+    "../" * 40 + "etc/passwd",
+    "/etc/passwd",
+    "//double/slash",
+    "nul\x00byte",
+    "ünïcødé/日本語/🙂.txt",
+    "a" * 1024,
+    "🙂" * 256,  # 1024 bytes of UTF-8
+    ".",
+    "..",
+    "back\\slash\\..\\..\\x",
+]
+
+
+@pytest.mark.parametrize("key", STRANGE_KEYS, ids=range(len(STRANGE_KEYS)))
+def test_strange_keys_are_stored_and_read_back_without_writing_outside_the_data_folder(
+    s3_app, s3_config, forge, encode_form, tmp_path, key
+):
+    response = send(s3_app, Attempt(with_file(forge.custom({"key": key}))), encode_form)
+    assert response.status_int == 204
+
+    assert local_s3.stored_object(s3_config, "uploads", key).path.read_bytes() == BODY
+    url = signer.presign_url(
+        forge.credentials,
+        "GET",
+        signer.object_url("uploads", key, REGION, "http://localhost"),
+        REGION,
+        now=forge.now,
+    )
+    assert s3_app.get(url.removeprefix("http://localhost")).body == BODY
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    data = s3_config.data_dir.resolve()
+    for folder, _, files in os.walk(tmp_path):
+        for name in files:
+            assert (Path(folder) / name).resolve().is_relative_to(data)
+
+
+def test_key_of_1025_bytes_is_too_long_and_reports_its_size(s3_app, forge, encode_form):
+    response = send(s3_app, Attempt(with_file(forge.custom({"key": "é" * 512 + "x"}))), encode_form)
+
+    _, _, elements = error_of(response)
+    assert (elements["Size"], elements["MaxSizeAllowed"]) == ("1025", "1024")
+
+
+# --- GET and HEAD -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def uploaded(s3_app, form, encode_form):
+    send(s3_app, Attempt(with_file(form)), encode_form)
+    return f"http://localhost/uploads/{KEY}"
+
+
+def presigned(url, credentials, now, method="GET", **kwargs):
+    return signer.presign_url(credentials, method, url, REGION, now=now, **kwargs).removeprefix(
+        "http://localhost"
+    )
+
+
+def test_presigned_get_returns_the_bytes_and_s3s_headers(s3_app, uploaded, s3_credentials, s3_now):
+    response = s3_app.get(presigned(uploaded, s3_credentials, s3_now))
+
+    assert response.body == BODY
+    assert response.headers["ETag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
+    assert response.headers["Content-Type"] == "image/jpeg"
+    assert response.headers["Content-Length"] == str(len(BODY))
+    assert response.headers["Last-Modified"] == "Thu, 01 Jan 2026 12:00:00 GMT"
+    assert response.headers["x-amz-meta-album"] == "holidays"
+
+
+def test_header_signed_head_returns_headers_without_body(s3_app, uploaded, s3_credentials, s3_now):
+    headers = signer.sign_request(s3_credentials, "HEAD", uploaded, REGION, now=s3_now)
+    response = s3_app.head(f"/uploads/{KEY}", headers=headers)
+
+    assert response.status_int == 200
+    assert response.body == b""
+    assert response.headers["Content-Length"] == str(len(BODY))
+    assert response.headers["ETag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
+
+
+def test_presigned_url_past_its_expiry_is_access_denied(s3_app, uploaded, s3_credentials, s3_now):
+    url = presigned(uploaded, s3_credentials, s3_now - timedelta(seconds=61), expires_in=60)
+    response = s3_app.get(url, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message) == ("AccessDenied", "Request has expired")
+    assert elements["X-Amz-Expires"] == "60"
+    assert elements["ServerTime"] == "2026-01-01T12:00:00Z"
+
+
+def tamper_query(url, name, value):
+    from urllib.parse import parse_qsl, urlencode
+
+    path, _, query = url.partition("?")
+    params = [(k, value if k == name else v) for k, v in parse_qsl(query)]
+    params = [(k, v) for k, v in params if v is not None]
+    return f"{path}?{urlencode(params)}"
+
+
+# fmt: off
+READ_TAMPERS = [
+    ("signature flipped", lambda u: tamper_query(u, "X-Amz-Signature", "0" * 64), "GET",
+        BAD_SIGNATURE),
+    ("presigned GET used for HEAD", lambda u: u, "HEAD", BAD_SIGNATURE),
+    ("expiry lengthened", lambda u: tamper_query(u, "X-Amz-Expires", "604800"), "GET",
+        BAD_SIGNATURE),
+    ("another region", lambda u: tamper_query(u, "X-Amz-Credential", OTHER_REGION), "GET",
+        (400, "AuthorizationQueryParametersError", "Error parsing the X-Amz-Credential parameter; "
+                                                   "the region 'eu-west-1' is wrong; "
+                                                   "expecting 'us-east-1'")),
+    ("unknown access key", lambda u: tamper_query(u, "X-Amz-Credential", UNKNOWN_KEY_ID), "GET",
+        (403, "InvalidAccessKeyId", local_s3.InvalidAccessKeyId.message)),
+    ("date missing", lambda u: tamper_query(u, "X-Amz-Date", None), "GET",
+        (400, "AuthorizationQueryParametersError",
+         local_s3.AuthorizationQueryParametersError.message)),
+    ("another algorithm", lambda u: tamper_query(u, "X-Amz-Algorithm", "AWS4-HMAC-MD5"), "GET",
+        (400, "AuthorizationQueryParametersError",
+         'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("tamper", "method", "expected"),
+    [row[1:] for row in READ_TAMPERS],
+    ids=[row[0] for row in READ_TAMPERS],
+)
+def test_tampered_presigned_read_is_refused_like_s3(
+    s3_app, uploaded, s3_credentials, s3_now, tamper, method, expected
+):
+    status, code, message = expected
+    url = tamper(presigned(uploaded, s3_credentials, s3_now))
+    response = s3_app.request(url, method=method, status="*")
+
+    assert response.status_int == status
+    if method == "HEAD":
+        assert response.body == b""  # S3 sends no body with a HEAD error
+    else:
+        assert error_of(response)[:2] == (code, message)
+
+
+def test_signature_mismatch_on_get_shows_the_canonical_request(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    url = tamper_query(presigned(uploaded, s3_credentials, s3_now), "X-Amz-Signature", "0" * 64)
+    _, _, elements = error_of(s3_app.get(url, status=403))
+
+    assert elements["CanonicalRequest"].startswith(f"GET\n/uploads/{KEY}\nX-Amz-Algorithm=")
+    assert elements["StringToSign"].startswith("AWS4-HMAC-SHA256\n20260101T120000Z\n")
+
+
+def test_signed_get_of_a_missing_key_is_no_such_key(s3_app, s3_credentials, s3_now):
+    response = s3_app.get(
+        presigned("http://localhost/uploads/missing", s3_credentials, s3_now), status=404
+    )
+    assert error_of(response)[:2] == ("NoSuchKey", "The specified key does not exist.")
+
+
+def test_anonymous_get_of_a_private_or_missing_object_is_access_denied(s3_app, uploaded):
+    for path in (f"/uploads/{KEY}", "/uploads/missing"):
+        assert error_of(s3_app.get(path, status=403))[:2] == ("AccessDenied", "Access Denied")
+
+
+def test_head_error_has_no_body(s3_app, uploaded):
+    response = s3_app.head(f"/uploads/{KEY}", status=403)
+    assert response.body == b""
+
+
+# fmt: off
+HEADER_TAMPERS = [
+    ("content sha256 missing", {"x-amz-content-sha256": None},
+        (400, "InvalidRequest", "Missing required header for this request: x-amz-content-sha256")),
+    ("content sha256 of a body that is not there", {"x-amz-content-sha256": "a" * 64},
+        (400, "XAmzContentSHA256Mismatch", local_s3.XAmzContentSHA256Mismatch.message)),
+    ("date 20 minutes off", {"x-amz-date": "20260101T122000Z"},
+        (403, "RequestTimeTooSkewed", local_s3.RequestTimeTooSkewed.message)),
+    ("signed header changed", {"x-amz-date": "20260101T120001Z"}, BAD_SIGNATURE),
+    ("signature version 2", {"authorization": "AWS AKIDLOCALS3TEST00001:c2lnbmF0dXJl"},
+        bad_argument("Unsupported Authorization Type")),
+    ("authorization without signature",
+        {"authorization": f"AWS4-HMAC-SHA256 Credential={UNKNOWN_KEY_ID}"},
+        (400, "AuthorizationHeaderMalformed",
+         "The authorization header is malformed; the authorization header requires three "
+         "components: Credential, SignedHeaders, and Signature.")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [row[1:] for row in HEADER_TAMPERS],
+    ids=[row[0] for row in HEADER_TAMPERS],
+)
+def test_tampered_header_signed_get_is_refused_like_s3(
+    s3_app, uploaded, s3_credentials, s3_now, changes, expected
+):
+    status, code, message = expected
+    headers = signer.sign_request(s3_credentials, "GET", uploaded, REGION, now=s3_now)
+    headers = {k: v for k, v in {**headers, **changes}.items() if v is not None and k != "host"}
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status="*")
+
+    assert response.status_int == status
+    assert error_of(response)[:2] == (code, message)
+
+
+# --- CORS ---------------------------------------------------------------------------------------
+
+
+def preflight(app, origin, method="POST", headers="content-type", path="/uploads/"):
+    request_headers = {"Access-Control-Request-Method": method}
+    if origin:
+        request_headers["Origin"] = origin
+    if headers:
+        request_headers["Access-Control-Request-Headers"] = headers
+    return app.options(path, headers=request_headers, status="*")
+
+
+def test_preflight_from_an_allowed_origin_is_answered_like_s3(s3_app):
+    response = preflight(s3_app, "http://app.test", headers="content-type, x-requested-with")
+
+    assert response.status_int == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, HEAD, POST, PUT"
+    assert response.headers["Access-Control-Allow-Headers"] == "content-type, x-requested-with"
+    assert response.headers["Access-Control-Expose-Headers"] == "ETag, Location"
+    assert "Origin" in response.headers["Vary"]
+
+
+@pytest.mark.parametrize(
+    ("origin", "method"), [("http://evil.test", "POST"), ("http://app.test", "DELETE")]
+)
+def test_preflight_from_another_origin_or_for_another_method_is_refused(s3_app, origin, method):
+    response = preflight(s3_app, origin, method)
+
+    assert response.status_int == 403
+    code, message, _ = error_of(response)
+    assert code == "AccessDenied"
+    assert message.startswith("CORSResponse: This CORS request is not allowed.")
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_preflight_without_origin_is_a_bad_request(s3_app):
+    response = preflight(s3_app, None)
+    assert (response.status_int, *error_of(response)[:2]) == (
+        400,
+        "BadRequest",
+        "Insufficient information. Origin request header needed.",
+    )
+
+
+def test_errors_carry_cors_headers_so_the_page_can_read_them(s3_app, forge, encode_form):
+    response = send(
+        s3_app, flipped_signature(forge), encode_form, headers={"Origin": "http://app.test"}
+    )
+
+    assert response.status_int == 403
+    assert response.headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert response.headers["Access-Control-Expose-Headers"] == "ETag, Location"
+
+
+def test_responses_to_a_disallowed_origin_carry_no_allow_origin(s3_app, form, encode_form):
+    response = send(
+        s3_app, Attempt(with_file(form)), encode_form, headers={"Origin": "http://evil.test"}
+    )
+
+    assert response.status_int == 201  # S3 stores it; the browser hides the answer from the page
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_wildcard_origin_echoes_the_requesting_origin(s3_config):
+    import dataclasses
+
+    import webtest
+
+    app = webtest.TestApp(local_s3.create_app(dataclasses.replace(s3_config, cors_origins=("*",))))
+    response = preflight(app, "http://anywhere.test")
+    assert response.headers["Access-Control-Allow-Origin"] == "http://anywhere.test"
+
+
+# --- never a 500 --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/uploads/a"),
+        ("DELETE", "/uploads/a"),
+        ("GET", "/"),
+        ("GET", "/uploads"),
+        ("PATCH", "/nope/x"),
+    ],
+)
+def test_unsupported_requests_get_s3_errors_not_500(s3_app, method, path):
+    response = s3_app.request(path, method=method, status="*")
+    assert response.status_int in (404, 405)
+    assert error_of(response)[0] in ("MethodNotAllowed", "NoSuchBucket")
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "key",
+                    "policy",
+                    "x-amz-signature",
+                    "x-amz-credential",
+                    "x-amz-date",
+                    "x-amz-algorithm",
+                    "acl",
+                    "Content-Type",
+                    "success_action_status",
+                    "success_action_redirect",
+                    "x-amz-meta-a",
+                    "file",
+                    "é",
+                ]
+            ),
+            st.text(max_size=40),
+        ),
+        max_size=8,
+    ),
+    data=st.binary(max_size=200),
+)
+def test_arbitrary_forms_never_cause_a_500(s3_app, s3_config, encode_form, fields, data):
+    response = send(s3_app, Attempt([*fields, ("file", ("f", data))]), encode_form)
+
+    assert response.status_int in (400, 403, 404, 412)
+    assert local_s3.leftover_files(s3_config) == []
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=st.binary(max_size=300), boundary=st.sampled_from(["abc", "x" * 70, "a b", ""]))
+def test_arbitrary_bodies_never_cause_a_500(s3_app, body, boundary):
+    content_type = f"multipart/form-data; boundary={boundary}"
+    response = s3_app.request(
+        "/uploads/", method="POST", body=body, headers={"Content-Type": content_type}, status="*"
+    )
+    assert response.status_int == 400
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    query=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "X-Amz-Algorithm",
+                    "X-Amz-Credential",
+                    "X-Amz-Date",
+                    "X-Amz-Expires",
+                    "X-Amz-SignedHeaders",
+                    "X-Amz-Signature",
+                ]
+            ),
+            st.text(max_size=30),
+        ),
+        max_size=7,
+    )
+)
+def test_arbitrary_query_signatures_never_cause_a_500(s3_app, query):
+    from urllib.parse import urlencode
+
+    response = s3_app.get(f"/uploads/{KEY}?{urlencode(query)}", status="*")
+    assert response.status_int in (400, 403, 404)
+
+
+def test_a_bug_answers_internal_error_and_logs_no_secret(
+    s3_app, s3_config, form, encode_form, monkeypatch, caplog
+):
+    def broken_commit(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(local_s3.ObjectStore, "commit", broken_commit)
+    with caplog.at_level(logging.ERROR, logger="local_s3"):
+        response = send(s3_app, Attempt(with_file(form)), encode_form)
+
+    assert (response.status_int, error_of(response)[0]) == (500, "InternalError")
+    assert "disk on fire" in caplog.text
+    assert "local-s3-test-secret" not in caplog.text
+    assert_nothing_stored(s3_config)
+
+
+# --- running it alone ---------------------------------------------------------------------------
+
+
+def test_running_alone_prints_the_access_key_and_keeps_the_secret_in_a_private_file(tmp_path):
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [sys.executable, "local_s3.py", "--port", "0", "--data", str(data), "--bucket", "uploads"],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+    credentials = (data / "credentials").read_text()
+    secret = credentials.split("aws_secret_access_key = ")[1].strip()
+    access_key = credentials.split("aws_access_key_id = ")[1].split()[0]
+    assert lines[0].startswith("Local S3 at http://127.0.0.1:")
+    assert lines[1] == f"Access key id: {access_key}\n"
+    assert secret not in "".join(lines)
+    assert (data / "credentials").stat().st_mode & 0o777 == 0o600
