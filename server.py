@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import math
@@ -759,21 +760,27 @@ def head_object(config: Config, key: str, moment: datetime) -> ObjectInfo:
     url = signer.object_url(config.bucket, key, config.region, config.endpoint)
     headers = signer.sign_request(config.credentials, "HEAD", url, config.region, now=moment)
     request = urllib.request.Request(url, method="HEAD", headers=headers)
-    opener = urllib.request.build_opener(NoRedirects)
     try:
-        with opener.open(request, timeout=config.s3_timeout) as reply:
+        with s3_opener(config).open(request, timeout=config.s3_timeout) as reply:
             return object_info(reply.headers)
     except urllib.error.HTTPError as error:
         raise head_error(error.code) from None
     except urllib.error.URLError as error:
         raise s3_unreachable(error.reason) from None
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
         raise s3_unreachable(error) from None
 
 
+def s3_opener(config: Config) -> urllib.request.OpenerDirector:
+    """No redirects; no proxy for the embedded S3, which is always on this machine."""
+    handlers = [NoRedirects()] + [urllib.request.ProxyHandler({})] * config.embedded
+    return urllib.request.build_opener(*handlers)
+
+
 def object_info(headers: Mapping[str, str]) -> ObjectInfo:
+    length = headers.get("Content-Length", "")
     return ObjectInfo(
-        size=int(headers.get("Content-Length") or 0),
+        size=int(length) if length.isdigit() else -1,
         etag=headers.get("ETag", ""),
         content_type=headers.get("Content-Type", "binary/octet-stream"),
         filename=clean_filename(decode_metadata(headers.get("x-amz-meta-filename", ""))),
@@ -797,6 +804,8 @@ def head_error(status: int) -> AppError:
 def s3_unreachable(reason: object) -> AppError:
     if isinstance(reason, TimeoutError):
         return AppError(504, "S3 did not answer in time; try again.")
+    if isinstance(reason, http.client.HTTPException):
+        return AppError(502, "S3 sent an answer that is not valid HTTP.")
     return AppError(502, "S3 could not be reached to check the upload.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -584,6 +585,35 @@ def test_registration_is_504_when_s3_does_not_answer(config, clock, silent_serve
     client = app_client(server.replace(config, endpoint=silent_server), clock)
     response = report(client, issued(), 504)
     assert response.json == {"error": "S3 did not answer in time; try again."}
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """A loopback server that answers every connection with something that is not HTTP."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(65536)
+                    connection.sendall(b"HELLO THERE\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() so the thread ends
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_registration_is_502_when_s3_answers_garbage(config, clock, garbage_server) -> None:
+    client = app_client(server.replace(config, endpoint=garbage_server), clock)
+    response = report(client, issued(), 502)
+    assert response.json == {"error": "S3 sent an answer that is not valid HTTP."}
 
 
 def test_list_is_empty_at_first(client) -> None:
