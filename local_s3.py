@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import bottle
 import multipart
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 import signer
@@ -1301,6 +1302,7 @@ class LocalS3:
             max_request_body_size=self.config.max_body_bytes + MAX_FORM_OVERHEAD,
             ident="local-s3",
         )
+        self._server.channel_class = ClosingChannel
         self.url = f"http://{self.host}:{self._server.effective_port}"
         self._thread = threading.Thread(target=self._server.run, name="local-s3", daemon=True)
         self._thread.start()
@@ -1326,9 +1328,19 @@ class LocalS3:
         self.stop()
 
 
+class ClosingChannel(HTTPChannel):
+    """waitress's connection, which also closes a half-received request's spooled body when the
+    client hangs up, instead of leaving that temporary file to the garbage collector."""
+
+    def handle_close(self) -> None:
+        if self.request is not None:
+            self.request.close()
+        super().handle_close()
+
+
 def close_all(server) -> None:
     for dispatcher in list(server._map.values()):
-        dispatcher.close()
+        dispatcher.handle_close()
 
 
 # === Command line ================================================================================

@@ -1,0 +1,255 @@
+"""The local S3 over real HTTP (LocalS3 on 127.0.0.1, a free port): the reference client
+(botocore) agrees with it, parallel uploads never mix, and a client that hangs up leaves nothing.
+"""
+
+import hashlib
+import http.client
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.config import Config
+from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+
+import local_s3
+import signer
+
+REGION = "us-east-1"
+
+
+def boto3_client(server, secret=S3_TEST_SECRET_KEY):
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id=S3_TEST_ACCESS_KEY,
+        aws_secret_access_key=secret,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+def post_form(url, fields, data, encode_form, filename="upload.bin"):
+    """POST a form with urllib, as a browser would: fields in order, then the file."""
+    content_type, body = encode_form([*fields.items(), ("file", (filename, data))])
+    request = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def our_form(server, key, max_bytes=10_000_000):
+    credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
+    return signer.presigned_post(
+        credentials,
+        bucket="uploads",
+        key=key,
+        region=REGION,
+        endpoint=server.url,
+        max_bytes=max_bytes,
+    )
+
+
+def md5_etag(data):
+    return f'"{hashlib.md5(data).hexdigest()}"'
+
+
+# --- botocore, the reference client -------------------------------------------------------------
+
+
+def test_botocore_presigned_post_is_accepted(running_s3, encode_form):
+    post = boto3_client(running_s3).generate_presigned_post("uploads", "from/botocore.txt")
+    status, headers, body = post_form(post["url"], post["fields"], b"hello botocore", encode_form)
+
+    assert (status, body) == (204, b"")
+    stored = local_s3.stored_object(running_s3.config, "uploads", "from/botocore.txt")
+    assert stored.path.read_bytes() == b"hello botocore"
+    assert headers["ETag"] == md5_etag(b"hello botocore")
+
+
+def test_botocore_presigned_post_with_conditions_and_filename_variable(running_s3, encode_form):
+    post = boto3_client(running_s3).generate_presigned_post(
+        "uploads",
+        "user/eric/${filename}",
+        Fields={"success_action_status": "201", "Content-Type": "image/png"},
+        Conditions=[
+            {"success_action_status": "201"},
+            ["starts-with", "$Content-Type", "image/"],
+            ["content-length-range", 1, 100],
+        ],
+    )
+    status, _, body = post_form(post["url"], post["fields"], b"\x89PNG", encode_form, "cat.png")
+
+    assert status == 201
+    assert b"<Key>user/eric/cat.png</Key>" in body
+    stored = local_s3.stored_object(running_s3.config, "uploads", "user/eric/cat.png")
+    assert stored.content_type == "image/png"
+
+
+def test_botocore_presigned_post_over_its_range_is_entity_too_large(running_s3, encode_form):
+    post = boto3_client(running_s3).generate_presigned_post(
+        "uploads", "small.txt", Conditions=[["content-length-range", 1, 10]]
+    )
+    status, _, body = post_form(post["url"], post["fields"], b"x" * 11, encode_form)
+
+    assert status == 400
+    assert b"<Code>EntityTooLarge</Code>" in body
+    assert local_s3.list_objects(running_s3.config) == []
+
+
+def test_botocore_presigned_get_url_works(running_s3, encode_form):
+    post_form(
+        our_form(running_s3, "docs/a b+c.txt")["url"],
+        our_form(running_s3, "docs/a b+c.txt")["fields"],
+        b"readable",
+        encode_form,
+    )
+    url = boto3_client(running_s3).generate_presigned_url(
+        "get_object", Params={"Bucket": "uploads", "Key": "docs/a b+c.txt"}, ExpiresIn=60
+    )
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"readable"
+        assert response.headers["ETag"] == md5_etag(b"readable")
+
+
+def test_botocore_signed_head_object_works_and_reports_missing_keys(running_s3, encode_form):
+    form = our_form(running_s3, "checked.bin")
+    post_form(form["url"], form["fields"], b"12345", encode_form)
+    client = boto3_client(running_s3)
+
+    head = client.head_object(Bucket="uploads", Key="checked.bin")
+    assert head["ContentLength"] == 5
+    assert head["ETag"] == md5_etag(b"12345")
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        client.head_object(Bucket="uploads", Key="not-there")
+    assert missing.value.response["Error"]["Code"] == "404"
+
+
+def test_botocore_head_object_with_the_wrong_secret_is_forbidden(running_s3):
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        boto3_client(running_s3, secret="not-the-secret").head_object(Bucket="uploads", Key="x")
+    assert refused.value.response["Error"]["Code"] == "403"
+
+
+def test_botocore_get_object_reads_the_bytes(running_s3, encode_form):
+    form = our_form(running_s3, "read/me.txt")
+    post_form(form["url"], form["fields"], b"through boto3", encode_form)
+
+    response = boto3_client(running_s3).get_object(Bucket="uploads", Key="read/me.txt")
+    assert response["Body"].read() == b"through boto3"
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+
+def test_parallel_uploads_to_different_keys_are_all_stored_intact(running_s3, encode_form):
+    payloads = {f"parallel/{n}.bin": bytes([n]) * (50_000 + n) for n in range(12)}
+
+    def upload(key):
+        form = our_form(running_s3, key)
+        return post_form(form["url"], form["fields"], payloads[key], encode_form)[0]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(upload, payloads)) == [201] * len(payloads)
+    for key, data in payloads.items():
+        stored = local_s3.stored_object(running_s3.config, "uploads", key)
+        assert stored.path.read_bytes() == data
+        assert stored.etag == md5_etag(data)
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+def test_parallel_uploads_to_the_same_key_leave_exactly_one_whole_upload(running_s3, encode_form):
+    versions = [bytes([n]) * 300_000 for n in range(10)]
+    form = our_form(running_s3, "contended.bin")
+
+    def upload(data):
+        return post_form(form["url"], form["fields"], data, encode_form)[0]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert list(pool.map(upload, versions)) == [201] * len(versions)
+    stored = local_s3.stored_object(running_s3.config, "uploads", "contended.bin")
+    final = stored.path.read_bytes()
+    assert final in versions
+    assert stored.etag == md5_etag(final)
+    assert local_s3.leftover_files(running_s3.config) == []
+    assert len(local_s3.list_objects(running_s3.config)) == 1
+
+
+def test_reads_during_rewrites_always_see_one_whole_version(running_s3, encode_form):
+    versions = [bytes([n]) * 200_000 for n in range(6)]
+    form = our_form(running_s3, "busy.bin")
+    post_form(form["url"], form["fields"], versions[0], encode_form)
+    credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
+    object_url = signer.object_url("uploads", "busy.bin", REGION, running_s3.url)
+
+    def read(_):
+        url = signer.presign_url(credentials, "GET", object_url, REGION)
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        writes = pool.map(
+            lambda data: post_form(form["url"], form["fields"], data, encode_form), versions
+        )
+        reads = list(pool.map(read, range(12)))
+        list(writes)
+    assert all(body in versions for body in reads)
+
+
+# --- a client that hangs up ---------------------------------------------------------------------
+
+
+def test_client_disconnecting_mid_upload_leaves_no_object_and_no_temporary_file(
+    running_s3, encode_form
+):
+    form = our_form(running_s3, "abandoned.bin")
+    content_type, body = encode_form([*form["fields"].items(), ("file", ("a", b"z" * 2_000_000))])
+    address = urlsplit(running_s3.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        head = (
+            f"POST /uploads/ HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        connection.sendall(head.encode() + body[: len(body) // 2])
+    time.sleep(0.3)
+
+    assert local_s3.list_objects(running_s3.config) == []
+    assert local_s3.leftover_files(running_s3.config) == []
+    status, _, _ = post_form(form["url"], form["fields"], b"still serving", encode_form)
+    assert status == 201
+
+
+def test_body_over_the_server_limit_is_refused_before_the_app(tmp_path):
+    config = local_s3.S3Config(
+        data_dir=tmp_path / "data", buckets=("uploads",), credentials={}, max_body_bytes=1000
+    )
+    with local_s3.LocalS3(config) as server:
+        address = urlsplit(server.url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+        connection.request(
+            "POST",
+            "/uploads/",
+            body=b"x" * 200_000,
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        response = connection.getresponse()
+        assert response.status == 413
+        connection.close()
+    assert local_s3.leftover_files(config) == []
+
+
+def test_server_stops_and_frees_its_port(tmp_path):
+    config = local_s3.S3Config(data_dir=tmp_path / "data", buckets=("uploads",), credentials={})
+    server = local_s3.LocalS3(config).start()
+    address = urlsplit(server.url)
+    server.stop()
+
+    with pytest.raises(OSError):
+        socket.create_connection((address.hostname, address.port), timeout=1).close()
