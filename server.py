@@ -439,6 +439,8 @@ def add_security_headers() -> None:
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"
     headers["X-Frame-Options"] = "DENY"
+    if not bottle.request.path.startswith(("/static/", "/vendor/")):
+        headers["Cache-Control"] = "no-store"  # pages and answers carry signed, expiring forms
 
 
 def s3_origin(config: Config) -> str:

@@ -262,6 +262,12 @@ def test_page_sends_security_headers(client, config) -> None:
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_signed_answers_are_never_cached_but_libraries_may_be(client) -> None:
+    assert ask_for_form(client).headers["Cache-Control"] == "no-store"
+    assert "Cache-Control" not in client.get("/vendor/jquery.js").headers
 
 
 def test_page_escapes_a_filename_with_markup(client, config) -> None:
