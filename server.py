@@ -405,6 +405,7 @@ def nojs_form(config: Config, keys: Secrets, moment: datetime, origin: str) -> d
     The key is chosen before the user picks a file, so it has no extension, and no filename or
     Content-Type can be pinned: S3 stores its default type. S3 then redirects the browser
     (`success_action_redirect`) to /uploads/done with bucket, key and etag appended.
+    https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
     """
     key = object_key(config.key_prefix, moment, uuid.uuid4(), extension="")
     redirect = f"{origin}/uploads/done?token={key_token(keys, key)}"
@@ -463,6 +464,7 @@ def request_origin() -> str:
 
 MAX_FILENAME_CHARS = 255
 # S3 limits all user metadata to 2 KB; the encoded filename keeps well inside it.
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingMetadata.html
 MAX_METADATA_BYTES = 1024
 # Printable ASCII except "%" stays readable; everything else is UTF-8 percent-encoded.
 METADATA_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
@@ -508,7 +510,8 @@ def post_target(config: Config, key: str) -> dict[str, Any]:
 
     content-length-range is [1, UPLOAD_MAX_BYTES] rather than the declared size: the declared
     size is checked here for a quick 413, and S3's EntityTooLarge then means "over the limit",
-    which is what the page tells the user.
+    which is what the page tells the user. The minimum of 1 refuses empty files (EntityTooSmall).
+    https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
     """
     return {
         "bucket": config.bucket,
@@ -617,6 +620,7 @@ def refuse_cross_site(keys: Secrets, moment: datetime) -> None:
     """Only our own page may mint forms: other sites are refused by Fetch metadata, Origin, token.
 
     The X-Upload-Token header also forces a CORS preflight, which this app never answers.
+    Fetch metadata (Sec-Fetch-Site): https://www.w3.org/TR/fetch-metadata/
     """
     headers = bottle.request.headers
     if headers.get("Sec-Fetch-Site") == "cross-site":
@@ -729,7 +733,7 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
     if not key_token_valid(app.secrets, key, token):
         raise AppError(403, "This key was not issued by this server.")
     info = head_object(app.config, key, moment)
-    if normalise_etag(etag) != normalise_etag(info.etag):
+    if not info.etag or normalise_etag(etag) != normalise_etag(info.etag):
         raise AppError(409, "The ETag does not match the object stored in S3.")
     if not 1 <= info.size <= app.config.max_bytes:
         raise AppError(409, "The stored object's size is outside the allowed range.")
@@ -793,6 +797,7 @@ def head_error(status: int) -> AppError:
     """Without s3:ListBucket, S3 answers a HEAD for a missing object with 403, not 404.
 
     A HEAD answer has no body, so 403 cannot tell "missing" from "not allowed": say both.
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html
     """
     if status == 404:
         return AppError(404, "The object was not found in S3 (S3 answered 404).")
