@@ -26,7 +26,7 @@
         return `${(bytes / factor).toFixed(1).replace(/\.0$/, "")} ${unit}`;
       }
     }
-    return `${bytes} bytes`;
+    return bytes === 1 ? "1 byte" : `${bytes} bytes`;
   }
 
   // An allowed type is either exact ("application/pdf") or a family ("image/*").
@@ -312,6 +312,7 @@
 
   async function startUpload(data, row, retried) {
     const file = data.files[0];
+    row.abort = null;
     setStatus(row, "Signing…", "working");
     let credentials;
     try {
@@ -355,8 +356,8 @@
     }
     showProtocol(credentials, file, xhr);
     if (xhr.status === 0) {
-      const sentence = `S3 could not be reached at ${config.s3Origin}: a network error, or the bucket's CORS rule does not allow this page.`;
-      showFailure(row, "", sentence);
+      const reason = "a network error, or the bucket's CORS rule does not allow this page";
+      showFailure(row, "", `S3 could not be reached at ${config.s3Origin}: ${reason}.`);
       return;
     }
     const error = parseS3Error(xhr);
@@ -431,7 +432,7 @@
     const input = $("#file-input");
     const dropzone = $("#dropzone");
     form.on("submit", (event) => event.preventDefault());
-    $("#nojs-submit").hide();
+    $("#nojs-submit").prop("hidden", true);
     $("#protocol").prop("hidden", false);
     input.prop("multiple", true);
     dropzone.on("dragover", () => dropzone.addClass("is-dragover"));

@@ -267,6 +267,40 @@ def test_shows_s3_error_code_when_s3_refuses_the_form(
     assert site.read_object(issued[0]) is None
 
 
+def test_s3_entity_too_large_is_explained_with_the_limit(site: Site, page: Page) -> None:
+    """The form is re-signed with a 1 KB maximum the page does not know about, so S3's
+    content-length-range condition is what refuses the file."""
+
+    def form_signed_for_one_kilobyte(route: Route) -> None:
+        form = route.fetch().json()
+        smaller = signer.presigned_post(
+            site.config.credentials,
+            bucket=BUCKET,
+            key=form["key"],
+            region=REGION,
+            endpoint=site.config.endpoint,
+            max_bytes=1024,
+            content_type="image/png",
+        )
+        route.fulfill(json={**form, **smaller})
+
+    page.route("**/s3_credentials?*", form_signed_for_one_kilobyte)
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("poster.png", "image/png", os.urandom(1025))])
+
+    expect(row(page, "poster.png").locator(".error-code")).to_have_text("EntityTooLarge")
+    expect(row(page, "poster.png")).to_contain_text("This file is larger than the 10 MB limit.")
+
+
+def test_network_error_names_the_s3_endpoint(site: Site, page: Page) -> None:
+    page.route(site.s3_origin + "/**", lambda route: route.abort("connectionrefused"))
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("cat.png", "image/png", png(32, 32, SUN, SEA))])
+
+    expect(row(page, "cat.png")).to_have_attribute("data-state", "error")
+    expect(row(page, "cat.png")).to_contain_text(f"S3 could not be reached at {site.s3_origin}")
+
+
 def test_cancel_stops_the_upload_and_leaves_no_object(
     site: Site, page: Page, tmp_path: Path
 ) -> None:
@@ -315,6 +349,35 @@ def test_expired_policy_is_retried_once_with_a_fresh_one(site: Site, page: Page)
     expect(row(page, "late.png")).to_have_attribute("data-state", "done")
     assert len(signed) == 2
     assert s3_statuses == [403, 201]
+
+
+def test_files_dropped_on_the_zone_are_uploaded(site: Site, page: Page) -> None:
+    """Headless Chromium cannot drag a file from the desktop, and a script-made DataTransfer has
+    no file-system entries (which blueimp reads first), so the drop event carries the files alone.
+    """
+    page.goto(site.origin)
+    page.evaluate(
+        """() => {
+            const file = new File(["hello"], "dropped.txt", { type: "text/plain" });
+            const drop = new DragEvent("drop", { bubbles: true, cancelable: true });
+            const dataTransfer = { files: [file], types: ["Files"] };
+            Object.defineProperty(drop, "dataTransfer", { value: dataTransfer });
+            document.getElementById("dropzone").dispatchEvent(drop);
+        }"""
+    )
+
+    expect(row(page, "dropped.txt")).to_have_attribute("data-state", "done")
+    assert site.read_object(site.uploads()[0]["key"]) == b"hello"
+
+
+def test_keyboard_reaches_the_labelled_file_input_first(site: Site, page: Page) -> None:
+    page.goto(site.origin)
+    page.keyboard.press("Tab")
+
+    focused = page.locator(":focus")
+    expect(focused).to_have_id("file-input")
+    expect(page.get_by_label("Choose files to upload")).to_have_attribute("multiple", "")
+    expect(page.get_by_role("button", name="Upload", exact=True)).to_be_hidden()
 
 
 # ---- Without JavaScript ------------------------------------------------------------------------
