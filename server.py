@@ -238,8 +238,8 @@ def read_key_prefix(prefix: str) -> str:
     prefix = prefix.strip("/")
     if not KEY_PREFIX.fullmatch(prefix) or ".." in prefix.split("/"):
         raise ConfigError(
-            f"UPLOAD_KEY_PREFIX {prefix!r} may only hold letters, digits, dots, dashes, "
-            "underscores and slashes."
+            f"UPLOAD_KEY_PREFIX {prefix!r} must be /-separated names of letters, digits, "
+            "'.', '-' and '_', none of them '..'."
         )
     return prefix
 
