@@ -949,7 +949,8 @@ def main(argv: list[str] | None = None) -> int:
 def arguments() -> argparse.ArgumentParser:
     lines = [f"  {s.name:<22} {s.help}" + (f" [{s.default}]" * bool(s.default)) for s in SETTINGS]
     return argparse.ArgumentParser(
-        description="Direct-to-S3 browser uploads. Settings come from the environment or .env.",
+        description="Direct-to-S3 browser uploads. Settings come from the environment, or from a "
+        ".env file (KEY=VALUE lines) in the current folder; the environment wins.",
         epilog="environment variables:\n" + "\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
