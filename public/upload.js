@@ -245,8 +245,14 @@
     const badge = document.createElement("span");
     badge.className = "thumb thumb-file";
     badge.setAttribute("aria-hidden", "true");
-    badge.textContent = upload.content_type.split("/").pop().slice(0, 4).toUpperCase();
+    badge.textContent = badgeText(upload);
     return badge;
+  }
+
+  // The template's badge macro: the extension, else the MIME subtype ("PDF").
+  function badgeText(upload) {
+    const extension = upload.filename.includes(".") ? upload.filename.split(".").pop() : "";
+    return (extension || upload.content_type.split("/").pop()).slice(0, 4).toUpperCase();
   }
 
   async function refreshUploads() {

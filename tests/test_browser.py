@@ -194,6 +194,23 @@ def test_uploads_three_files_at_once_straight_to_s3(site: Site, page: Page) -> N
         page.screenshot(path=SCREENSHOT, full_page=True)
 
 
+def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -> None:
+    files = [
+        payload("notes.txt", "text/plain", b"x" * 1536),
+        payload("photo.png", "image/png", png(40, 30, SKY, SEA)),
+    ]
+    page.goto(site.origin)
+    page.set_input_files("#file-input", files)
+    expect(page.locator('#queue .file[data-state="done"]')).to_have_count(2)
+    expect(page.locator("#uploads .upload")).to_have_count(2)
+    listed_by_script = page.inner_text("#uploads")
+
+    page.reload()
+
+    assert page.inner_text("#uploads") == listed_by_script
+    assert "TXT\nnotes.txt\n1.5 KB · text/plain" in listed_by_script
+
+
 def test_refuses_an_oversize_file_before_sending_anything(
     site: Site, page: Page, tmp_path: Path
 ) -> None:
