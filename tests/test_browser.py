@@ -177,7 +177,7 @@ def test_uploads_three_files_at_once_straight_to_s3(site: Site, page: Page) -> N
     files = [
         payload("harbour.png", "image/png", png(240, 160, SEA, SKY)),
         payload("meadow.png", "image/png", png(240, 160, GRASS, SUN)),
-        payload("report.pdf", "application/pdf", b"%PDF-1.4\n" + os.urandom(300_000)),
+        payload("rapport d'été.pdf", "application/pdf", b"%PDF-1.4\n" + os.urandom(300_000)),
     ]
     page.goto(site.origin)
     page.set_input_files("#file-input", files)
