@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import os
+import queue
 import re
 import secrets
 import sys
@@ -321,31 +322,60 @@ class StoredObject:
     path: Path
 
 
+class BackgroundMD5:
+    """MD5 computed in its own thread. hashlib releases the GIL on large buffers, so hashing
+    overlaps writing the file instead of adding to it; the queue is bounded (a few MB), so a
+    slow hash slows the upload down rather than filling memory."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="local-s3-md5", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._md5.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def finish(self) -> str:
+        """Waits for the last chunk and returns the hex digest; safe to call more than once."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+        return self._md5.hexdigest()
+
+
 class Upload:
     """A file part arriving: written to a temporary file and hashed as it streams, never held."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file: BinaryIO | None = None
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.md5: BackgroundMD5 | None = None
         self.size = 0
 
     def begin(self) -> None:
         self.file = self.path.open("xb")
+        self.md5 = BackgroundMD5()
 
     def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
         self.md5.update(chunk)
+        self.file.write(chunk)
         self.size += len(chunk)
 
     @property
     def etag(self) -> str:
         """S3's ETag for a single-part upload: the quoted hex MD5 of the bytes."""
-        return f'"{self.md5.hexdigest()}"'
+        return f'"{self.md5.finish()}"'
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+        if self.md5 is not None:
+            self.md5.finish()
 
     def discard(self) -> None:
         self.close()
@@ -1212,39 +1242,34 @@ def error_response(error: S3Error, request_id: str) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(body, error.status, headers)
 
 
-def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) -> bottle.Bottle:
-    """The local S3 as a WSGI app: POST Object, GET/HEAD Object, CORS preflight, S3 errors."""
-    store = ObjectStore(config.data_dir)
-    clock = clock or config.clock
-    app = bottle.Bottle()
-    s3 = s3_response(config)
+class S3Routes:
+    """The route handlers, bound to one configuration, one store and one clock."""
 
-    def require_bucket(bucket: str) -> None:
-        if bucket not in config.buckets:
+    def __init__(self, config: S3Config, clock: Callable[[], datetime]) -> None:
+        self.config, self.clock = config, clock
+        self.store = ObjectStore(config.data_dir)
+
+    def require_bucket(self, bucket: str) -> None:
+        if bucket not in self.config.buckets:
             raise NoSuchBucket(BucketName=bucket)
 
-    @app.route("/<bucket>", "POST")
-    @app.route("/<bucket>/", "POST")
-    @s3
-    def post_object(bucket: str) -> bottle.HTTPResponse:
-        now = clock()
-        require_bucket(bucket)
-        with store.upload() as upload:
-            post = PostObject(config, bucket, now, upload)
+    def post_object(self, bucket: str) -> bottle.HTTPResponse:
+        """POST Object: stream the form, verify it when the file begins, store atomically."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        with self.store.upload() as upload:
+            post = PostObject(self.config, bucket, now, upload)
             read_post_form(bottle.request.environ, PostForm(post.on_file))
-            stored = store.commit(upload, post.record())
-        location = f"{bottle.request.urlparts.scheme}://{bottle.request.urlparts.netloc}" + (
-            f"/{quote(bucket)}/{quote(stored.key, safe='/')}"
-        )
-        return post_success(post.fields, stored, location)
+            stored = self.store.commit(upload, post.record())
+        return post_success(post.fields, stored, object_location(bottle.request, stored))
 
-    @app.route("/<bucket>/<key:path>", ["GET", "HEAD"])
-    @s3
-    def get_object(bucket: str, key: str) -> bottle.HTTPResponse:
-        now = clock()
-        require_bucket(bucket)
-        signed = authenticate(bottle.request.environ, config, now)
-        opened = store.open(bucket, key)
+    def get_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """GET/HEAD Object. Unsigned reads see only public-read objects and, like S3 without
+        list permission, cannot tell a missing key from a private one."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = authenticate(bottle.request.environ, self.config, now)
+        opened = self.store.open(bucket, key)
         if opened is None:
             raise NoSuchKey(Key=key) if signed else AccessDenied()
         stored, body = opened
@@ -1253,25 +1278,44 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
             raise AccessDenied()
         return bottle.HTTPResponse(body, 200, object_headers(stored))
 
-    @app.route("/<bucket>", "OPTIONS")
-    @app.route("/<bucket>/", "OPTIONS")
-    @app.route("/<bucket>/<key:path>", "OPTIONS")
-    @s3
-    def cors_preflight(bucket: str, key: str = "") -> bottle.HTTPResponse:
-        require_bucket(bucket)
-        return preflight(bottle.request.environ, config.cors_origins)
+    def cors_preflight(self, bucket: str, key: str = "") -> bottle.HTTPResponse:
+        self.require_bucket(bucket)
+        return preflight(bottle.request.environ, self.config.cors_origins)
 
-    @app.route("/", "ANY")
-    @app.route("/<bucket>", "ANY")
-    @app.route("/<bucket>/", "ANY")
-    @app.route("/<bucket>/<key:path>", "ANY")
-    @s3
-    def not_supported(bucket: str = "", key: str = "") -> bottle.HTTPResponse:
+    def not_supported(self, bucket: str = "", key: str = "") -> bottle.HTTPResponse:
         if bucket:
-            require_bucket(bucket)
+            self.require_bucket(bucket)
         resource = "OBJECT" if key else "BUCKET" if bucket else "SERVICE"
         raise MethodNotAllowed(Method=bottle.request.method, ResourceType=resource)
 
+
+def object_location(request: bottle.BaseRequest, stored: StoredObject) -> str:
+    """The object's path-style URL on this server, as S3 returns it in Location."""
+    origin = f"{request.urlparts.scheme}://{request.urlparts.netloc}"
+    return f"{origin}/{quote(stored.bucket)}/{quote(stored.key, safe='/')}"
+
+
+def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) -> bottle.Bottle:
+    """The local S3 as a WSGI app: POST Object, GET/HEAD Object, CORS preflight, S3 errors.
+
+    `clock` (default: config.clock) is read once per request, so tests can freeze time.
+    """
+    routes = S3Routes(config, clock or config.clock)
+    s3 = s3_response(config)
+    app = bottle.Bottle()
+    for path, method, handler in [
+        ("/<bucket>", "POST", routes.post_object),
+        ("/<bucket>/", "POST", routes.post_object),
+        ("/<bucket>/<key:path>", ["GET", "HEAD"], routes.get_object),
+        ("/<bucket>", "OPTIONS", routes.cors_preflight),
+        ("/<bucket>/", "OPTIONS", routes.cors_preflight),
+        ("/<bucket>/<key:path>", "OPTIONS", routes.cors_preflight),
+        ("/", "ANY", routes.not_supported),
+        ("/<bucket>", "ANY", routes.not_supported),
+        ("/<bucket>/", "ANY", routes.not_supported),
+        ("/<bucket>/<key:path>", "ANY", routes.not_supported),
+    ]:
+        app.route(path, method, s3(handler))
     return app
 
 
@@ -1340,7 +1384,10 @@ class ClosingChannel(HTTPChannel):
 
 def close_all(server) -> None:
     for dispatcher in list(server._map.values()):
-        dispatcher.handle_close()
+        if isinstance(dispatcher, HTTPChannel):
+            dispatcher.handle_close()
+        else:
+            dispatcher.close()
 
 
 # === Command line ================================================================================

@@ -1,0 +1,211 @@
+"""Ingest benchmark for the embedded local S3: is a browser POST streamed, fast and flat in memory?
+
+Uploads 10 MB, 100 MB and 1 GB files with `curl -F` (a valid signed form, file last) to
+LocalS3 running in its own process, and the same form to a null-sink WSGI app under waitress
+with the same thread count and body limit. Prints MB/s for each, the ratio (target: at least
+70% of the null sink) and the local S3's peak RSS growth (target: under 32 MB at 1 GB), read
+from /proc/PID/status (VmHWM minus the RSS after start-up).
+
+    .venv/bin/python bench/bench_local_s3.py [--sizes 10,100,1024] [--threads 4] [--runs 3]
+
+A script, not a test: it takes a few minutes and needs ~4 GB free in the temp folder. Each
+stored object replaces the previous one (same key), so the disk use does not grow with runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import local_s3  # noqa: E402 (the project root is added to the path just above)
+import signer  # noqa: E402
+
+MB = 1024 * 1024
+ACCESS_KEY = "BENCHLOCALS3ACCESS00"
+BUCKET = "bench"
+REGION = "us-east-1"
+
+
+# --- the two servers, each in its own process ----------------------------------------------------
+
+
+def null_sink(environ, start_response):
+    """Reads the whole body and throws it away: the floor any WSGI upload endpoint pays."""
+    stream, remaining = environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0)
+    while remaining > 0:
+        chunk = stream.read(min(local_s3.READ_CHUNK, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+    start_response("204 No Content", [])
+    return []
+
+
+def serve(kind: str, data_dir: Path, threads: int) -> None:
+    """Child process: serve the local S3 (secret from stdin) or the null sink; print the URL."""
+    secret = sys.stdin.readline().strip()
+    config = local_s3.S3Config(
+        data_dir=data_dir, buckets=(BUCKET,), credentials={ACCESS_KEY: secret}
+    )
+    if kind == "s3":
+        server = local_s3.LocalS3(config, threads=threads).start()
+        print(server.url, flush=True)
+        server.wait()
+        return
+    from waitress.server import create_server
+
+    sink = create_server(
+        null_sink,
+        host="127.0.0.1",
+        port=0,
+        threads=threads,
+        max_request_body_size=config.max_body_bytes + local_s3.MAX_FORM_OVERHEAD,
+    )
+    print(f"http://127.0.0.1:{sink.effective_port}", flush=True)
+    sink.run()
+
+
+def start(kind: str, data_dir: Path, threads: int, secret: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, __file__, "--serve", kind, "--data", str(data_dir)]
+    process = subprocess.Popen(
+        [*command, "--threads", str(threads)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    process.stdin.write(secret + "\n")
+    process.stdin.flush()
+    return process, process.stdout.readline().strip()
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of a process, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def make_file(folder: Path, size_mb: int) -> Path:
+    path = folder / f"upload-{size_mb}MB.bin"
+    block = os.urandom(MB)
+    with path.open("wb") as file:
+        for _ in range(size_mb):
+            file.write(block)
+    return path
+
+
+def curl_post(url: str, fields: dict[str, str], path: Path) -> tuple[float, str]:
+    """Seconds taken and HTTP status of one `curl -F` upload, fields first and the file last."""
+    form = [arg for name, value in fields.items() for arg in ("--form-string", f"{name}={value}")]
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *form]
+    os.sync()  # start each run with no dirty pages left over from the previous one
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*command, "-F", f"file=@{path}", url], capture_output=True, text=True, check=True
+    )
+    return time.perf_counter() - started, result.stdout
+
+
+def signed_form(secret: str, s3_url: str, key: str) -> dict:
+    credentials = signer.Credentials(ACCESS_KEY, secret)
+    return signer.presigned_post(
+        credentials,
+        bucket=BUCKET,
+        key=key,
+        region=REGION,
+        endpoint=s3_url,
+        max_bytes=4 * 1024 * MB,
+        expires_in=3600,
+    )
+
+
+def timed_upload(url: str, fields: dict[str, str], path: Path, expected: str) -> float:
+    seconds, status = curl_post(url, fields, path)
+    if status != expected:
+        raise SystemExit(f"{url} answered {status}, expected {expected}")
+    return seconds
+
+
+def measure(size_mb: int, work: Path, s3: tuple, sink_url: str, secret: str, runs: int) -> dict:
+    """Median of `runs` uploads to each server, alternating, so disk and CPU noise on a small
+    machine hits both alike."""
+    process, s3_url = s3
+    path = make_file(work, size_mb)
+    form = signed_form(secret, s3_url, f"bench/{size_mb}MB.bin")
+    s3_times, sink_times = [], []
+    for _ in range(runs):
+        s3_times.append(timed_upload(form["url"], form["fields"], path, "201"))
+        sink_times.append(timed_upload(sink_url, form["fields"], path, "204"))
+    path.unlink()
+    return {
+        "size_mb": size_mb,
+        "s3_mbps": size_mb / statistics.median(s3_times),
+        "sink_mbps": size_mb / statistics.median(sink_times),
+        "hwm_kb": proc_status_kb(process.pid, "VmHWM"),
+    }
+
+
+def report(rows: list[dict], baseline_kb: int) -> None:
+    print(f"{'size':>8} {'local S3':>12} {'null sink':>12} {'ratio':>7} {'S3 peak RSS growth':>20}")
+    for row in rows:
+        ratio = row["s3_mbps"] / row["sink_mbps"]
+        growth = (row["hwm_kb"] - baseline_kb) / 1024
+        print(
+            f"{row['size_mb']:>5} MB {row['s3_mbps']:>7.0f} MB/s {row['sink_mbps']:>7.0f} MB/s "
+            f"{ratio:>6.0%} {growth:>17.1f} MB"
+        )
+    last = rows[-1]
+    print(f"targets: ratio >= 70%, RSS growth < 32 MB at {last['size_mb']} MB")
+
+
+def run(sizes: list[int], threads: int, runs: int) -> None:
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is not installed: this benchmark uploads with `curl -F`.")
+    secret = secrets.token_urlsafe(30)
+    with tempfile.TemporaryDirectory(prefix="bench-local-s3-") as folder:
+        work = Path(folder)
+        s3 = start("s3", work / "s3-data", threads, secret)
+        sink, sink_url = start("null", work / "unused", threads, secret)
+        try:
+            measure(1, work, s3, sink_url, secret, 1)  # warm up both servers: steady state only
+            baseline_kb = proc_status_kb(s3[0].pid, "VmRSS")
+            rows = [measure(size, work, s3, sink_url, secret, runs) for size in sizes]
+        finally:
+            for process in (s3[0], sink):
+                process.terminate()
+                process.wait(timeout=10)
+        report(rows, baseline_kb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1024", help="file sizes in MB")
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3, help="uploads per size; the median counts")
+    parser.add_argument("--serve", choices=("s3", "null"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.data, args.threads)
+    else:
+        run([int(size) for size in args.sizes.split(",")], args.threads, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
