@@ -167,6 +167,25 @@ class InvalidRequest(S3Error):
     code, status, message = "InvalidRequest", 400, "Invalid Request"
 
 
+class InvalidDigest(S3Error):
+    code, status, message = "InvalidDigest", 400, "The Content-MD5 you specified was invalid."
+
+
+class BadDigest(S3Error):
+    code, status = "BadDigest", 400
+    message = "The Content-MD5 you specified did not match what we received."
+
+
+class InvalidToken(S3Error):
+    """This S3 issues no temporary credentials, so any session token is one it cannot know."""
+
+    code, status, message = (
+        "InvalidToken",
+        400,
+        "The provided token is malformed or otherwise invalid.",
+    )
+
+
 class InvalidPolicyDocument(S3Error):
     code, status = "InvalidPolicyDocument", 400
     message = (
@@ -668,6 +687,8 @@ def verify_post_form(
         raise AccessDenied()  # no policy: an anonymous upload, and the bucket is not public
     policy = parse_policy(fields["policy"])
     credential = post_credential(fields, config.region)
+    if "x-amz-security-token" in fields:
+        raise InvalidToken(Token=fields["x-amz-security-token"])
     verify_post_signature(fields, credential, config)
     if now >= policy.expiration:
         raise AccessDenied("Invalid according to Policy: Policy expired.")
@@ -794,10 +815,11 @@ def object_attributes(fields: Mapping[str, str]) -> dict[str, object]:
 
 
 class FileSink:
-    """Receives the file part, stopping as soon as the running size passes the policy's maximum."""
+    """Receives the file part, stopping as soon as the running size passes the policy's maximum;
+    at the end, checks the minimum and the Content-MD5 field, if the form sent one."""
 
-    def __init__(self, upload: Upload, low: int, high: int) -> None:
-        self.upload, self.low, self.high = upload, low, high
+    def __init__(self, upload: Upload, low: int, high: int, content_md5: str | None) -> None:
+        self.upload, self.low, self.high, self.content_md5 = upload, low, high, content_md5
 
     def write(self, chunk: bytes) -> None:
         proposed = self.upload.size + len(chunk)
@@ -808,6 +830,21 @@ class FileSink:
     def finish(self) -> None:
         if self.upload.size < self.low:
             raise EntityTooSmall(ProposedSize=self.upload.size, MinSizeAllowed=self.low)
+        received = base64.b64encode(bytes.fromhex(self.upload.md5.finish())).decode()
+        if self.content_md5 is not None and received != self.content_md5:
+            raise BadDigest(ExpectedDigest=self.content_md5, CalculatedDigest=received)
+
+
+def checked_content_md5(value: str | None) -> str | None:
+    """Content-MD5 is the base64 of the 16-byte MD5 of the file."""
+    if value is None:
+        return None
+    try:
+        if len(base64.b64decode(value, validate=True)) == 16:
+            return value
+    except binascii.Error:
+        pass
+    raise InvalidDigest(**{"Content-MD5": value})
 
 
 class PostForm:
@@ -936,9 +973,10 @@ class PostObject:
         policy = verify_post_form(self.fields, self.bucket, self.config, self.now)
         checked_key(self.fields["key"])
         object_attributes(self.fields)
+        content_md5 = checked_content_md5(self.fields.get("content-md5"))
         low, high = policy.size_range(self.config.max_body_bytes)
         self.upload.begin()
-        return FileSink(self.upload, low, high)
+        return FileSink(self.upload, low, high, content_md5)
 
     def record(self) -> dict[str, object]:
         return {
@@ -1002,6 +1040,9 @@ def authenticate(environ: Mapping[str, str], config: S3Config, now: datetime) ->
         claim = header_claim(environ, query, config.region, now)
     else:
         return False
+    token = dict(query).get("X-Amz-Security-Token") or environ.get("HTTP_X_AMZ_SECURITY_TOKEN")
+    if token:
+        raise InvalidToken(Token=token)
     verify_request_signature(environ, claim, config)
     if presigned:
         check_not_expired(dict(query), claim, now)

@@ -4,11 +4,13 @@ Every rejected upload must answer with S3's status, Code and Message, and leave 
 no object, no temporary file, no orphaned blob.
 """
 
+import base64
 import hashlib
 import logging
 import os
 import subprocess
 import sys
+import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -89,6 +91,10 @@ def custom_form(credentials, now, fields, extra_conditions=(), expires_in=300):
         ],
     }
     return signed(policy, fields, credentials, now)
+
+
+def md5_base64(data):
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 def assert_nothing_stored(config):
@@ -277,6 +283,15 @@ def test_starts_with_content_type_applies_to_each_value_of_a_comma_list(
     assert send(s3_app, Attempt(with_file(fields)), encode_form).status_int == status
 
 
+def test_matching_content_md5_is_accepted(s3_app, s3_config, forge, encode_form):
+    fields = forge.custom({"key": KEY, "Content-MD5": md5_base64(BODY)})
+    assert send(s3_app, Attempt(with_file(fields)), encode_form).status_int == 204
+    assert (
+        local_s3.stored_object(s3_config, "uploads", KEY).etag
+        == f'"{hashlib.md5(BODY).hexdigest()}"'
+    )
+
+
 def test_empty_file_is_stored_when_the_range_allows_zero_bytes(
     s3_app, s3_config, forge, encode_form
 ):
@@ -337,8 +352,6 @@ def flipped_signature(f):
 
 
 def raw_policy(policy_text: bytes, base64_ok=True):
-    import base64
-
     encoded = base64.b64encode(policy_text).decode() if base64_ok else "%%%not base64%%%"
     return lambda f: Attempt(with_file({**f.fields, "policy": encoded}))
 
@@ -476,6 +489,15 @@ TAMPERS = [
         bad_policy('Invalid content-length-range: ["content-length-range", 9, 1]')),
     ("key over 1024 bytes", lambda f: Attempt(with_file(f.custom({"key": "k" * 1025}))),
         (400, "KeyTooLongError", "Your key is too long")),
+    ("session token this S3 never issued",
+        lambda f: Attempt(with_file(f.custom({"key": KEY, "x-amz-security-token": "FQoG"}))),
+        (400, "InvalidToken", local_s3.InvalidToken.message)),
+    ("Content-MD5 of other bytes",
+        lambda f: Attempt(with_file(f.custom({"key": KEY, "Content-MD5": md5_base64(b"other")}))),
+        (400, "BadDigest", local_s3.BadDigest.message)),
+    ("Content-MD5 not an MD5",
+        lambda f: Attempt(with_file(f.custom({"key": KEY, "Content-MD5": "bm90IGFuIG1kNQ=="}))),
+        (400, "InvalidDigest", local_s3.InvalidDigest.message)),
     ("canned ACL that does not exist",
         lambda f: Attempt(with_file(f.custom({"key": KEY, "acl": "public-everything"}))),
         bad_argument("Invalid Argument")),
@@ -677,6 +699,8 @@ READ_TAMPERS = [
     ("date missing", lambda u: tamper_query(u, "X-Amz-Date", None), "GET",
         (400, "AuthorizationQueryParametersError",
          local_s3.AuthorizationQueryParametersError.message)),
+    ("session token this S3 never issued", lambda u: u + "&X-Amz-Security-Token=FQoG", "GET",
+        (400, "InvalidToken", local_s3.InvalidToken.message)),
     ("another algorithm", lambda u: tamper_query(u, "X-Amz-Algorithm", "AWS4-HMAC-MD5"), "GET",
         (400, "AuthorizationQueryParametersError",
          'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')),
@@ -956,9 +980,11 @@ def test_a_bug_answers_internal_error_and_logs_no_secret(
 
 
 def test_running_alone_prints_the_access_key_and_keeps_the_secret_in_a_private_file(tmp_path):
+    """The README's command, with a free port: it serves CORS for the given origin."""
     data = tmp_path / "data"
+    command = ["--port", "0", "--data", str(data), "--bucket", "uploads"]
     process = subprocess.Popen(
-        [sys.executable, "local_s3.py", "--port", "0", "--data", str(data), "--bucket", "uploads"],
+        [sys.executable, "local_s3.py", *command, "--allow-origin", "http://127.0.0.1:8080"],
         cwd=Path(__file__).parent.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -966,6 +992,14 @@ def test_running_alone_prints_the_access_key_and_keeps_the_secret_in_a_private_f
     )
     try:
         lines = [process.stdout.readline() for _ in range(3)]
+        url = lines[0].split()[3].rstrip(",")
+        preflight_request = urllib.request.Request(
+            f"{url}/uploads/",
+            method="OPTIONS",
+            headers={"Origin": "http://127.0.0.1:8080", "Access-Control-Request-Method": "POST"},
+        )
+        with urllib.request.urlopen(preflight_request, timeout=10) as response:
+            allowed_origin = response.headers["Access-Control-Allow-Origin"]
     finally:
         process.terminate()
         process.communicate(timeout=10)
@@ -977,3 +1011,4 @@ def test_running_alone_prints_the_access_key_and_keeps_the_secret_in_a_private_f
     assert lines[1] == f"Access key id: {access_key}\n"
     assert secret not in "".join(lines)
     assert (data / "credentials").stat().st_mode & 0o777 == 0o600
+    assert allowed_origin == "http://127.0.0.1:8080"
