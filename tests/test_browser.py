@@ -24,7 +24,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import waitress
-from playwright.sync_api import Browser, Locator, Page, Response, Route, expect
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Response,
+    Route,
+    expect,
+)
 
 import local_s3
 import server
@@ -135,11 +143,22 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page; every test also proves the page threw no error and broke no CSP rule."""
     context = browser.new_context(viewport={"width": 1000, "height": 800})
+    problems: list[str] = []
+    page = context.new_page()
+
+    def note_csp_violation(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            problems.append(message.text)
+
+    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    page.on("console", note_csp_violation)
     try:
-        yield context.new_page()
+        yield page
     finally:
         context.close()
+    assert problems == []
 
 
 # ---- Files -------------------------------------------------------------------------------------
