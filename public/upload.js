@@ -193,7 +193,7 @@
   }
 
   function displayedValue(name, value) {
-    if (name === "x-amz-signature") {
+    if (name === "x-amz-signature" || name === "x-amz-security-token") {
       return shorten(value);
     }
     return name === "policy" ? `${shorten(value, 12)} (decoded below)` : value;
