@@ -234,6 +234,29 @@ def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -
     assert "TXT\nnotes.txt\n1.5 KB · text/plain" in listed_by_script
 
 
+def test_protocol_panel_shows_the_last_exchange_with_the_signature_shortened(
+    site: Site, page: Page
+) -> None:
+    cat = png(32, 32, SUN, SEA)
+    page.goto(site.origin)
+    expect(page.locator("#protocol")).not_to_have_attribute("open", "")
+    page.set_input_files("#file-input", [payload("cat.png", "image/png", cat)])
+    expect(row(page, "cat.png")).to_have_attribute("data-state", "done")
+
+    page.get_by_text("Protocol: what the last upload sent").click()
+
+    fields = page.locator("#protocol-fields tr")
+    expect(fields.last.locator("th")).to_have_text("file")
+    expect(fields.last.locator("td")).to_have_text(f"cat.png ({len(cat)} bytes, always last)")
+    signature = fields.filter(has_text="x-amz-signature").locator("td")
+    expect(signature).to_have_text(re.compile(r"^[0-9a-f]{4}…[0-9a-f]{4}$"))
+    expect(page.locator("#protocol-policy")).to_contain_text(
+        '[ "content-length-range", 1, 10485760 ]'
+    )
+    expect(page.locator("#protocol-status")).to_have_text("HTTP 201 Created")
+    expect(page.locator("#protocol-response")).to_contain_text("<PostResponse>")
+
+
 def test_refuses_an_oversize_file_before_sending_anything(
     site: Site, page: Page, tmp_path: Path
 ) -> None:
