@@ -48,8 +48,8 @@
       return "This file is empty; there is nothing to upload.";
     }
     if (!typeAllowed(file.type)) {
-      const type = file.type || "unknown";
-      return `This type of file (${type}) is not accepted: only ${limits.allowed_types.join(", ")}.`;
+      const allowed = limits.allowed_types.join(", ");
+      return `This type of file (${file.type || "unknown"}) is not accepted: only ${allowed}.`;
     }
     return null;
   }
@@ -137,7 +137,7 @@
         ? "The signed policy expired before S3 received the file."
         : `S3 refused the form because it does not match the signed policy: ${error.message}`,
     SignatureDoesNotMatch: () =>
-      "S3 computed a different signature: the app's secret key or region does not match the bucket.",
+      "S3 computed a different signature: the app's secret key or region is not the bucket's.",
     InvalidAccessKeyId: () => "S3 does not know the app's access key; check AWS_ACCESS_KEY_ID.",
     NoSuchBucket: () => "The bucket does not exist; check S3_BUCKET.",
   };
@@ -209,9 +209,11 @@
     );
     rows.push(tableRow("file", `${file.name} (${formatBytes(file.size)}, always last)`));
     document.getElementById("protocol-fields").replaceChildren(...rows);
-    document.getElementById("protocol-policy").textContent = decodePolicy(credentials.fields.policy);
-    const status = xhr.status ? `HTTP ${xhr.status} ${xhr.statusText}` : "no answer (network error)";
-    document.getElementById("protocol-status").textContent = status;
+    const policy = decodePolicy(credentials.fields.policy);
+    document.getElementById("protocol-policy").textContent = policy;
+    document.getElementById("protocol-status").textContent = xhr.status
+      ? `HTTP ${xhr.status} ${xhr.statusText}`
+      : "no answer (network error)";
     document.getElementById("protocol-response").textContent = xhr.responseText || "(empty body)";
   }
 
