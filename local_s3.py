@@ -1,4 +1,4 @@
-"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD Object and CORS.
+"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD/PUT Object, CORS.
 
 It is not a stand-in that accepts anything. Every upload is checked the way Amazon S3 checks it
 (form fields, policy document, SigV4 signature, expiry, each policy condition, the size range)
@@ -285,6 +285,24 @@ class NoSuchKey(S3Error):
 class MethodNotAllowed(S3Error):
     code, status = "MethodNotAllowed", 405
     message = "The specified method is not allowed against this resource."
+
+
+class IncompleteBody(S3Error):
+    code, status = "IncompleteBody", 400
+    message = "You did not provide the number of bytes specified by the Content-Length HTTP header"
+
+
+class MissingContentLength(S3Error):
+    code, status, message = (
+        "MissingContentLength",
+        411,
+        "You must provide the Content-Length HTTP header.",
+    )
+
+
+class NotImplementedByLocalS3(S3Error):
+    code, status = "NotImplemented", 501
+    message = "A header you provided implies functionality that is not implemented"
 
 
 class PreconditionFailed(S3Error):
@@ -830,9 +848,13 @@ class FileSink:
     def finish(self) -> None:
         if self.upload.size < self.low:
             raise EntityTooSmall(ProposedSize=self.upload.size, MinSizeAllowed=self.low)
-        received = base64.b64encode(bytes.fromhex(self.upload.md5.finish())).decode()
-        if self.content_md5 is not None and received != self.content_md5:
-            raise BadDigest(ExpectedDigest=self.content_md5, CalculatedDigest=received)
+        check_content_md5(self.upload, self.content_md5)
+
+
+def check_content_md5(upload: Upload, content_md5: str | None) -> None:
+    received = base64.b64encode(bytes.fromhex(upload.md5.finish())).decode()
+    if content_md5 is not None and received != content_md5:
+        raise BadDigest(ExpectedDigest=content_md5, CalculatedDigest=received)
 
 
 def checked_content_md5(value: str | None) -> str | None:
@@ -1030,8 +1052,13 @@ class SignedRequest:
     query: tuple[tuple[str, str], ...]
 
 
-def authenticate(environ: Mapping[str, str], config: S3Config, now: datetime) -> bool:
-    """True for a valid signed request, False for an anonymous one; S3's error otherwise."""
+def authenticate(
+    environ: Mapping[str, str], config: S3Config, now: datetime
+) -> SignedRequest | None:
+    """The verified claim of a signed request, None for an anonymous one; S3's error otherwise.
+
+    The payload hash a header-signed request declares is checked by the caller, against the
+    body it actually received."""
     query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     presigned = any(name == "X-Amz-Algorithm" for name, _ in query)
     if presigned:
@@ -1039,14 +1066,14 @@ def authenticate(environ: Mapping[str, str], config: S3Config, now: datetime) ->
     elif environ.get("HTTP_AUTHORIZATION"):
         claim = header_claim(environ, query, config.region, now)
     else:
-        return False
+        return None
     token = dict(query).get("X-Amz-Security-Token") or environ.get("HTTP_X_AMZ_SECURITY_TOKEN")
     if token:
         raise InvalidToken(Token=token)
     verify_request_signature(environ, claim, config)
     if presigned:
         check_not_expired(dict(query), claim, now)
-    return True
+    return claim
 
 
 def query_claim(query: list[tuple[str, str]], region: str) -> SignedRequest:
@@ -1138,22 +1165,28 @@ def parse_authorization(value: str) -> dict[str, str]:
 
 
 def checked_payload_hash(value: str | None) -> str:
-    """A GET or HEAD has no body: its x-amz-content-sha256 is the empty hash, or unsigned."""
+    """x-amz-content-sha256 is required with header signing: the body's hex SHA-256, or
+    UNSIGNED-PAYLOAD. (aws-chunked STREAMING-* payloads are not supported here.)"""
     if value is None:
         raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
-    if value == signer.UNSIGNED_PAYLOAD:
-        return value
-    if not HEX_SHA256.fullmatch(value):
+    if value.startswith("STREAMING-"):
+        raise NotImplementedByLocalS3(Header="x-amz-content-sha256", AdditionalMessage=value)
+    if value != signer.UNSIGNED_PAYLOAD and not HEX_SHA256.fullmatch(value):
         raise InvalidArgument(
             "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, or a valid sha256 value.",
             ArgumentName="x-amz-content-sha256",
             ArgumentValue=value,
         )
-    if value != signer.EMPTY_SHA256:
-        raise XAmzContentSHA256Mismatch(
-            ClientComputedContentSHA256=value, S3ComputedContentSHA256=signer.EMPTY_SHA256
-        )
     return value
+
+
+def check_payload_hash(claim: SignedRequest | None, received_sha256: str) -> None:
+    """The signed x-amz-content-sha256 must be the hash of the body that actually arrived."""
+    if claim is None or claim.payload_hash in (signer.UNSIGNED_PAYLOAD, received_sha256):
+        return
+    raise XAmzContentSHA256Mismatch(
+        ClientComputedContentSHA256=claim.payload_hash, S3ComputedContentSHA256=received_sha256
+    )
 
 
 def header_value(environ: Mapping[str, str], name: str) -> str:
@@ -1210,6 +1243,38 @@ def object_headers(stored: StoredObject) -> dict[str, str]:
     headers.update({name: header_safe(value) for name, value in stored.headers.items()})
     headers.update({name: header_safe(value) for name, value in stored.metadata.items()})
     return headers
+
+
+def put_fields(environ: Mapping[str, str], key: str) -> dict[str, str]:
+    """A PUT's headers as the equivalent POST form fields: Content-Type, x-amz-acl,
+    x-amz-meta-*, Cache-Control and the like, Content-MD5."""
+    fields = {"key": key}
+    if environ.get("CONTENT_TYPE"):
+        fields["content-type"] = environ["CONTENT_TYPE"]
+    for name, value in environ.items():
+        header = name[5:].lower().replace("_", "-") if name.startswith("HTTP_") else ""
+        if header == "x-amz-acl":
+            fields["acl"] = value
+        elif header.startswith("x-amz-meta-") or header in (*STORED_HEADERS, "content-md5"):
+            fields[header] = value
+    return fields
+
+
+def receive_put_body(environ: Mapping[str, object], upload: Upload, config: S3Config) -> str:
+    """Streams the body into the upload and returns its hex SHA-256, for x-amz-content-sha256."""
+    if not str(environ.get("CONTENT_LENGTH") or "").isdigit():
+        raise MissingContentLength()
+    size = int(str(environ["CONTENT_LENGTH"]))
+    if size > config.max_body_bytes:
+        raise EntityTooLarge(ProposedSize=size, MaxSizeAllowed=config.max_body_bytes)
+    sha256 = hashlib.sha256()
+    upload.begin()
+    for chunk in body_chunks(environ):
+        sha256.update(chunk)
+        upload.write(chunk)
+    if upload.size != size:
+        raise IncompleteBody(NumberBytesExpected=size, NumberBytesProvided=upload.size)
+    return sha256.hexdigest()
 
 
 # === CORS, as S3 answers it ======================================================================
@@ -1310,6 +1375,7 @@ class S3Routes:
         now = self.clock()
         self.require_bucket(bucket)
         signed = authenticate(bottle.request.environ, self.config, now)
+        check_payload_hash(signed, signer.EMPTY_SHA256)  # a GET or HEAD has no body
         opened = self.store.open(bucket, key)
         if opened is None:
             raise NoSuchKey(Key=key) if signed else AccessDenied()
@@ -1318,6 +1384,24 @@ class S3Routes:
             body.close()
             raise AccessDenied()
         return bottle.HTTPResponse(body, 200, object_headers(stored))
+
+    def put_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """PUT Object with a presigned URL or a signed request; the body streams like a POST's."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        environ = bottle.request.environ
+        signed = authenticate(environ, self.config, now)
+        if signed is None:
+            raise AccessDenied()
+        fields = put_fields(environ, checked_key(key))
+        attributes = object_attributes(fields)
+        content_md5 = checked_content_md5(fields.get("content-md5"))
+        with self.store.upload() as upload:
+            check_payload_hash(signed, receive_put_body(environ, upload, self.config))
+            check_content_md5(upload, content_md5)
+            record = {"bucket": bucket, "key": key, "last_modified": now.isoformat()}
+            stored = self.store.commit(upload, {**record, **attributes})
+        return bottle.HTTPResponse(status=200, headers={"ETag": stored.etag})
 
     def cors_preflight(self, bucket: str, key: str = "") -> bottle.HTTPResponse:
         self.require_bucket(bucket)
@@ -1348,6 +1432,7 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
         ("/<bucket>", "POST", routes.post_object),
         ("/<bucket>/", "POST", routes.post_object),
         ("/<bucket>/<key:path>", ["GET", "HEAD"], routes.get_object),
+        ("/<bucket>/<key:path>", "PUT", routes.put_object),
         ("/<bucket>", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/<key:path>", "OPTIONS", routes.cors_preflight),

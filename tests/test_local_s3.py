@@ -758,8 +758,9 @@ def test_head_error_has_no_body(s3_app, uploaded):
 HEADER_TAMPERS = [
     ("content sha256 missing", {"x-amz-content-sha256": None},
         (400, "InvalidRequest", "Missing required header for this request: x-amz-content-sha256")),
-    ("content sha256 of a body that is not there", {"x-amz-content-sha256": "a" * 64},
-        (400, "XAmzContentSHA256Mismatch", local_s3.XAmzContentSHA256Mismatch.message)),
+    ("content sha256 changed after signing", {"x-amz-content-sha256": "a" * 64}, BAD_SIGNATURE),
+    ("streaming payload", {"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"},
+        (501, "NotImplemented", local_s3.NotImplementedByLocalS3.message)),
     ("date 20 minutes off", {"x-amz-date": "20260101T122000Z"},
         (403, "RequestTimeTooSkewed", local_s3.RequestTimeTooSkewed.message)),
     ("signed header changed", {"x-amz-date": "20260101T120001Z"}, BAD_SIGNATURE),
@@ -789,6 +790,122 @@ def test_tampered_header_signed_get_is_refused_like_s3(
 
     assert response.status_int == status
     assert error_of(response)[:2] == (code, message)
+
+
+def test_get_signed_over_a_body_it_does_not_send_is_a_sha256_mismatch(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    headers = signer.sign_request(
+        s3_credentials, "GET", uploaded, REGION, payload=b"a body", now=s3_now
+    )
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status=400)
+
+    code, message, elements = error_of(response)
+    assert (code, message) == (
+        "XAmzContentSHA256Mismatch",
+        local_s3.XAmzContentSHA256Mismatch.message,
+    )
+    assert elements["S3ComputedContentSHA256"] == signer.EMPTY_SHA256
+
+
+# --- PUT Object (signed only) -------------------------------------------------------------------
+
+
+def put(app, path, body, headers, status="*"):
+    headers = {**headers, "Host": "localhost"}
+    return app.request(path, method="PUT", body=body, headers=headers, status=status)
+
+
+def test_presigned_put_stores_the_body_with_its_content_type(
+    s3_app, s3_config, s3_credentials, s3_now
+):
+    url = presigned(f"http://localhost/uploads/{KEY}", s3_credentials, s3_now, method="PUT")
+    response = put(s3_app, url, BODY, {"Content-Type": "image/jpeg"})
+
+    assert (response.status_int, response.body) == (200, b"")
+    assert response.headers["ETag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
+    stored = local_s3.stored_object(s3_config, "uploads", KEY)
+    assert (stored.path.read_bytes(), stored.content_type) == (BODY, "image/jpeg")
+
+
+def test_header_signed_put_keeps_metadata_and_acl(s3_app, s3_config, s3_credentials, s3_now):
+    extra = {"content-type": "text/plain", "x-amz-meta-album": "work", "x-amz-acl": "public-read"}
+    url = f"http://localhost/uploads/{KEY}"
+    headers = signer.sign_request(
+        s3_credentials, "PUT", url, REGION, headers=extra, payload=BODY, now=s3_now
+    )
+    assert put(s3_app, f"/uploads/{KEY}", BODY, headers).status_int == 200
+
+    stored = local_s3.stored_object(s3_config, "uploads", KEY)
+    assert stored.metadata == {"x-amz-meta-album": "work"}
+    assert (stored.acl, stored.content_type) == ("public-read", "text/plain")
+
+
+OBJECT_URL = f"http://localhost/uploads/{KEY}"
+
+
+def header_signed(**signing):
+    """A PUT signed in its Authorization header: (path, headers)."""
+
+    def sign(credentials, now):
+        headers = signer.sign_request(credentials, "PUT", OBJECT_URL, REGION, now=now, **signing)
+        return f"/uploads/{KEY}", {k: v for k, v in headers.items() if k != "host"}
+
+    return sign
+
+
+def presigned_at(offset):
+    return lambda credentials, now: (
+        presigned(OBJECT_URL, credentials, now + offset, method="PUT"),
+        {},
+    )
+
+
+# fmt: off
+PUT_TAMPERS = [
+    ("anonymous", lambda credentials, now: (f"/uploads/{KEY}", {}),
+        (403, "AccessDenied", "Access Denied")),
+    ("signed for other bytes", header_signed(payload=b"other"),
+        (400, "XAmzContentSHA256Mismatch", local_s3.XAmzContentSHA256Mismatch.message)),
+    ("Content-MD5 of other bytes",
+        header_signed(payload=BODY, headers={"content-md5": md5_base64(b"other")}),
+        (400, "BadDigest", local_s3.BadDigest.message)),
+    ("presigned URL expired", presigned_at(-timedelta(hours=2)),
+        (403, "AccessDenied", "Request has expired")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("sign", "expected"), [row[1:] for row in PUT_TAMPERS], ids=[row[0] for row in PUT_TAMPERS]
+)
+def test_tampered_put_is_refused_like_s3_and_leaves_nothing(
+    s3_app, s3_config, s3_credentials, s3_now, sign, expected
+):
+    path, headers = sign(s3_credentials, s3_now)
+    response = put(s3_app, path, BODY, headers)
+
+    assert (response.status_int, *error_of(response)[:2]) == expected
+    assert_nothing_stored(s3_config)
+
+
+def test_put_key_over_1024_bytes_is_too_long(s3_app, s3_credentials, s3_now):
+    url = presigned(f"http://localhost/uploads/{'k' * 1025}", s3_credentials, s3_now, method="PUT")
+    assert error_of(put(s3_app, url, BODY, {}, status=400))[0] == "KeyTooLongError"
+
+
+def test_put_over_the_size_limit_is_entity_too_large(s3_config, s3_credentials, s3_now):
+    import dataclasses
+
+    import webtest
+
+    small = dataclasses.replace(s3_config, max_body_bytes=10)
+    app = webtest.TestApp(local_s3.create_app(small))
+    url = presigned(OBJECT_URL, s3_credentials, s3_now, method="PUT")
+    response = put(app, url, BODY, {}, status=400)
+
+    assert error_of(response)[:2] == ("EntityTooLarge", local_s3.EntityTooLarge.message)
+    assert_nothing_stored(small)
 
 
 # --- CORS ---------------------------------------------------------------------------------------
@@ -871,7 +988,7 @@ def test_wildcard_origin_echoes_the_requesting_origin(s3_config):
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("PUT", "/uploads/a"),
+        ("POST", "/uploads/a"),
         ("DELETE", "/uploads/a"),
         ("GET", "/"),
         ("GET", "/uploads"),

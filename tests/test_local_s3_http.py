@@ -3,7 +3,6 @@
 """
 
 import hashlib
-import http.client
 import socket
 import time
 import urllib.error
@@ -146,6 +145,24 @@ def test_botocore_get_object_reads_the_bytes(running_s3, encode_form):
     assert response["Body"].read() == b"through boto3"
 
 
+def test_botocore_put_object_and_presigned_put_url_store_the_bytes(running_s3):
+    client = boto3_client(running_s3)
+    put = client.put_object(
+        Bucket="uploads", Key="put/a.txt", Body=b"put by boto3", ContentType="text/plain"
+    )
+    url = client.generate_presigned_url(
+        "put_object", Params={"Bucket": "uploads", "Key": "put/b.bin"}, ExpiresIn=60
+    )
+    request = urllib.request.Request(url, data=b"put by URL", method="PUT")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+    assert put["ETag"] == md5_etag(b"put by boto3")
+    config = running_s3.config
+    assert local_s3.stored_object(config, "uploads", "put/a.txt").content_type == "text/plain"
+    assert local_s3.stored_object(config, "uploads", "put/b.bin").path.read_bytes() == b"put by URL"
+
+
 # --- concurrency --------------------------------------------------------------------------------
 
 
@@ -227,21 +244,19 @@ def test_client_disconnecting_mid_upload_leaves_no_object_and_no_temporary_file(
 
 
 def test_body_over_the_server_limit_is_refused_before_the_app(tmp_path):
+    """waitress refuses a declared Content-Length over the limit without reading the body."""
     config = local_s3.S3Config(
         data_dir=tmp_path / "data", buckets=("uploads",), credentials={}, max_body_bytes=1000
     )
     with local_s3.LocalS3(config) as server:
         address = urlsplit(server.url)
-        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
-        connection.request(
-            "POST",
-            "/uploads/",
-            body=b"x" * 200_000,
-            headers={"Content-Type": "multipart/form-data; boundary=x"},
-        )
-        response = connection.getresponse()
-        assert response.status == 413
-        connection.close()
+        with socket.create_connection((address.hostname, address.port), timeout=10) as client:
+            client.sendall(
+                b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
+            )
+            status_line = client.makefile("rb").readline()
+    assert status_line.split()[1] == b"413"
     assert local_s3.leftover_files(config) == []
 
 
