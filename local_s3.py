@@ -76,12 +76,11 @@ SERVICE = "s3"
 TERMINATOR = "aws4_request"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600  # "X-Amz-Expires ... maximum 604800 seconds (7 days)"
-MAX_KEY_BYTES = (
-    1024  # "The name for a key is a sequence of Unicode characters ... at most 1024 bytes"
-)
-MAX_PRE_DATA_BYTES = (
-    20 * 1024
-)  # "The form data and boundaries (excluding the file) cannot exceed 20K"
+# "The name for a key is a sequence of Unicode characters whose UTF-8 encoding is at most 1024
+# bytes long."
+MAX_KEY_BYTES = 1024
+# "The form data and boundaries (excluding the contents of the file) cannot exceed 20KB."
+MAX_PRE_DATA_BYTES = 20 * 1024
 MAX_METADATA_BYTES = 2 * 1024  # user-defined metadata is limited to 2 KB (names plus values)
 MAX_FORM_OVERHEAD = 64 * 1024  # room for the fields and boundaries around a maximum-size file
 MAX_CLOCK_SKEW = timedelta(minutes=15)  # header-signed requests must be within 15 minutes
@@ -89,36 +88,22 @@ READ_CHUNK = 256 * 1024
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"  # what S3 stores when the form sends no Content-Type
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
-CANNED_ACLS = frozenset(
-    {
-        "private",
-        "public-read",
-        "public-read-write",
-        "authenticated-read",
-        "aws-exec-read",
-        "bucket-owner-read",
-        "bucket-owner-full-control",
-    }
-)
+# fmt: off
+CANNED_ACLS = frozenset((
+    "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+    "bucket-owner-read", "bucket-owner-full-control",
+))
 ANONYMOUS_READ_ACLS = frozenset({"public-read", "public-read-write"})
 # Fields the policy never has to mention: "Each form field that you specify in a form (except
 # x-amz-signature, file, policy, and field names that have an x-ignore- prefix) must appear in
 # the list of conditions."
 UNCONDITIONED_FIELDS = frozenset({"policy", "x-amz-signature", "file"})
 # The POST policy conditions table: only these (and x-amz-meta-*) accept "starts-with".
-STARTS_WITH_FIELDS = frozenset(
-    {
-        "acl",
-        "key",
-        "cache-control",
-        "content-type",
-        "content-disposition",
-        "content-encoding",
-        "expires",
-        "success_action_redirect",
-        "redirect",
-    }
-)
+STARTS_WITH_FIELDS = frozenset((
+    "acl", "key", "cache-control", "content-type", "content-disposition", "content-encoding",
+    "expires", "success_action_redirect", "redirect",
+))
+# fmt: on
 # REST headers a POST form may set; S3 keeps them with the object and returns them on GET.
 STORED_HEADERS = {
     "cache-control": "Cache-Control",
@@ -179,11 +164,8 @@ class BadDigest(S3Error):
 class InvalidToken(S3Error):
     """This S3 issues no temporary credentials, so any session token is one it cannot know."""
 
-    code, status, message = (
-        "InvalidToken",
-        400,
-        "The provided token is malformed or otherwise invalid.",
-    )
+    code, status = "InvalidToken", 400
+    message = "The provided token is malformed or otherwise invalid."
 
 
 class InvalidPolicyDocument(S3Error):
@@ -211,6 +193,11 @@ class EntityTooLarge(S3Error):
 class EntityTooSmall(S3Error):
     code, status = "EntityTooSmall", 400
     message = "Your proposed upload is smaller than the minimum allowed object size."
+
+
+class IncompleteBody(S3Error):
+    code, status = "IncompleteBody", 400
+    message = "You did not provide the number of bytes specified by the Content-Length HTTP header"
 
 
 class KeyTooLongError(S3Error):
@@ -287,17 +274,9 @@ class MethodNotAllowed(S3Error):
     message = "The specified method is not allowed against this resource."
 
 
-class IncompleteBody(S3Error):
-    code, status = "IncompleteBody", 400
-    message = "You did not provide the number of bytes specified by the Content-Length HTTP header"
-
-
 class MissingContentLength(S3Error):
-    code, status, message = (
-        "MissingContentLength",
-        411,
-        "You must provide the Content-Length HTTP header.",
-    )
+    code, status = "MissingContentLength", 411
+    message = "You must provide the Content-Length HTTP header."
 
 
 class NotImplementedByLocalS3(S3Error):
@@ -450,17 +429,24 @@ class ObjectStore:
             upload.discard()
 
     def commit(self, upload: Upload, record: Mapping[str, object]) -> StoredObject:
-        """Blob first, then the record in one os.replace; the replaced object's blob goes last."""
+        """Blob first, then the record in one os.replace; the replaced object's blob goes last.
+        Concurrent commits of one key take turns (a lock per key hash) to swap the record, so
+        each removes exactly the blob it replaced: last complete write wins, nothing leaks."""
         upload.close()
         blob = self.blob_dir / uuid.uuid4().hex
-        os.replace(upload.path, blob)
         record = {**record, "size": upload.size, "etag": upload.etag, "blob": blob.name}
         staged = self.tmp_dir / f"{blob.name}.json"
-        staged.write_text(json.dumps(record), encoding="utf-8")
         target = self.record_path(str(record["bucket"]), str(record["key"]))
-        with self._lock_for(target):
-            previous = self._blob_name(target)
-            os.replace(staged, target)
+        try:
+            os.replace(upload.path, blob)
+            staged.write_text(json.dumps(record), encoding="utf-8")
+            with self._lock_for(target):
+                previous = self._blob_name(target)
+                os.replace(staged, target)
+        except BaseException:
+            blob.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
+            raise
         if previous:
             (self.blob_dir / previous).unlink(missing_ok=True)
         return self._stored(record)
@@ -571,9 +557,12 @@ def parse_credential(value: str, region: str) -> CredentialScope:
 
 
 def parse_amz_date(value: str) -> datetime:
-    if not AMZ_DATE.fullmatch(value):
-        raise ValueError("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+    try:
+        if AMZ_DATE.fullmatch(value):
+            return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        pass  # e.g. month 13
+    raise ValueError("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
 
 
 def check_credential_date(credential: CredentialScope, amz_date: str) -> None:
@@ -632,7 +621,7 @@ def parse_policy(policy_base64: str) -> Policy:
     """The policy field is base64 of a UTF-8 JSON document with expiration and conditions."""
     try:
         document = json.loads(base64.b64decode(policy_base64, validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: [[[[...]]]]
         raise invalid_policy("Invalid JSON.") from None
     if not isinstance(document, dict):
         raise invalid_policy("Invalid JSON.")
@@ -726,10 +715,13 @@ def post_credential(fields: Mapping[str, str], region: str) -> CredentialScope:
         )
     try:
         credential = parse_credential(fields["x-amz-credential"], region)
+    except ValueError as problem:
+        raise invalid_field("x-amz-credential", fields, str(problem), Region=region) from None
+    try:
         parse_amz_date(fields["x-amz-date"])
         check_credential_date(credential, fields["x-amz-date"])
     except ValueError as problem:
-        raise invalid_field("x-amz-credential", fields, str(problem), Region=region) from None
+        raise invalid_field("x-amz-date", fields, str(problem)) from None
     return credential
 
 
