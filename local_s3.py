@@ -13,6 +13,13 @@ works against AWS. Real S3 is the reference; the rules come from its documentati
 Run it alone (the secret key is written to DATA/credentials, never printed):
 
     python local_s3.py --port 9000 --data ./data --bucket uploads
+
+Where AWS documents no exact answer, the choices made here (kept strict, and marked in the code):
+a POST without `policy` is an anonymous upload to a private bucket (AccessDenied); a starts-with
+condition on a field that allows only exact matches fails like any unmet condition; a condition
+on a field the form did not send fails; a field sent twice before the file is InvalidArgument;
+the InvalidPolicyDocument texts other than "Invalid Policy: Invalid JSON." are ours; an upload
+over the maximum reports as ProposedSize the bytes received when reading stopped.
 """
 
 from __future__ import annotations
@@ -930,7 +937,8 @@ def one_file_required(count: int) -> InvalidArgument:
 
 
 def form_boundary(environ: Mapping[str, object]) -> str:
-    """S3 answers a POST that is not multipart/form-data with 412 PreconditionFailed."""
+    """S3 answers a POST that is not multipart/form-data with 412 PreconditionFailed and a
+    Condition element (as observed from S3, e.g. blueimp/jQuery-File-Upload issue #2586)."""
     content_type, options = multipart.parse_options_header(str(environ.get("CONTENT_TYPE", "")))
     if content_type != "multipart/form-data":
         raise PreconditionFailed(

@@ -624,6 +624,22 @@ def test_strange_keys_are_stored_and_read_back_without_writing_outside_the_data_
             assert (Path(folder) / name).resolve().is_relative_to(data)
 
 
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=st.text(min_size=1, max_size=300).filter(lambda k: len(k.encode()) <= 1024))
+def test_any_key_round_trips_and_stays_inside_the_data_folder(
+    s3_app, s3_config, forge, encode_form, tmp_path, key
+):
+    assert (
+        send(s3_app, Attempt(with_file(forge.custom({"key": key}))), encode_form).status_int == 204
+    )
+
+    assert local_s3.stored_object(s3_config, "uploads", key).path.read_bytes() == BODY
+    data = s3_config.data_dir.resolve()
+    assert all(path.resolve().is_relative_to(data) for path in tmp_path.rglob("*") if path != data)
+
+
 def test_key_of_1025_bytes_is_too_long_and_reports_its_size(s3_app, forge, encode_form):
     response = send(s3_app, Attempt(with_file(forge.custom({"key": "é" * 512 + "x"}))), encode_form)
 
@@ -745,6 +761,15 @@ def test_signed_get_of_a_missing_key_is_no_such_key(s3_app, s3_credentials, s3_n
         presigned("http://localhost/uploads/missing", s3_credentials, s3_now), status=404
     )
     assert error_of(response)[:2] == ("NoSuchKey", "The specified key does not exist.")
+
+
+def test_error_xml_escapes_the_key_and_replaces_what_xml_cannot_carry(
+    s3_app, s3_credentials, s3_now
+):
+    url = signer.object_url("uploads", "<a&b>\x00", REGION, "http://localhost")
+    response = s3_app.get(presigned(url, s3_credentials, s3_now), status=404)
+
+    assert error_of(response)[2]["Key"] == "<a&b>\ufffd"
 
 
 def test_anonymous_get_of_a_private_or_missing_object_is_access_denied(s3_app, uploaded):
