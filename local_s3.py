@@ -160,7 +160,7 @@ class InvalidRequest(S3Error):
 
 
 class InvalidDigest(S3Error):
-    code, status, message = "InvalidDigest", 400, "The Content-MD5 you specified was invalid."
+    code, status, message = "InvalidDigest", 400, "The Content-MD5 you specified is not valid."
 
 
 class BadDigest(S3Error):
