@@ -1,4 +1,5 @@
-"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD/PUT Object, CORS.
+"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD/PUT Object, CORS
+(the configured origins, or the bucket's rules set with PUT ?cors).
 
 It is not a stand-in that accepts anything. Every upload is checked the way Amazon S3 checks it
 (form fields, policy document, SigV4 signature, expiry, each policy condition, the size range)
@@ -9,6 +10,7 @@ works against AWS. Real S3 is the reference; the rules come from its documentati
 - POST policy: https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
 - Errors:      https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
 - Query auth:  https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
+- CORS:        https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
 
 Run it alone (the secret key is written to DATA/credentials, never printed):
 
@@ -41,12 +43,13 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from xml.etree import ElementTree
 
 import bottle
 import multipart
@@ -94,6 +97,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=15)  # header-signed requests must be within 
 READ_CHUNK = 256 * 1024
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"  # what S3 stores when the form sends no Content-Type
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+XML_CONTENT_TYPE = {"Content-Type": "application/xml"}
 
 # fmt: off
 CANNED_ACLS = frozenset((
@@ -119,7 +123,10 @@ STORED_HEADERS = {
     "expires": "Expires",
 }
 CORS_METHODS = ("GET", "HEAD", "POST", "PUT")
-EXPOSED_HEADERS = "ETag, Location"
+CORS_CONFIG_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD"})
+MAX_CORS_RULES = 100
+MAX_CORS_XML_BYTES = 64 * 1024
+S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -281,6 +288,17 @@ class MethodNotAllowed(S3Error):
     message = "The specified method is not allowed against this resource."
 
 
+class MalformedXML(S3Error):
+    code, status = "MalformedXML", 400
+    message = (
+        "The XML you provided was not well-formed or did not validate against our published schema"
+    )
+
+
+class NoSuchCORSConfiguration(S3Error):
+    code, status, message = "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
+
+
 class MissingContentLength(S3Error):
     code, status = "MissingContentLength", 411
     message = "You must provide the Content-Length HTTP header."
@@ -418,7 +436,8 @@ class ObjectStore:
         self.tmp_dir = data_dir / ".tmp"
         self.blob_dir = data_dir / "blobs"
         self.record_dir = data_dir / "objects"
-        for folder in (self.tmp_dir, self.blob_dir, self.record_dir):
+        self.cors_dir = data_dir / "cors"
+        for folder in (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._locks = tuple(threading.Lock() for _ in range(64))
 
@@ -475,6 +494,25 @@ class ObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 return stored, stored.path.open("rb")
         return None
+
+    def cors_rules(self, bucket: str) -> tuple[CorsRule, ...] | None:
+        try:
+            rules = json.loads(self.cors_path(bucket).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return tuple(CorsRule(*(tuple(v) if isinstance(v, list) else v for v in r)) for r in rules)
+
+    def set_cors_rules(self, bucket: str, rules: tuple[CorsRule, ...] | None) -> None:
+        """Replaces (or, with None, deletes) a bucket's CORS configuration atomically."""
+        if rules is None:
+            self.cors_path(bucket).unlink(missing_ok=True)
+            return
+        staged = self.tmp_dir / f"{uuid.uuid4().hex}.cors.json"
+        staged.write_text(json.dumps([astuple(rule) for rule in rules]), encoding="utf-8")
+        os.replace(staged, self.cors_path(bucket))
+
+    def cors_path(self, bucket: str) -> Path:
+        return self.cors_dir / f"{hashlib.sha256(bucket.encode()).hexdigest()}.json"
 
     def records(self) -> list[StoredObject]:
         return [
@@ -1260,6 +1298,15 @@ def put_fields(environ: Mapping[str, str], key: str) -> dict[str, str]:
     return fields
 
 
+def cors_body(environ: Mapping[str, object]) -> bytes:
+    """A CORS configuration is small; anything over 64 KB is not one."""
+    if not str(environ.get("CONTENT_LENGTH") or "").isdigit():
+        raise MissingContentLength()
+    if int(str(environ["CONTENT_LENGTH"])) > MAX_CORS_XML_BYTES:
+        raise MalformedXML()
+    return b"".join(body_chunks(environ))
+
+
 def receive_put_body(environ: Mapping[str, object], upload: Upload, config: S3Config) -> str:
     """Streams the body into the upload and returns its hex SHA-256, for x-amz-content-sha256."""
     if not str(environ.get("CONTENT_LENGTH") or "").isdigit():
@@ -1279,44 +1326,152 @@ def receive_put_body(environ: Mapping[str, object], upload: Upload, config: S3Co
 
 # === CORS, as S3 answers it ======================================================================
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/cors.html
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
 
 
-def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
-    return bool(origin) and ("*" in allowed or origin in allowed)
+@dataclass(frozen=True)
+class CorsRule:
+    """One CORSRule. AllowedOrigin and AllowedHeader may hold one "*" wildcard each."""
+
+    origins: tuple[str, ...]
+    methods: tuple[str, ...]
+    headers: tuple[str, ...] = ()
+    expose: tuple[str, ...] = ()
+    max_age: int | None = None
+
+    def allows(self, origin: str, method: str, requested_headers: tuple[str, ...] = ()) -> bool:
+        return (
+            any(wildcard_match(pattern, origin) for pattern in self.origins)
+            and method in self.methods
+            and all(
+                any(wildcard_match(pattern.lower(), header) for pattern in self.headers)
+                for header in requested_headers
+            )
+        )
 
 
-def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str]:
+def wildcard_match(pattern: str, value: str) -> bool:
+    prefix, star, suffix = pattern.partition("*")
+    if not star:
+        return pattern == value
+    return (
+        len(value) >= len(prefix + suffix) and value.startswith(prefix) and (value.endswith(suffix))
+    )
+
+
+def startup_rules(config: S3Config) -> tuple[CorsRule, ...]:
+    """The rule the local S3 starts with: the configured origins, S3's upload methods, any
+    request header, and the two headers the page must read."""
+    if not config.cors_origins:
+        return ()
+    return (CorsRule(config.cors_origins, CORS_METHODS, ("*",), ("ETag", "Location"), 3000),)
+
+
+def matching_rule(
+    rules: tuple[CorsRule, ...], origin: str | None, method: str, headers: tuple[str, ...] = ()
+) -> CorsRule | None:
+    """S3 applies the first rule that matches the origin, the method and the headers."""
+    if not origin:
+        return None
+    return next((rule for rule in rules if rule.allows(origin, method, headers)), None)
+
+
+def cors_headers(rule: CorsRule | None, origin: str | None) -> dict[str, str]:
     """On every response, errors included, so the page can read S3's XML error."""
     headers = {"Vary": "Origin, Access-Control-Request-Headers, Access-Control-Request-Method"}
-    if origin_allowed(origin, allowed):
+    if rule is not None:
         headers["Access-Control-Allow-Origin"] = origin
-        headers["Access-Control-Allow-Methods"] = ", ".join(CORS_METHODS)
-        headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        headers["Access-Control-Allow-Methods"] = ", ".join(rule.methods)
+        if rule.expose:
+            headers["Access-Control-Expose-Headers"] = ", ".join(rule.expose)
     return headers
 
 
-def preflight(environ: Mapping[str, str], allowed: tuple[str, ...]) -> bottle.HTTPResponse:
+def preflight(environ: Mapping[str, str], rules: tuple[CorsRule, ...]) -> bottle.HTTPResponse:
     origin = environ.get("HTTP_ORIGIN")
     method = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
     if not origin:
         raise BadRequest("Insufficient information. Origin request header needed.")
     if not method:
         raise BadRequest("Invalid Access-Control-Request-Method: null")
-    if method not in CORS_METHODS or not origin_allowed(origin, allowed):
+    requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+    names = tuple(name.strip().lower() for name in requested.split(",") if name.strip())
+    rule = matching_rule(rules, origin, method, names)
+    if rule is None:
         raise CORSForbidden(Method=method, ResourceType="OBJECT")
-    headers = {"Access-Control-Max-Age": "3000"}
-    requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+    headers = cors_headers(rule, origin)
+    if rule.max_age is not None:
+        headers["Access-Control-Max-Age"] = str(rule.max_age)
     if requested:
         headers["Access-Control-Allow-Headers"] = requested
     return bottle.HTTPResponse(status=200, headers=headers)
 
 
+def parse_cors_configuration(body: bytes) -> tuple[CorsRule, ...]:
+    """PUT ?cors: the CORSConfiguration XML, validated as S3 validates it."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        raise MalformedXML() from None
+    if local_name(root) != "CORSConfiguration":
+        raise MalformedXML()
+    rules = [cors_rule(element) for element in root if local_name(element) == "CORSRule"]
+    if not 1 <= len(rules) <= MAX_CORS_RULES:
+        raise MalformedXML()
+    return tuple(rules)
+
+
+def cors_rule(element: ElementTree.Element) -> CorsRule:
+    values: dict[str, list[str]] = {}
+    for child in element:
+        values.setdefault(local_name(child), []).append((child.text or "").strip())
+    origins, methods = values.get("AllowedOrigin"), values.get("AllowedMethod")
+    max_age = values.get("MaxAgeSeconds", [None])[-1]
+    if not origins or not methods or not (max_age is None or max_age.isdigit()):
+        raise MalformedXML()
+    unsupported = [method for method in methods if method not in CORS_CONFIG_METHODS]
+    if unsupported:
+        raise InvalidRequest(
+            f"Found unsupported HTTP method in CORS config. Unsupported method is {unsupported[0]}"
+        )
+    return CorsRule(
+        tuple(origins),
+        tuple(methods),
+        tuple(values.get("AllowedHeader", [])),
+        tuple(values.get("ExposeHeader", [])),
+        int(max_age) if max_age is not None else None,
+    )
+
+
+def local_name(element: ElementTree.Element) -> str:
+    """The tag without its namespace: S3's XML carries xmlns="http://s3.amazonaws.com/doc/..."."""
+    return element.tag.rpartition("}")[2]
+
+
+def cors_configuration_xml(rules: tuple[CorsRule, ...]) -> bytes:
+    """GET ?cors: the rules back in S3's XML."""
+    body = "".join(f"<CORSRule>{cors_rule_xml(rule)}</CORSRule>" for rule in rules)
+    root = f'<CORSConfiguration xmlns="{S3_XMLNS}">{body}</CORSConfiguration>'
+    return (XML_DECLARATION + root).encode()
+
+
+def cors_rule_xml(rule: CorsRule) -> str:
+    elements = [
+        *(("AllowedOrigin", value) for value in rule.origins),
+        *(("AllowedMethod", value) for value in rule.methods),
+        *(("AllowedHeader", value) for value in rule.headers),
+        *(("ExposeHeader", value) for value in rule.expose),
+        *([("MaxAgeSeconds", rule.max_age)] if rule.max_age is not None else []),
+    ]
+    return "".join(f"<{name}>{xml_text(value)}</{name}>" for name, value in elements)
+
+
 # === The WSGI app ================================================================================
 
 
-def s3_response(config: S3Config) -> Callable:
+def s3_response(routes: S3Routes) -> Callable:
     """Wraps a route: S3 errors become S3's XML, anything else is a bug, logged and answered
-    with InternalError. Every response gets CORS headers and a request id."""
+    with InternalError. Every response gets the bucket's CORS headers and a request id."""
 
     def decorate(handler: Callable) -> Callable:
         @functools.wraps(handler)
@@ -1332,7 +1487,9 @@ def s3_response(config: S3Config) -> Callable:
             except Exception:
                 LOG.exception("local S3 bug on %s %s", bottle.request.method, bottle.request.path)
                 response = error_response(InternalError(), request_id)
-            response.headers.update(cors_headers(origin, config.cors_origins))
+            rules = routes.cors_rules(str(kwargs.get("bucket", "")))
+            rule = matching_rule(rules, origin, bottle.request.method)
+            response.headers.update(cors_headers(rule, origin))
             response.set_header("x-amz-request-id", request_id)
             return response
 
@@ -1405,7 +1562,34 @@ class S3Routes:
 
     def cors_preflight(self, bucket: str, key: str = "") -> bottle.HTTPResponse:
         self.require_bucket(bucket)
-        return preflight(bottle.request.environ, self.config.cors_origins)
+        return preflight(bottle.request.environ, self.cors_rules(bucket))
+
+    def cors_rules(self, bucket: str) -> tuple[CorsRule, ...]:
+        """The bucket's rules set with PUT ?cors, else the ones configured at start."""
+        if bucket not in self.config.buckets:
+            return startup_rules(self.config)
+        stored = self.store.cors_rules(bucket)
+        return startup_rules(self.config) if stored is None else stored
+
+    def bucket_cors(self, bucket: str) -> bottle.HTTPResponse:
+        """GET, PUT and DELETE /BUCKET?cors, signed requests only, as on S3."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        environ = bottle.request.environ
+        if "cors" not in bottle.request.query:
+            raise MethodNotAllowed(Method=bottle.request.method, ResourceType="BUCKET")
+        if authenticate(environ, self.config, now) is None:
+            raise AccessDenied()
+        if bottle.request.method == "PUT":
+            self.store.set_cors_rules(bucket, parse_cors_configuration(cors_body(environ)))
+            return bottle.HTTPResponse(status=200)
+        if bottle.request.method == "DELETE":
+            self.store.set_cors_rules(bucket, None)
+            return bottle.HTTPResponse(status=204)
+        rules = self.cors_rules(bucket)
+        if not rules:
+            raise NoSuchCORSConfiguration(BucketName=bucket)
+        return bottle.HTTPResponse(cors_configuration_xml(rules), 200, XML_CONTENT_TYPE)
 
     def not_supported(self, bucket: str = "", key: str = "") -> bottle.HTTPResponse:
         if bucket:
@@ -1426,7 +1610,7 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
     `clock` (default: config.clock) is read once per request, so tests can freeze time.
     """
     routes = S3Routes(config, clock or config.clock)
-    s3 = s3_response(config)
+    s3 = s3_response(routes)
     app = bottle.Bottle()
     for path, method, handler in [
         ("/<bucket>", "POST", routes.post_object),
@@ -1436,6 +1620,8 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
         ("/<bucket>", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/<key:path>", "OPTIONS", routes.cors_preflight),
+        ("/<bucket>", ["GET", "PUT", "DELETE"], routes.bucket_cors),
+        ("/<bucket>/", ["GET", "PUT", "DELETE"], routes.bucket_cors),
         ("/", "ANY", routes.not_supported),
         ("/<bucket>", "ANY", routes.not_supported),
         ("/<bucket>/", "ANY", routes.not_supported),

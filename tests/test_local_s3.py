@@ -1003,6 +1003,126 @@ def test_wildcard_origin_echoes_the_requesting_origin(s3_config):
     assert response.headers["Access-Control-Allow-Origin"] == "http://anywhere.test"
 
 
+# --- bucket CORS configuration (PUT, GET, DELETE /BUCKET?cors) ---------------------------------
+
+CORS_XML = b"""<CORSConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <CORSRule>
+    <AllowedOrigin>http://*.example.test</AllowedOrigin>
+    <AllowedMethod>GET</AllowedMethod>
+    <AllowedMethod>POST</AllowedMethod>
+    <AllowedHeader>content-*</AllowedHeader>
+    <ExposeHeader>ETag</ExposeHeader>
+    <MaxAgeSeconds>600</MaxAgeSeconds>
+  </CORSRule>
+</CORSConfiguration>"""
+
+
+def bucket_cors(app, credentials, now, method, body=b"", status="*"):
+    url = "http://localhost/uploads?cors"
+    headers = signer.sign_request(credentials, method, url, REGION, payload=body, now=now)
+    headers = {k: v for k, v in headers.items() if k != "host"} | {"Host": "localhost"}
+    return app.request("/uploads?cors", method=method, body=body, headers=headers, status=status)
+
+
+def test_put_bucket_cors_replaces_the_startup_rule(s3_app, s3_credentials, s3_now):
+    assert bucket_cors(s3_app, s3_credentials, s3_now, "PUT", CORS_XML).status_int == 200
+
+    allowed = preflight(s3_app, "http://photos.example.test", headers="content-type")
+    assert allowed.status_int == 200
+    assert allowed.headers["Access-Control-Allow-Methods"] == "GET, POST"
+    assert allowed.headers["Access-Control-Max-Age"] == "600"
+    assert allowed.headers["Access-Control-Expose-Headers"] == "ETag"
+    assert preflight(s3_app, "http://app.test").status_int == 403
+    assert preflight(s3_app, "http://example.test.evil").status_int == 403
+    assert preflight(s3_app, "http://a.example.test", headers="x-secret").status_int == 403
+
+
+def test_get_bucket_cors_returns_the_rules_as_s3_xml(s3_app, s3_credentials, s3_now):
+    bucket_cors(s3_app, s3_credentials, s3_now, "PUT", CORS_XML)
+    response = bucket_cors(s3_app, s3_credentials, s3_now, "GET", status=200)
+
+    namespace = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+    rule = ET.fromstring(response.body).find("s3:CORSRule", namespace)
+    assert [e.text for e in rule.findall("s3:AllowedMethod", namespace)] == ["GET", "POST"]
+    assert rule.find("s3:AllowedOrigin", namespace).text == "http://*.example.test"
+
+
+def test_delete_bucket_cors_returns_to_the_startup_rule(s3_app, s3_credentials, s3_now):
+    bucket_cors(s3_app, s3_credentials, s3_now, "PUT", CORS_XML)
+    assert bucket_cors(s3_app, s3_credentials, s3_now, "DELETE").status_int == 204
+
+    assert preflight(s3_app, "http://app.test").status_int == 200
+
+
+def test_bucket_without_any_cors_rule_has_no_cors_configuration(s3_config, s3_credentials, s3_now):
+    import dataclasses
+
+    import webtest
+
+    app = webtest.TestApp(local_s3.create_app(dataclasses.replace(s3_config, cors_origins=())))
+    response = bucket_cors(app, s3_credentials, s3_now, "GET", status=404)
+    assert error_of(response)[:2] == (
+        "NoSuchCORSConfiguration",
+        "The CORS configuration does not exist",
+    )
+
+
+MALFORMED_XML = (400, "MalformedXML", local_s3.MalformedXML.message)
+
+# fmt: off
+CORS_TAMPERS = [
+    ("not XML", b"<CORSConfiguration><CORSRule>", MALFORMED_XML),
+    ("a rule without an origin",
+        b"<CORSConfiguration><CORSRule><AllowedMethod>GET</AllowedMethod>"
+        b"</CORSRule></CORSConfiguration>",
+        MALFORMED_XML),
+    ("no rules", b"<CORSConfiguration/>", MALFORMED_XML),
+    ("another root element", b"<Policy><CORSRule/></Policy>", MALFORMED_XML),
+    ("entity expansion", b'<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+                         b"<CORSConfiguration>&b;</CORSConfiguration>", MALFORMED_XML),
+    ("a method S3 does not know",
+        b"<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>"
+        b"<AllowedMethod>PATCH</AllowedMethod></CORSRule></CORSConfiguration>",
+        (400, "InvalidRequest",
+         "Found unsupported HTTP method in CORS config. Unsupported method is PATCH")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"), [row[1:] for row in CORS_TAMPERS], ids=[row[0] for row in CORS_TAMPERS]
+)
+def test_invalid_cors_configuration_is_refused_and_changes_nothing(
+    s3_app, s3_credentials, s3_now, body, expected
+):
+    response = bucket_cors(s3_app, s3_credentials, s3_now, "PUT", body)
+
+    assert (response.status_int, *error_of(response)[:2]) == expected
+    assert preflight(s3_app, "http://app.test").status_int == 200
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.text(
+            alphabet='<>/ ="CORSAllowedMethodOriginHeaderMaxAgeSeconds*GETPUT1', max_size=200
+        ).map(str.encode),
+    )
+)
+def test_arbitrary_cors_configurations_never_cause_a_500(s3_app, s3_credentials, s3_now, body):
+    response = bucket_cors(s3_app, s3_credentials, s3_now, "PUT", body)
+    assert response.status_int in (200, 400)
+
+
+def test_unsigned_put_bucket_cors_is_access_denied(s3_app):
+    response = s3_app.request("/uploads?cors", method="PUT", body=CORS_XML, status=403)
+    assert error_of(response)[:2] == ("AccessDenied", "Access Denied")
+    assert preflight(s3_app, "http://app.test").status_int == 200
+
+
 # --- never a 500 --------------------------------------------------------------------------------
 
 

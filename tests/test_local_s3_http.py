@@ -163,6 +163,20 @@ def test_botocore_put_object_and_presigned_put_url_store_the_bytes(running_s3):
     assert local_s3.stored_object(config, "uploads", "put/b.bin").path.read_bytes() == b"put by URL"
 
 
+def test_botocore_put_and_get_bucket_cors_round_trip(running_s3):
+    client = boto3_client(running_s3)
+    rule = {
+        "AllowedOrigins": ["https://app.example.test"],
+        "AllowedMethods": ["POST", "GET"],
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag", "Location"],
+        "MaxAgeSeconds": 3000,
+    }
+    client.put_bucket_cors(Bucket="uploads", CORSConfiguration={"CORSRules": [rule]})
+
+    assert client.get_bucket_cors(Bucket="uploads")["CORSRules"] == [rule]
+
+
 # --- concurrency --------------------------------------------------------------------------------
 
 
