@@ -12,10 +12,12 @@ upload registration, errors, entry point. Run ``python server.py --help`` for th
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import hmac
 import http.client
+import importlib
 import json
 import logging
 import math
@@ -31,7 +33,7 @@ import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UPLOAD_RATE_LIMIT", "30/minute", "signed forms per client, N/second|minute|hour; off"),
     Setting("S3_ACL", None, "canned ACL for uploads, e.g. private (unset: bucket default)"),
     Setting("S3_TIMEOUT", "5", "seconds to wait for S3 when checking an upload"),
+    Setting(
+        "UPLOAD_AUTH",
+        None,
+        "login for page and forms: basic:USER:PASSWORD, or module:function(request) -> allowed",
+    ),
     Setting("HOST", "127.0.0.1", "address the app listens on"),
     Setting("PORT", "8080", "port the app listens on"),
     Setting("S3_PORT", "9000", "port of the embedded local S3 (only without S3_BUCKET)"),
@@ -134,6 +141,7 @@ class Config:
     data_dir: Path = Path("data")
     threads: int = 8
     embedded: bool = False
+    auth: Callable[[bottle.BaseRequest], Any] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], dotenv: Path | None = None) -> Config:
@@ -161,6 +169,7 @@ class Config:
             s3_port=read_int(get, "S3_PORT", 0, 65535),
             data_dir=Path(get("DATA_DIR")),
             threads=read_int(get, "WAITRESS_THREADS", 1, 256),
+            auth=read_upload_auth(get("UPLOAD_AUTH")),
         )
 
     @property
@@ -253,6 +262,42 @@ def read_rate_limit(text: str) -> RateLimit | None:
     return RateLimit(int(match[1]), RATE_UNITS[match[2]])
 
 
+def read_upload_auth(text: str | None) -> Callable[[bottle.BaseRequest], Any] | None:
+    """basic:USER:PASSWORD, or module:function, imported now so that a typo stops start-up."""
+    if not text:
+        return None
+    if text.startswith("basic:"):
+        user, colon, password = text.removeprefix("basic:").partition(":")
+        if not user or not colon or not password:
+            raise ConfigError("UPLOAD_AUTH basic:USER:PASSWORD needs a user and a password.")
+        return BasicAuth(user, password)
+    module_name, colon, function_name = text.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError):
+        function = None
+    if not colon or not callable(function):
+        raise ConfigError(f"UPLOAD_AUTH {text!r} is not basic:USER:PASSWORD or module:function.")
+    return function
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """HTTP basic authentication (RFC 7617) against one user and password; repr hides both."""
+
+    user: str = field(repr=False)
+    password: str = field(repr=False)
+
+    def __call__(self, request: bottle.BaseRequest) -> bool:
+        scheme, _, encoded = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        try:
+            given = base64.b64decode(encoded.strip(), validate=True)
+        except ValueError:  # not base64, or not even ASCII
+            return False
+        expected = f"{self.user}:{self.password}".encode()
+        return scheme.lower() == "basic" and hmac.compare_digest(given, expected)
+
+
 def read_acl(acl: str | None) -> str | None:
     if acl and acl not in CANNED_ACLS:
         raise ConfigError(f"S3_ACL {acl!r} is not a canned ACL such as private.")
@@ -310,6 +355,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> bottle.Bottle:
         page=templates().get_template("index.html"),
     )
     app.install(json_errors)
+    app.install(require_login)  # inside json_errors, so a refusal is JSON too
     app.add_hook("after_request", add_security_headers)
     add_routes(app)
     app.default_error_handler = error_page
@@ -454,6 +500,12 @@ def request_query() -> Mapping[str, str]:
     return dict(parse_qsl(bottle.request.query_string, keep_blank_values=True))
 
 
+def request_header(name: str) -> str:
+    """A header as the client sent it. Bottle decodes headers as UTF-8 and raises on any other
+    bytes; headers are the client's to write, so read the Latin-1 text WSGI hands over."""
+    return bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"), "")
+
+
 def request_origin() -> str:
     """This app's origin as the browser sees it (scheme and Host header)."""
     parts = bottle.request.urlparts
@@ -466,8 +518,10 @@ MAX_FILENAME_CHARS = 255
 # S3 limits all user metadata to 2 KB; the encoded filename keeps well inside it.
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingMetadata.html
 MAX_METADATA_BYTES = 1024
-# Printable ASCII except "%" stays readable; everything else is UTF-8 percent-encoded.
-METADATA_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
+# Printable ASCII except "%" and "$" stays readable; everything else is UTF-8 percent-encoded.
+# "$" too, because S3 replaces ${filename} in every form field, this one included, before it
+# checks the policy: a file named "${filename}.jpg" would fail its own exact-match condition.
+METADATA_SAFE = " !\"#&'()*+,-./:;<=>?@[\\]^_`{|}~"
 EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 
 
@@ -622,12 +676,12 @@ def refuse_cross_site(keys: Secrets, moment: datetime) -> None:
     The X-Upload-Token header also forces a CORS preflight, which this app never answers.
     Fetch metadata (Sec-Fetch-Site): https://www.w3.org/TR/fetch-metadata/
     """
-    headers = bottle.request.headers
-    if headers.get("Sec-Fetch-Site") == "cross-site":
+    if request_header("Sec-Fetch-Site") == "cross-site":
         raise AppError(403, "Cross-site requests may not use this endpoint.")
-    if headers.get("Origin") and headers["Origin"] != request_origin():
+    origin = request_header("Origin")
+    if origin and origin != request_origin():
         raise AppError(403, "Requests from other origins may not use this endpoint.")
-    if not page_token_valid(keys, headers.get("X-Upload-Token", ""), moment):
+    if not page_token_valid(keys, request_header("X-Upload-Token"), moment):
         raise AppError(403, "The X-Upload-Token header is missing or expired; reload the page.")
 
 
@@ -704,8 +758,14 @@ def upload_done() -> None:
             raise AppError(400, "The upload went to a different bucket.")
         record_upload(app, key, etag, token, moment)
     except AppError as error:
-        bottle.redirect("/?error=" + quote(error.message), 303)
-    bottle.redirect("/?uploaded=" + quote(key), 303)
+        see_other("/?error=" + quote(error.message))
+    see_other("/?uploaded=" + quote(key))
+
+
+def see_other(location: str) -> None:
+    """A 303 to a path on this site. Relative, unlike bottle.redirect, which builds an absolute
+    URL from the Host header: a client-chosen Host must not pick where the browser goes next."""
+    raise bottle.HTTPResponse(status=303, headers={"Location": location})
 
 
 def healthz() -> dict[str, str]:
@@ -904,6 +964,42 @@ def json_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
             return json_response(error.status, error.message, headers)
 
     return handler
+
+
+# UPLOAD_AUTH guards everything that shows, signs or records uploads; static files stay open.
+LOGIN_PATHS = frozenset({"/", "/s3_credentials", "/uploads", "/uploads/done"})
+BASIC_CHALLENGE = 'Basic realm="uploads", charset="UTF-8"'
+
+
+def require_login(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Bottle plugin: with UPLOAD_AUTH set, no one gets the page or a form before logging in.
+
+    Basic auth answers 401 with a challenge, so the browser asks for the password (RFC 7617);
+    a site's own function answers 403, since its login is not HTTP's. A function that raises is
+    logged and counts as a refusal: the check fails closed.
+    """
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        auth = state().config.auth
+        if auth is None or bottle.request.path not in LOGIN_PATHS:
+            return callback(*args, **kwargs)
+        if isinstance(auth, BasicAuth):
+            if not auth(bottle.request):
+                challenge = {"WWW-Authenticate": BASIC_CHALLENGE}
+                return json_response(401, "Log in to upload files.", challenge)
+        elif not login_allowed(auth):
+            return json_response(403, "Log in to this site before uploading files.")
+        return callback(*args, **kwargs)
+
+    return handler
+
+
+def login_allowed(auth: Callable[[bottle.BaseRequest], Any]) -> bool:
+    try:
+        return bool(auth(bottle.request))
+    except Exception:
+        LOG.exception("UPLOAD_AUTH function %r failed; refusing the request", auth)
+        return False
 
 
 def json_response(

@@ -7,6 +7,9 @@ import pytest
 from hypothesis import settings
 from playwright.sync_api import Browser, sync_playwright
 
+# Every response and log line of the whole suite is scanned for the suite's secret keys.
+pytest_plugins = ("leak_scan",)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless",

@@ -1,0 +1,731 @@
+"""The app against hostile input, abuse and load: never a 500, never a form outside the limits.
+
+Fuzzing sends random and hostile query strings to /s3_credentials and bodies to /uploads through
+WebTest; every 200 is decoded and checked against the limits, and by the local S3's own
+verify_post_form, the check Amazon S3 applies. Abuse tests cover the signing endpoint (other
+sites, rate limit, keys the client tries to choose, expiry, registration of keys we never issued)
+and the UPLOAD_AUTH login hook. The load test sends 500 concurrent requests to the app under
+waitress. `make stress` runs the same scenarios bigger (tests marked `stress`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+import waitress
+import webtest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import local_s3
+import server
+import signer
+
+SECRET = "RELIABILITY-APP-SECRET/u7Qx2Lr9Vb0NwKd3Hs8TmZ"
+CREDENTIALS = signer.Credentials("AKIDRELIABILITYAPP01", SECRET)
+KEYS = server.Secrets.derive(SECRET)
+NOW = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
+UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+class Clock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> server.Config:
+    """Our test bucket behind a closed port: a HEAD to S3 fails fast with 502."""
+    return server.Config(
+        credentials=CREDENTIALS,
+        bucket="uploads",
+        region="us-east-1",
+        endpoint="http://127.0.0.1:9",
+        data_dir=tmp_path,
+        s3_timeout=0.5,
+        rate_limit=None,
+    )
+
+
+def app_client(config: server.Config, moment: datetime = NOW) -> webtest.TestApp:
+    app = server.create_app(config, clock=Clock(moment))
+    return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.7"})
+
+
+@pytest.fixture
+def client(config: server.Config) -> webtest.TestApp:
+    return app_client(config)
+
+
+def token_header(moment: datetime = NOW) -> dict[str, str]:
+    return {"X-Upload-Token": server.issue_page_token(KEYS, moment)}
+
+
+def ask(client: webtest.TestApp, query: str, **headers: str) -> webtest.TestResponse:
+    return client.get(
+        f"/s3_credentials?{query}", headers={**token_header(), **headers}, expect_errors=True
+    )
+
+
+def form_query(**params: str) -> str:
+    return urlencode(
+        {"filename": "photo.jpg", "content_type": "image/jpeg", "size": "10", **params}
+    )
+
+
+def decoded_policy(form: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(base64.b64decode(form["fields"]["policy"], validate=True))
+
+
+def assert_signed_within_limits(form: dict[str, Any], config: server.Config, now: datetime):
+    """The whole promise of a 200: S3 would accept exactly this form, and nothing wider."""
+    fields, policy = form["fields"], decoded_policy(form)
+    s3 = local_s3.S3Config(Path("unused"), ("uploads",), {CREDENTIALS.access_key: SECRET})
+    lowercased = {name.lower(): value for name, value in fields.items()}
+    local_s3.verify_post_form(lowercased, "uploads", s3, now)
+    assert local_s3.expand_filename(lowercased, "any name") == lowercased  # no ${filename}
+    conditions = policy["conditions"]
+    (size_range,) = [
+        c for c in conditions if isinstance(c, list) and c[0] == "content-length-range"
+    ]
+    assert size_range == ["content-length-range", 1, config.max_bytes]
+    date = f"{now:%Y/%m/%d}"
+    key_shape = rf"{config.key_prefix}/{date}/{UUID4}(\.[a-z0-9]{{1,10}})?"
+    assert re.fullmatch(key_shape, fields["key"]) and form["key"] == fields["key"]
+    assert {"key": fields["key"]} in conditions and {"bucket": config.bucket} in conditions
+    assert server.type_allowed(fields["Content-Type"], config.allowed_types)
+    assert {"Content-Type": fields["Content-Type"]} in conditions
+    expiration = datetime.fromisoformat(policy["expiration"])
+    assert now < expiration <= now + timedelta(seconds=config.policy_ttl)
+    assert form["expires_at"] == expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert server.key_token_valid(KEYS, form["key"], form["token"])
+    filename = fields["x-amz-meta-filename"]
+    assert filename.isascii() and filename.isprintable() and len(filename) <= 1024
+
+
+def assert_json_error(response: webtest.TestResponse, statuses: tuple[int, ...]) -> None:
+    assert response.status_int in statuses, response.body[:300]
+    assert response.content_type == "application/json"
+    assert list(response.json) == ["error"] and response.json["error"].endswith(".")
+
+
+# ---- fuzzing the signing endpoint --------------------------------------------------------------
+
+HUGE = ["A" * 100_000, "9" * 5_000, "é" * 20_000, "../" * 3_000 + "x.jpg", "\x00" * 1_000]
+hostile_text = (
+    st.text(max_size=80)
+    | st.text(st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Co"]), max_size=40)
+    | st.sampled_from(HUGE)
+    | st.sampled_from(["1.5", "1e3", "-1", "0x10", "true", "[]", "{}", "null", " 7 ", "१२३"])
+    | st.sampled_from(["${filename}", "../../etc/passwd", "a/b\\c.jpg", "x.jpg\x00.php"])
+    | st.sampled_from(["image/png", "IMAGE/PNG", "image/svg+xml", "text/html", "image/*", "*/*"])
+)
+names = st.sampled_from(["filename", "content_type", "size", "key", "bucket", "policy", "size[]"])
+query_pairs = st.lists(st.tuples(names | st.text(max_size=10), hostile_text), max_size=8)
+raw_bytes_query = st.binary(max_size=200).map(
+    lambda raw: "filename=" + "".join(f"%{byte:02X}" for byte in raw) + "&" + form_query()
+)
+
+
+def encoded(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{quote(name)}={quote(value)}" for name, value in pairs)
+
+
+def check_signing_answer(response: webtest.TestResponse, config: server.Config) -> None:
+    if response.status_int == 200:
+        assert_signed_within_limits(response.json, config, NOW)
+    else:
+        assert_json_error(response, (400, 413, 415))
+
+
+@FUZZ
+@given(query=query_pairs.map(encoded) | raw_bytes_query)
+def test_hostile_signing_requests_get_a_json_error_or_a_form_inside_the_limits(
+    client, config, query
+):
+    check_signing_answer(ask(client, query), config)
+
+
+@FUZZ
+@given(
+    pairs=st.lists(st.tuples(st.sampled_from(["filename", "content_type", "size"]), hostile_text)),
+    base=st.sampled_from(["photo.jpg", "a.pdf", "notes.txt"]),
+)
+def test_repeated_and_hostile_parameters_never_widen_the_form(client, config, pairs, base):
+    query = encoded(pairs) + "&" + form_query(filename=base)
+    check_signing_answer(ask(client, query), config)
+
+
+@pytest.mark.stress
+@settings(max_examples=5_000, deadline=None)
+@given(query=query_pairs.map(encoded) | raw_bytes_query)
+def test_stress_hostile_signing_requests(tmp_path_factory, query):
+    config = server.Config(
+        CREDENTIALS,
+        "uploads",
+        "us-east-1",
+        data_dir=tmp_path_factory.getbasetemp(),
+        rate_limit=None,
+    )
+    check_signing_answer(ask(shared_client(config), query), config)
+
+
+CLIENTS: dict[Path, webtest.TestApp] = {}
+
+
+def shared_client(config: server.Config) -> webtest.TestApp:
+    if config.data_dir not in CLIENTS:
+        CLIENTS[config.data_dir] = app_client(config)
+    return CLIENTS[config.data_dir]
+
+
+latin1_text = st.text(st.characters(max_codepoint=255, exclude_characters="\r\n"), max_size=60)
+HEADER_NAMES = ["Origin", "Sec-Fetch-Site", "X-Upload-Token", "Authorization", "Host"]
+HEADER_NAMES += ["X-Forwarded-Host", "X-Forwarded-Proto", "Cookie", "Content-Type"]
+header_names = st.sampled_from(HEADER_NAMES)
+ENDPOINTS = [
+    ("GET", "/"),
+    ("GET", f"/s3_credentials?{form_query()}"),
+    ("POST", "/uploads"),
+    ("GET", "/uploads"),
+    ("GET", "/uploads/done?bucket=uploads&key=k&etag=e&token=t"),
+]
+
+
+@FUZZ
+@given(
+    headers=st.dictionaries(header_names, latin1_text, max_size=6),
+    endpoint=st.sampled_from(ENDPOINTS),
+    login=st.booleans(),
+)
+def test_hostile_headers_never_cause_a_500(config, headers, endpoint, login):
+    """Header values are Latin-1 bytes the client chooses; none may crash any endpoint."""
+    auth = server.read_upload_auth("basic:alice:correct-horse") if login else None
+    client = app_client(server.replace(config, auth=auth))
+    method, path = endpoint
+    body = b'{"key": "k", "etag": "e", "token": "t"}' if method == "POST" else None
+    sent = {**token_header(), "Content-Type": "application/json", **headers}
+    response = client.request(path, method=method, headers=sent, body=body, expect_errors=True)
+    if response.status_int not in (200, 303):
+        assert_json_error(response, (400, 401, 403, 404))
+
+
+# ---- fuzzing upload registration ---------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children),
+    max_leaves=10,
+)
+issued_key = st.builds(
+    lambda tail: f"uploads/2026/12/02/{tail}", st.text(max_size=40) | st.sampled_from(HUGE)
+)
+
+
+def registration(key: str, etag: Any, token_ok: bool, extra: dict) -> bytes:
+    token = server.key_token(KEYS, key) if token_ok else "0" * 64
+    return json.dumps({"key": key, "etag": etag, "token": token, **extra}).encode()
+
+
+registration_bodies = (
+    st.binary(max_size=300)
+    | json_values.map(lambda value: json.dumps(value).encode())
+    | st.dictionaries(st.sampled_from(["key", "etag", "token"]), json_values).map(
+        lambda value: json.dumps(value).encode()
+    )
+    | st.builds(
+        registration,
+        issued_key,
+        json_values,
+        st.booleans(),
+        st.dictionaries(st.text(), json_values),
+    )
+    | st.sampled_from([b"{" * 5_000, b'{"key": "' + b"k" * 5_000 + b'"}', b"\xff\xfe{}", b""])
+)
+content_types = st.sampled_from(
+    ["application/json", "application/json; charset=utf-8", "text/plain", "", "application/jsonx"]
+)
+
+
+@FUZZ
+@given(body=registration_bodies, content_type=content_types)
+def test_hostile_registration_bodies_get_a_json_error_never_a_500(client, body, content_type):
+    headers = {**token_header(), "Content-Type": content_type}
+    response = client.post("/uploads", body, headers=headers, expect_errors=True)
+    # 502: a body naming an issued key gets as far as asking S3, which is down here.
+    assert_json_error(response, (400, 403, 502))
+
+
+# ---- abuse: other sites, rate limits -----------------------------------------------------------
+
+CROSS_SITE = {"Sec-Fetch-Site": "cross-site"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/s3_credentials"), ("POST", "/uploads")], ids=["sign", "record"]
+)
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        (CROSS_SITE, "Cross-site requests may not use this endpoint."),
+        (
+            {"Origin": "https://evil.example"},
+            "Requests from other origins may not use this endpoint.",
+        ),
+        (
+            {"X-Upload-Token": ""},
+            "The X-Upload-Token header is missing or expired; reload the page.",
+        ),
+        (
+            {"X-Upload-Token": server.issue_page_token(server.Secrets.derive("other"), NOW)},
+            "The X-Upload-Token header is missing or expired; reload the page.",
+        ),
+        (
+            token_header(NOW + timedelta(minutes=2)),
+            "The X-Upload-Token header is missing or expired; reload the page.",
+        ),
+    ],
+    ids=["fetch-metadata", "origin", "no-token", "another-servers-token", "token-from-the-future"],
+)
+def test_other_sites_are_refused_on_both_endpoints(client, method, path, headers, message):
+    sent = {**token_header(), "Content-Type": "application/json", **headers}
+    body = (
+        json.dumps({"key": "k", "etag": "e", "token": "t"}).encode() if method == "POST" else None
+    )
+    response = client.request(
+        f"{path}?{form_query()}", method=method, headers=sent, body=body, expect_errors=True
+    )
+    assert (response.status_int, response.json) == (403, {"error": message})
+
+
+def limited_client(tmp_path: Path, limit: str) -> webtest.TestApp:
+    environ = {
+        "S3_BUCKET": "uploads",
+        "AWS_ACCESS_KEY_ID": CREDENTIALS.access_key,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "UPLOAD_RATE_LIMIT": limit,
+        "DATA_DIR": str(tmp_path),
+    }
+    return app_client(server.Config.from_env(environ, None))
+
+
+def status_of(client: webtest.TestApp, address: str, **headers: str) -> int:
+    extra = {"REMOTE_ADDR": address}
+    response = client.get(
+        f"/s3_credentials?{form_query()}",
+        headers={**token_header(), **headers},
+        extra_environ=extra,
+        expect_errors=True,
+    )
+    return response.status_int
+
+
+def test_rate_limit_comes_from_the_setting_and_is_per_client(tmp_path):
+    client = limited_client(tmp_path, "3/minute")
+    assert [status_of(client, "198.51.100.1") for _ in range(4)] == [200, 200, 200, 429]
+    assert status_of(client, "198.51.100.2") == 200
+
+
+def test_rate_limited_answer_says_when_to_retry(tmp_path):
+    client = limited_client(tmp_path, "1/hour")
+    status_of(client, "198.51.100.1")
+    response = client.get(
+        f"/s3_credentials?{form_query()}",
+        headers=token_header(),
+        extra_environ={"REMOTE_ADDR": "198.51.100.1"},
+        status=429,
+    )
+    assert response.json == {"error": "Too many upload requests; wait and try again."}
+    assert response.headers["Retry-After"] == "3600"
+
+
+def test_forwarded_headers_do_not_buy_a_new_rate_budget(tmp_path):
+    """X-Forwarded-For is the client's to write: the limit counts the connection's address."""
+    client = limited_client(tmp_path, "2/minute")
+    answers = [
+        status_of(client, "198.51.100.1", **{"X-Forwarded-For": f"203.0.113.{n}"}) for n in range(4)
+    ]
+    assert answers == [200, 200, 429, 429]
+
+
+def test_refused_cross_site_requests_spend_no_rate_budget(tmp_path):
+    client = limited_client(tmp_path, "2/minute")
+    for _ in range(5):
+        assert status_of(client, "198.51.100.1", **CROSS_SITE) == 403
+    assert [status_of(client, "198.51.100.1") for _ in range(3)] == [200, 200, 429]
+
+
+# ---- abuse: the client never chooses the key ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "../../etc/passwd",
+        "..\\..\\boot.ini",
+        "/absolute/path.jpg",
+        "uploads/2026/12/02/someone-elses.jpg",
+        "${filename}",
+        "${filename}.jpg",
+        "photo.jpg\x00.php",
+        "photo.${filename}",
+        "%2e%2e%2fescape.jpg",
+        "\u202egpj.exe",
+    ],
+)
+def test_filename_never_becomes_part_of_the_key(client, config, filename):
+    response = ask(client, form_query(filename=filename, key="uploads/chosen.jpg"))
+    assert response.status_int == 200
+    form = response.json
+    assert_signed_within_limits(form, config, NOW)
+    stem = form["key"].rsplit("/", 1)[1].split(".")[0]
+    assert re.fullmatch(UUID4, stem) and "${" not in json.dumps(form["fields"]["key"])
+
+
+def test_the_same_filename_twice_gets_two_different_keys(client):
+    first, second = (ask(client, form_query()).json["key"] for _ in range(2))
+    assert first != second
+
+
+@pytest.fixture
+def s3_clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def s3(tmp_path: Path, s3_clock: Clock) -> webtest.TestApp:
+    """The local S3 (WebTest) trusting the app's credentials, on a clock the test moves."""
+    s3_config = local_s3.S3Config(
+        data_dir=tmp_path / "s3",
+        buckets=("uploads",),
+        credentials={CREDENTIALS.access_key: SECRET},
+        clock=s3_clock,
+    )
+    return webtest.TestApp(local_s3.create_app(s3_config), extra_environ={"HTTP_HOST": "localhost"})
+
+
+def post_form(s3: webtest.TestApp, fields: dict[str, str], content: bytes, filename="f.jpg"):
+    parts = [(name, value) for name, value in fields.items()]
+    return s3.post(
+        "/uploads/", params=parts, upload_files=[("file", filename, content)], expect_errors=True
+    )
+
+
+def s3_error(response: webtest.TestResponse) -> tuple[str, str]:
+    return (response.xml.findtext("Code"), response.xml.findtext("Message"))
+
+
+def test_a_form_cannot_write_another_key(client, s3):
+    mine, theirs = (ask(client, form_query()).json for _ in range(2))
+    assert post_form(s3, theirs["fields"], b"theirs").status_int == 201
+    hijack = {**mine["fields"], "key": theirs["key"]}
+    response = post_form(s3, hijack, b"overwritten")
+    assert response.status_int == 403
+    code, message = s3_error(response)
+    assert code == "AccessDenied"
+    assert message == (
+        f'Invalid according to Policy: Policy Condition failed: ["eq", "$key", "{mine["key"]}"]'
+    )
+
+
+def test_filename_variable_in_the_uploaded_name_changes_nothing(client, s3):
+    form = ask(client, form_query(filename="${filename}.jpg")).json
+    response = post_form(s3, form["fields"], b"\xff\xd8 bytes", filename="${filename}.jpg")
+    assert response.status_int == 201
+    assert response.xml.findtext("Key") == form["key"]
+
+
+@pytest.mark.parametrize("ttl", [1, 60, 3600])
+def test_policy_expires_exactly_after_the_configured_ttl(tmp_path, s3, s3_clock, ttl):
+    config = server.Config(
+        CREDENTIALS, "uploads", "us-east-1", data_dir=tmp_path, policy_ttl=ttl, rate_limit=None
+    )
+    form = ask(app_client(config), form_query()).json
+    assert (
+        decoded_policy(form)["expiration"]
+        == f"{NOW + timedelta(seconds=ttl):%Y-%m-%dT%H:%M:%S}.000Z"
+    )
+    s3_clock.moment = NOW + timedelta(seconds=ttl)
+    response = post_form(s3, form["fields"], b"late")
+    assert (response.status_int, s3_error(response)) == (
+        403,
+        ("AccessDenied", "Invalid according to Policy: Policy expired."),
+    )
+    s3_clock.moment = NOW + timedelta(seconds=ttl - 1)
+    assert post_form(s3, form["fields"], b"in time").status_int == 201
+
+
+NOT_ISSUED = "This key was not issued by this server."
+
+
+@pytest.mark.parametrize(
+    ("key", "token"),
+    [
+        ("uploads/2026/12/02/mine.jpg", "0" * 64),
+        ("uploads/2026/12/02/mine.jpg", ""),
+        ("uploads/2026/12/02/mine.jpg", server.key_token(KEYS, "uploads/2026/12/02/other.jpg")),
+        (
+            "uploads/2026/12/02/mine.jpg",
+            server.key_token(
+                server.Secrets.derive("another server"), "uploads/2026/12/02/mine.jpg"
+            ),
+        ),
+        (
+            "uploads/2026/12/02/mine.jpg",
+            server.key_token(KEYS, "uploads/2026/12/02/mine.jpg").upper(),
+        ),
+        ("../uploads/2026/12/02/mine.jpg", server.key_token(KEYS, "uploads/2026/12/02/mine.jpg")),
+        ("uploads/2026/12/02/mine.jpg", "é" * 64),
+    ],
+    ids=["zeros", "empty", "other-key", "other-server", "uppercase", "traversal", "non-ascii"],
+)
+def test_registration_needs_a_key_this_server_issued(client, key, token):
+    body = {"key": key, "etag": '"d41d8cd98f00b204e9800998ecf8427e"', "token": token}
+    response = client.post_json("/uploads", body, headers=token_header(), status=403)
+    assert response.json == {"error": NOT_ISSUED}
+
+
+def test_no_js_registration_needs_a_key_this_server_issued(client):
+    query = {"bucket": "uploads", "key": "uploads/x", "etag": '"e"', "token": "f" * 64}
+    response = client.get("/uploads/done", query, status=303)
+    assert response.location.endswith("/?error=" + quote(NOT_ISSUED))
+    assert client.get("/uploads").json == {"uploads": []}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "[", "\x1f", "app.test:99999999"])
+def test_no_js_redirect_stays_on_this_site_whatever_the_host_header(client, host):
+    query = {"bucket": "uploads", "key": "uploads/x", "etag": '"e"', "token": "f" * 64}
+    response = client.get("/uploads/done", query, headers={"Host": host}, status=303)
+    assert response.headers["Location"] == "/?error=" + quote(NOT_ISSUED)
+
+
+# ---- UPLOAD_AUTH: the site's own login before any form -----------------------------------------
+
+PROTECTED = [("GET", "/"), ("GET", "/s3_credentials"), ("GET", "/uploads"), ("POST", "/uploads")]
+PROTECTED += [("GET", "/uploads/done")]
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def basic_client(config: server.Config) -> webtest.TestApp:
+    auth = server.read_upload_auth("basic:alice:correct horse:battery")
+    return app_client(server.replace(config, auth=auth))
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("alice", "wrong"),
+        basic("bob", "correct horse:battery"),
+        basic("alice", "correct horse"),
+        {"Authorization": "Basic !!!not-base64"},
+        {"Authorization": "Basic \xe9t\xe9"},
+        {"Authorization": "Bearer correct horse:battery"},
+    ],
+    ids=["none", "wrong-password", "wrong-user", "cut-password", "garbage", "latin-1", "scheme"],
+)
+def test_basic_auth_refuses_everything_that_shows_signs_or_records(
+    basic_client, method, path, headers
+):
+    response = basic_client.request(path, method=method, headers=headers, expect_errors=True)
+    assert (response.status_int, response.json) == (401, {"error": "Log in to upload files."})
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="uploads", charset="UTF-8"'
+
+
+def test_basic_auth_lets_the_right_user_get_the_page_and_a_form(basic_client, config):
+    login = basic("alice", "correct horse:battery")
+    assert basic_client.get("/", headers=login).status_int == 200
+    response = basic_client.get(
+        f"/s3_credentials?{form_query()}", headers={**login, **token_header()}
+    )
+    assert_signed_within_limits(response.json, config, NOW)
+
+
+def test_static_files_and_health_stay_open_behind_basic_auth(basic_client):
+    assert basic_client.get("/healthz").json["status"] == "ok"
+    assert basic_client.get("/static/upload.js").status_int == 200
+
+
+def test_basic_auth_password_never_shows_in_the_config():
+    config = server.Config.from_env(
+        {"UPLOAD_AUTH": "basic:alice:s3cret-pass-phrase", "UPLOAD_RATE_LIMIT": "off"}, None
+    )
+    assert "s3cret-pass-phrase" not in repr(config) and "alice" not in repr(config)
+
+
+HOOK_MODULE = """
+def logged_in(request):
+    return request.get_cookie("session") == "valid"
+
+
+def broken(request):
+    raise RuntimeError("session store down")
+
+
+not_callable = 42
+"""
+
+
+@pytest.fixture
+def hook_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A site's login check, importable as `site_login` (a fresh name for each test)."""
+    name = f"site_login_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(HOOK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def hook_client(config: server.Config, setting: str) -> webtest.TestApp:
+    return app_client(server.replace(config, auth=server.read_upload_auth(setting)))
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_a_site_login_function_guards_everything(config, hook_module, method, path):
+    client = hook_client(config, f"{hook_module}:logged_in")
+    response = client.request(path, method=method, expect_errors=True)
+    expected = {"error": "Log in to this site before uploading files."}
+    assert (response.status_int, response.json) == (403, expected)
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_a_site_login_function_lets_logged_in_users_through(config, hook_module):
+    client = hook_client(config, f"{hook_module}:logged_in")
+    client.set_cookie("session", "valid")
+    assert client.get("/").status_int == 200
+    response = client.get(f"/s3_credentials?{form_query()}", headers=token_header())
+    assert_signed_within_limits(response.json, config, NOW)
+
+
+def test_a_failing_login_function_refuses_and_logs(config, hook_module, caplog):
+    client = hook_client(config, f"{hook_module}:broken")
+    response = client.get("/", status=403)
+    assert response.json == {"error": "Log in to this site before uploading files."}
+    assert "session store down" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["basic:", "basic:alice", "basic::pw", "basic:alice:", "no_such_module_xyz:f", "os", "os:sep"],
+)
+def test_upload_auth_that_cannot_work_stops_start_up(setting):
+    with pytest.raises(server.ConfigError, match="UPLOAD_AUTH"):
+        server.Config.from_env({"UPLOAD_AUTH": setting}, None)
+
+
+def test_upload_auth_function_is_read_from_the_environment(hook_module):
+    config = server.Config.from_env({"UPLOAD_AUTH": f"{hook_module}:logged_in"}, None)
+    assert config.auth.__name__ == "logged_in"
+
+
+def test_help_and_readme_explain_upload_auth(capsys):
+    with pytest.raises(SystemExit):
+        server.main(["--help"])
+    assert "UPLOAD_AUTH" in capsys.readouterr().out
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "UPLOAD_AUTH=basic:" in readme and "UPLOAD_AUTH=" in readme
+
+
+# ---- load: 500 concurrent requests to the app under waitress -----------------------------------
+
+
+@contextlib.contextmanager
+def serving(app: Any, threads: int = 8) -> Iterator[str]:
+    """The app under waitress on a free loopback port, stopped (sockets closed) at the end."""
+    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{http.effective_port}"
+    finally:
+        http.trigger.pull_trigger(lambda: [c.close() for c in list(http._map.values())])
+        thread.join(timeout=10)
+        http.task_dispatcher.shutdown(timeout=10)
+
+
+def concurrent_requests(address: str, count: int) -> list[tuple[int, dict, bytes] | Exception]:
+    """`count` threads released at once, each one GET /s3_credentials on its own connection."""
+    start = threading.Barrier(count)
+    answers: list[Any] = [None] * count
+
+    def one(index: int) -> None:
+        start.wait()
+        try:
+            connection = http.client.HTTPConnection(address, timeout=60)
+            connection.request("GET", f"/s3_credentials?{form_query()}", headers=token_header())
+            reply = connection.getresponse()
+            answers[index] = (reply.status, dict(reply.getheaders()), reply.read())
+            connection.close()
+        except Exception as error:
+            answers[index] = error
+
+    workers = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return answers
+
+
+def run_load(config: server.Config, count: int) -> dict[str, int]:
+    with serving(server.create_app(config, clock=Clock(NOW))) as address:
+        started = time.monotonic()
+        answers = concurrent_requests(address, count)
+        elapsed = time.monotonic() - started
+    failed = [answer for answer in answers if isinstance(answer, Exception)]
+    assert failed == []
+    keys = set()
+    for status, headers, body in answers:
+        assert status in (200, 429), body[:200]
+        if status == 200:
+            form = json.loads(body)
+            assert_signed_within_limits(form, config, NOW)
+            keys.add(form["key"])
+        else:
+            assert json.loads(body) == {"error": "Too many upload requests; wait and try again."}
+            assert int(headers["Retry-After"]) >= 1
+    statuses = [answer[0] for answer in answers]
+    print(
+        f"\n{count} concurrent requests in {elapsed:.2f} s: {statuses.count(200)} x 200, "
+        f"{statuses.count(429)} x 429, 0 failed"
+    )
+    assert len(keys) == statuses.count(200)
+    return {status: statuses.count(status) for status in (200, 429)}
+
+
+@pytest.mark.parametrize("count", [500])
+def test_concurrent_signing_requests_are_all_answered_correctly_or_rate_limited(config, count):
+    limited = server.replace(config, rate_limit=server.RateLimit(30, 60))
+    assert run_load(limited, count) == {200: 30, 429: count - 30}
+    assert run_load(config, count) == {200: count, 429: 0}
+
+
+@pytest.mark.stress
+def test_stress_2000_concurrent_signing_requests(config):
+    limited = server.replace(config, rate_limit=server.RateLimit(1000, 60))
+    assert run_load(limited, 2000) == {200: 1000, 429: 1000}
