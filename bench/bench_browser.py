@@ -1,0 +1,272 @@
+"""A 200 MB upload through the page in headless Chromium, against `curl -F` of the same file.
+
+The app (server.create_app) and the embedded local S3 listen on loopback, as in
+tests/test_browser.py. Chromium loads the page and uploads the file the way a person would;
+curl posts the same file, with a form the app signed, to the same local S3 endpoint. The
+page's time runs from choosing the file to the row showing "done", so it includes asking the
+app for a form, the upload itself and reporting it (S3 HEAD check); the upload alone is also
+printed. Target: page <= 1.3x curl.
+
+It also counts every byte the app's server read from its sockets while 100 MB went through
+the page: the app must see only the small JSON requests, never the file.
+
+    .venv/bin/python bench/bench_browser.py [--size-mb 200] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import waitress
+from playwright.sync_api import Page, sync_playwright
+from waitress.channel import HTTPChannel
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import local_s3  # noqa: E402 (the project root is added to the path just above)
+import server  # noqa: E402
+import signer  # noqa: E402
+
+MB = 1024 * 1024
+BUCKET, REGION = "uploads", "us-east-1"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+TOKEN = re.compile(r'"pageToken": ?"([0-9]+\.[0-9a-f]+)"')
+
+
+# ---- The app, with a count of what its server reads from the network --------------------------
+
+
+class Traffic:
+    """Bytes the app's server received, counted at the socket, and the requests it served."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bytes = 0
+        self.requests: list[str] = []
+
+    def reset(self) -> None:
+        with self.lock:
+            self.bytes, self.requests = 0, []
+
+
+def counting_channel(traffic: Traffic) -> type[HTTPChannel]:
+    class CountingChannel(HTTPChannel):
+        def recv(self, buffer_size: int) -> bytes:
+            data = super().recv(buffer_size)
+            with traffic.lock:
+                traffic.bytes += len(data)
+            return data
+
+    return CountingChannel
+
+
+class LateApp:
+    """The app's port must be known before the local S3 (whose CORS rule names the app's origin)
+    starts, and the app needs the local S3's URL: serve this, fill it in once both exist."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        self.app: Callable[..., Any] | None = None
+        self.traffic = traffic
+
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
+        line = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"
+        with self.traffic.lock:
+            self.traffic.requests.append(f"{line} ({environ.get('CONTENT_LENGTH') or 0} B body)")
+        return self.app(environ, start_response)
+
+
+@contextlib.contextmanager
+def serving(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
+    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    http.channel_class = counting_channel(traffic)
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.effective_port}"
+    finally:
+        http.trigger.pull_trigger(closing_all(http))
+        thread.join(timeout=5)
+        http.task_dispatcher.shutdown(timeout=5)
+
+
+def closing_all(http: Any) -> Callable[[], None]:
+    """Closes the listening socket and every connection from inside waitress's own loop, so
+    run() returns (Chromium keeps connections alive)."""
+
+    def close_all() -> None:
+        for channel in list(http._map.values()):
+            channel.close()
+
+    return close_all
+
+
+@contextlib.contextmanager
+def site(folder: Path, max_bytes: int) -> Iterator[tuple[str, server.Config, Traffic]]:
+    traffic = Traffic()
+    late = LateApp(traffic)
+    credentials = signer.Credentials("AKIDBENCHBROWSER", secrets.token_urlsafe(30))
+    with serving(late, traffic) as origin:
+        s3_config = local_s3.S3Config(
+            data_dir=folder / "s3",
+            buckets=(BUCKET,),
+            region=REGION,
+            credentials={credentials.access_key: credentials.secret_key},
+            cors_origins=(origin,),
+        )
+        with local_s3.LocalS3(s3_config) as s3:
+            config = server.Config(
+                credentials=credentials,
+                bucket=BUCKET,
+                region=REGION,
+                endpoint=s3.url,
+                data_dir=folder / "app",
+                max_bytes=max_bytes,
+            )
+            late.app = server.create_app(config)
+            yield origin, config, traffic
+
+
+# ---- The two uploads ---------------------------------------------------------------------------
+
+
+def make_file(folder: Path, size_mb: int) -> Path:
+    path = folder / f"bench-{size_mb}MB.pdf"
+    block = os.urandom(MB)
+    with path.open("wb") as file:
+        for _ in range(size_mb):
+            file.write(block)
+    return path
+
+
+def page_upload(page: Page, origin: str, path: Path, s3_url: str) -> tuple[float, float]:
+    """Seconds from choosing the file to S3's answer, and to the row saying "done"."""
+    page.goto(origin)
+    row = page.locator("#queue .file").filter(has_text=path.name)
+    with page.expect_response(lambda r: r.url.startswith(s3_url), timeout=300_000) as answer:
+        started = time.perf_counter()
+        page.set_input_files("#file-input", path)
+    uploaded = time.perf_counter() - started
+    if answer.value.status != 201:
+        raise SystemExit(f"S3 answered {answer.value.status} to the page's upload")
+    row.and_(page.locator('[data-state="done"]')).wait_for(timeout=60_000)
+    return uploaded, time.perf_counter() - started
+
+
+def signed_form(origin: str, path: Path) -> dict:
+    """A form from the app's own endpoint, as the page would get it."""
+    with urllib.request.urlopen(origin + "/", timeout=10) as reply:
+        token = TOKEN.search(reply.read().decode())[1]
+    query = f"filename={path.name}&content_type=application/pdf&size={path.stat().st_size}"
+    request = urllib.request.Request(
+        f"{origin}/s3_credentials?{query}", headers={"X-Upload-Token": token}
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)
+
+
+def curl_upload(origin: str, path: Path) -> float:
+    form = signed_form(origin, path)
+    fields = [a for k, v in form["fields"].items() for a in ("--form-string", f"{k}={v}")]
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *fields]
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*command, "-F", f"file=@{path};type=application/pdf", form["url"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds = time.perf_counter() - started
+    if result.stdout != "201":
+        raise SystemExit(f"S3 answered {result.stdout} to curl")
+    return seconds
+
+
+# ---- Running ---------------------------------------------------------------------------------
+
+
+def run(size_mb: int, runs: int, data_path_mb: int) -> None:
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # not "Task queue depth is 2"
+    with tempfile.TemporaryDirectory(prefix="bench-browser-") as name, sync_playwright() as pw:
+        folder = Path(name)
+        warm, big = make_file(folder, 1), make_file(folder, size_mb)
+        small = make_file(folder, data_path_mb)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            with site(folder, max(size_mb, data_path_mb) * MB) as (origin, config, traffic):
+                page = browser.new_page()
+                s3_url = config.endpoint
+                page_upload(page, origin, warm, s3_url)  # warm up Chromium and both servers
+                curl_upload(origin, warm)
+                times: dict[str, list[float]] = {"page": [], "s3 part": [], "curl": []}
+                for _ in range(runs):
+                    times["curl"].append(curl_upload(origin, big))
+                    uploaded, done = page_upload(page, origin, big, s3_url)
+                    times["s3 part"].append(uploaded)
+                    times["page"].append(done)
+                page.goto(origin)
+                traffic.reset()
+                page_upload_only(page, small, s3_url)
+                received, requests = traffic.bytes, list(traffic.requests)
+        finally:
+            browser.close()
+    report(size_mb, {k: statistics.median(v) for k, v in times.items()}, runs)
+    print(f"\nwhile {data_path_mb} MB went through the page, the app's server received")
+    print(f"{received} bytes in all (headers included), for {len(requests)} requests:")
+    for line in requests:
+        print(f"    {line}")
+    verdict = "met" if received < 64 * 1024 else "NOT met"
+    print(f"target: only the small JSON requests, far below 64 KB: {verdict}")
+
+
+def page_upload_only(page: Page, path: Path, s3_url: str) -> None:
+    row = page.locator("#queue .file").filter(has_text=path.name)
+    page.set_input_files("#file-input", path)
+    row.and_(page.locator('[data-state="done"]')).wait_for(timeout=120_000)
+
+
+def report(size_mb: int, median: dict[str, float], runs: int) -> None:
+    print(f"{size_mb} MB upload, median of {runs} runs, Chromium and curl to the same local S3")
+    for name, seconds in median.items():
+        print(f"    {name:<10} {seconds:6.2f} s  {size_mb / seconds:6.0f} MB/s")
+    ratio = median["page"] / median["curl"]
+    print(f"ratio (page / curl) {ratio:.2f}x   target <= 1.3x")
+    print(f"upload alone (S3's answer / curl) {median['s3 part'] / median['curl']:.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--data-path-mb", type=int, default=100)
+    args = parser.parse_args(argv)
+    run(args.size_mb, args.runs, args.data_path_mb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
