@@ -24,9 +24,11 @@ import math
 import os
 import re
 import secrets
+import socket
 import sqlite3
 import sys
 import threading
+import time
 import unicodedata
 import urllib.error
 import urllib.request
@@ -826,21 +828,70 @@ def head_object(config: Config, key: str, moment: datetime) -> ObjectInfo:
     url = signer.object_url(config.bucket, key, config.region, config.endpoint)
     headers = signer.sign_request(config.credentials, "HEAD", url, config.region, now=moment)
     request = urllib.request.Request(url, method="HEAD", headers=headers)
+    deadline = time.monotonic() + config.s3_timeout
     try:
         with s3_opener(config).open(request, timeout=config.s3_timeout) as reply:
+            if time.monotonic() >= deadline:  # cut off by the deadline: the headers may be partial
+                raise TimeoutError
             return object_info(reply.headers)
     except urllib.error.HTTPError as error:
         raise head_error(error.code) from None
     except urllib.error.URLError as error:
-        raise s3_unreachable(error.reason) from None
+        raise s3_unreachable(error.reason, deadline) from None
     except (OSError, http.client.HTTPException) as error:
-        raise s3_unreachable(error) from None
+        raise s3_unreachable(error, deadline) from None
 
 
 def s3_opener(config: Config) -> urllib.request.OpenerDirector:
-    """No redirects; no proxy for the embedded S3, which is always on this machine."""
-    handlers = [NoRedirects()] + [urllib.request.ProxyHandler({})] * config.embedded
+    """No redirects; no proxy for the embedded S3, which is always on this machine; and the
+    timeout bounds the whole exchange."""
+    handlers = [NoRedirects(), DeadlineHTTPHandler(), DeadlineHTTPSHandler()]
+    handlers += [urllib.request.ProxyHandler({})] * config.embedded
     return urllib.request.build_opener(*handlers)
+
+
+class Deadline:
+    """For http.client connections: `timeout` bounds the whole exchange, not each read.
+
+    A socket timeout only limits one read, so an endpoint that sends a byte every second would
+    hold the request forever; at the deadline the socket is shut down and the read fails.
+    """
+
+    timeout: float
+    sock: socket.socket | None
+
+    def connect(self) -> None:
+        super().connect()
+        self.watchdog = threading.Timer(self.timeout, self.expire)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def expire(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if getattr(self, "watchdog", None):
+            self.watchdog.cancel()
+        super().close()
+
+
+class DeadlineHTTPConnection(Deadline, http.client.HTTPConnection):
+    pass
+
+
+class DeadlineHTTPSConnection(Deadline, http.client.HTTPSConnection):
+    pass
+
+
+class DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(DeadlineHTTPConnection, request)
+
+
+class DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(DeadlineHTTPSConnection, request, context=self._context)
 
 
 def object_info(headers: Mapping[str, str]) -> ObjectInfo:
@@ -868,8 +919,8 @@ def head_error(status: int) -> AppError:
     return AppError(502, f"S3 answered {status} when checking the upload.")
 
 
-def s3_unreachable(reason: object) -> AppError:
-    if isinstance(reason, TimeoutError):
+def s3_unreachable(reason: object, deadline: float) -> AppError:
+    if isinstance(reason, TimeoutError) or time.monotonic() >= deadline:
         return AppError(504, "S3 did not answer in time; try again.")
     if isinstance(reason, http.client.HTTPException):
         return AppError(502, "S3 sent an answer that is not valid HTTP.")

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -649,6 +650,71 @@ def test_help_and_readme_explain_upload_auth(capsys):
     assert "UPLOAD_AUTH" in capsys.readouterr().out
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert "UPLOAD_AUTH=basic:" in readme and "UPLOAD_AUTH=" in readme
+
+
+# ---- S3 down or slow: the app answers within its timeout ---------------------------------------
+
+
+@contextlib.contextmanager
+def fake_s3(answer) -> Iterator[str]:
+    """A loopback server calling answer(connection) for each connection, until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(65536)
+                    answer(connection, stop)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(timeout=10)
+
+
+def late(connection: socket.socket, stop: threading.Event) -> None:
+    stop.wait(3)
+    connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "e"\r\n\r\n')
+
+
+def drip(connection: socket.socket, stop: threading.Event) -> None:
+    """A status line, then one header byte every 0.2 s: each read succeeds, none finishes."""
+    connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while not stop.wait(0.2):
+        with contextlib.suppress(OSError):
+            connection.sendall(b"a")
+
+
+def silent(connection: socket.socket, stop: threading.Event) -> None:
+    stop.wait(10)
+
+
+@pytest.mark.parametrize("answer", [late, drip, silent])
+def test_a_slow_s3_gets_a_clear_504_within_the_timeout(config, answer):
+    with fake_s3(answer) as endpoint:
+        client = app_client(server.replace(config, endpoint=endpoint, s3_timeout=1))
+        body = {"key": "uploads/k", "etag": '"e"', "token": server.key_token(KEYS, "uploads/k")}
+        started = time.monotonic()
+        response = client.post_json("/uploads", body, headers=token_header(), status=504)
+        elapsed = time.monotonic() - started
+    assert response.json == {"error": "S3 did not answer in time; try again."}
+    assert elapsed < 1.8
+
+
+def test_s3_down_is_a_clear_502_at_once(config):
+    body = {"key": "uploads/k", "etag": '"e"', "token": server.key_token(KEYS, "uploads/k")}
+    started = time.monotonic()
+    response = app_client(config).post_json("/uploads", body, headers=token_header(), status=502)
+    assert response.json == {"error": "S3 could not be reached to check the upload."}
+    assert time.monotonic() - started < 1
 
 
 # ---- load: 500 concurrent requests to the app under waitress -----------------------------------

@@ -1,0 +1,636 @@
+"""The local S3 against malformed bodies, disconnects, crashes, a full disk and load.
+
+Whatever arrives, the local S3 answers S3's XML (never a 500 for bad input), writes nothing
+outside its data folder, and keeps only whole objects: a rejected, interrupted or killed upload
+leaves no object and no temporary file, and a valid one is stored byte for byte. `make stress`
+runs the same scenarios longer and bigger (tests marked `stress`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import leak_scan
+import pytest
+from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import local_s3
+import signer
+
+HERE = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+KEY = "fuzz/object.bin"
+CONTENT = bytes(range(256)) * 4
+BOUNDARY = "ReliabilityBoundary7MA4YWxk"
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+S3_STATUSES = (200, 201, 204, 400, 403, 411, 412)
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# ---- forms, bodies and what must be true after every request -----------------------------------
+
+
+def signed_form(credentials, now, key=KEY, endpoint="http://localhost", max_bytes=10_000):
+    return signer.presigned_post(
+        credentials, bucket="uploads", key=key, region=REGION, endpoint=endpoint,
+        max_bytes=max_bytes, now=now,
+    )  # fmt: skip
+
+
+def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
+    if filename:
+        head += "Content-Type: application/octet-stream\r\n"
+    return head.encode() + b"\r\n" + value + b"\r\n"
+
+
+def form_body(fields: dict[str, str], content: bytes) -> tuple[bytes, int]:
+    """A browser's body for the form and file, and where the file's bytes start in it."""
+    head = b"".join(part(name, value.encode()) for name, value in fields.items())
+    head += part("file", b"", "object.bin")[:-2]
+    return head + content + f"\r\n--{BOUNDARY}--\r\n".encode(), len(head)
+
+
+def snapshot(config: local_s3.S3Config) -> dict[str, str]:
+    return {stored.key: stored.etag for stored in local_s3.list_objects(config)}
+
+
+def assert_only_whole_objects(config: local_s3.S3Config) -> None:
+    """Every stored object's bytes match its size and ETag; no temporary file or stray blob."""
+    for stored in local_s3.list_objects(config):
+        data = stored.path.read_bytes()
+        assert (len(data), f'"{hashlib.md5(data).hexdigest()}"') == (stored.size, stored.etag)
+    assert local_s3.leftover_files(config) == []
+
+
+def assert_nothing_outside(root: Path, data_dir: Path) -> None:
+    """Nothing but the data folder under the test's folder, and only S3's own folders in it."""
+    assert sorted(root.iterdir()) == [data_dir]
+    assert {".tmp", "blobs", "objects"} <= {path.name for path in data_dir.iterdir()}
+    assert all(path.is_dir() for path in data_dir.iterdir())
+
+
+def assert_s3_error(status: int, body: bytes) -> str:
+    assert status in S3_STATUSES and status >= 400, body[:300]
+    error = ET.fromstring(body)
+    assert error.tag == "Error" and error.findtext("Message")
+    return error.findtext("Code")
+
+
+# ---- fuzzing: malformed and mutated multipart bodies (WebTest) ---------------------------------
+
+CONTENT_TYPES = [
+    f"multipart/form-data; boundary={BOUNDARY}",
+    f'multipart/form-data; boundary="{BOUNDARY}"',
+    f"multipart/form-data; charset=utf-8; boundary={BOUNDARY}",
+    "multipart/form-data",
+    "multipart/form-data; boundary=",
+    "multipart/form-data; boundary=other",
+    "multipart/form-data; boundary=" + "b" * 300,
+    "multipart/mixed; boundary=" + BOUNDARY,
+    "application/x-www-form-urlencoded",
+    "",
+]
+RENAMES = [
+    (b'name="key"', b'name="key[]"'),
+    (b'name="key"', b'name="a/../key"'),
+    (b'name="file"', b'name="file[0]"'),
+    (b'name="file"', b'name="FILE"'),
+    (b'name="policy"', b'name="policy"; name="key"'),
+    (b'name="x-amz-signature"', b'name="x-amz-meta-a/b"'),
+    (b'filename="object.bin"', b'filename="../../../etc/passwd"'),
+    (b'filename="object.bin"', b'filename="${filename}"'),
+    (b"form-data;", b"form-data ;"),
+]
+
+
+@st.composite
+def mutated(draw, body: bytes, content_span: tuple[int, int]) -> tuple[bytes, bool]:
+    """A body changed in one hostile way, and whether the change reached the file's bytes."""
+    kind = draw(st.sampled_from(list(MUTATIONS)))
+    at = draw(st.integers(0, len(body)))
+    new, start, end = MUTATIONS[kind](draw, body, at)
+    first, last = content_span
+    return new, start < last and end > first
+
+
+def truncate(draw, body, at):
+    return body[:at], at, len(body)
+
+
+def delete(draw, body, at):
+    length = draw(st.integers(1, 64))
+    return body[:at] + body[at + length :], at, at + length
+
+
+def insert(draw, body, at):
+    junk = draw(st.binary(min_size=1, max_size=64) | st.sampled_from([b"\r\n", b"--", b"\r\n--"]))
+    return body[:at] + junk + body[at:], at, at + 1
+
+
+def crlf_to_lf(draw, body, at):
+    spots = [match.start() for match in re.finditer(b"\r\n", body)]
+    spot = draw(st.sampled_from(spots))
+    return body[:spot] + body[spot + 1 :], spot, spot + 2
+
+
+def every_crlf_to_lf(draw, body, at):
+    return body.replace(b"\r\n", b"\n"), 0, len(body)
+
+
+def duplicate_part(draw, body, at):
+    parts = body.split(f"--{BOUNDARY}\r\n".encode())
+    index = draw(st.integers(1, len(parts) - 1))
+    copy = f"--{BOUNDARY}\r\n".encode() + parts[index]
+    offset = body.index(copy)
+    return body[:offset] + copy + body[offset:], offset, offset + 1
+
+
+def huge_header(draw, body, at):
+    size = draw(st.sampled_from([100, 5_000, 70_000]))
+    spot = body.index(b"Content-Disposition", draw(st.integers(0, len(body) // 2)) // 2)
+    pad = b"X-Padding: " + b"a" * size + b"\r\n"
+    return body[:spot] + pad + body[spot:], spot, spot + 1
+
+
+def rename(draw, body, at):
+    old, new = draw(st.sampled_from(RENAMES))
+    spot = body.index(old)
+    return body.replace(old, new, 1), spot, spot + len(old)
+
+
+def flip_byte(draw, body, at):
+    at = min(at, len(body) - 1)
+    return body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1 :], at, at + 1
+
+
+MUTATIONS = {
+    "truncate": truncate,
+    "delete": delete,
+    "insert": insert,
+    "crlf-to-lf": crlf_to_lf,
+    "every-crlf-to-lf": every_crlf_to_lf,
+    "duplicate-part": duplicate_part,
+    "huge-header": huge_header,
+    "rename": rename,
+    "flip-byte": flip_byte,
+}
+TOKENS = [
+    f"--{BOUNDARY}\r\n".encode(),
+    f"--{BOUNDARY}--\r\n".encode(),
+    b'Content-Disposition: form-data; name="file"; filename="f"\r\n',
+    b'Content-Disposition: form-data; name="key"\r\n',
+    b"Content-Type: text/plain\r\n",
+    b"\r\n",
+    b"\r\n\r\n",
+    b"uploads/x",
+    b"\x00",
+]
+token_soup = st.lists(st.sampled_from(TOKENS) | st.binary(max_size=20), max_size=30).map(b"".join)
+
+
+def post_raw(s3_app, body: bytes, content_type: str):
+    response = s3_app.request(
+        "/uploads/", method="POST", body=body, headers={"Content-Type": content_type}, status="*"
+    )
+    return response.status_int, response.body
+
+
+def check_after(config, root, before, status, body, stored_content, touched):
+    """A refused request changed nothing; an accepted one stored exactly the file it carried."""
+    assert_nothing_outside(root, config.data_dir)
+    assert_only_whole_objects(config)
+    if status >= 300:
+        assert_s3_error(status, body)
+        assert snapshot(config) == before
+        return
+    assert status in (200, 201, 204)
+    stored = local_s3.stored_object(config, "uploads", KEY)
+    data = stored.path.read_bytes()
+    assert data == stored_content if not touched else data in stored_content
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_signed_forms_are_refused_cleanly_or_stored_exactly(
+    s3_app, s3_config, s3_credentials, s3_now, tmp_path, data
+):
+    body, start = form_body(signed_form(s3_credentials, s3_now)["fields"], CONTENT)
+    new_body, touched = data.draw(mutated(body, (start, start + len(CONTENT))))
+    content_type = data.draw(st.sampled_from(CONTENT_TYPES[:3]) | st.sampled_from(CONTENT_TYPES))
+    before = snapshot(s3_config)
+    status, answer = post_raw(s3_app, new_body, content_type)
+    check_after(
+        s3_config, tmp_path, before, status, answer, new_body if touched else CONTENT, touched
+    )
+
+
+@FUZZ
+@given(body=token_soup | st.binary(max_size=400), content_type=st.sampled_from(CONTENT_TYPES))
+def test_random_bodies_are_refused_with_s3_errors(s3_app, s3_config, tmp_path, body, content_type):
+    status, answer = post_raw(s3_app, body, content_type)
+    assert_s3_error(status, answer)
+    assert_nothing_outside(tmp_path, s3_config.data_dir)
+    assert local_s3.list_objects(s3_config) == [] and local_s3.leftover_files(s3_config) == []
+
+
+def test_an_unmutated_form_is_stored_exactly(s3_app, s3_config, s3_credentials, s3_now):
+    body, _ = form_body(signed_form(s3_credentials, s3_now)["fields"], CONTENT)
+    assert post_raw(s3_app, body, CONTENT_TYPES[0])[0] == 201
+    assert local_s3.stored_object(s3_config, "uploads", KEY).path.read_bytes() == CONTENT
+
+
+@pytest.mark.stress
+@settings(max_examples=5_000, deadline=None)
+@given(data=st.data())
+def test_stress_mutated_forms_over_many_examples(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("fuzz")
+    config = local_s3.S3Config(
+        data_dir=root / "data", buckets=("uploads",),
+        credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY}, clock=lambda: NOW,
+    )  # fmt: skip
+    import webtest
+
+    app = webtest.TestApp(local_s3.create_app(config), extra_environ={"HTTP_HOST": "localhost"})
+    credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
+    body, start = form_body(signed_form(credentials, NOW)["fields"], CONTENT)
+    new_body, touched = data.draw(mutated(body, (start, start + len(CONTENT))))
+    status, answer = post_raw(app, new_body, data.draw(st.sampled_from(CONTENT_TYPES)))
+    check_after(config, root, {}, status, answer, new_body if touched else CONTENT, touched)
+
+
+# ---- real HTTP helpers -------------------------------------------------------------------------
+
+
+def address_of(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def request_head(url: str, length: int) -> bytes:
+    host, port = address_of(url)
+    return (
+        f"POST /uploads/ HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+def real_form(url: str, key: str, credentials=None, max_bytes=100 * 1024**2) -> dict[str, str]:
+    credentials = credentials or signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
+    return signed_form(credentials, None, key=key, endpoint=url, max_bytes=max_bytes)["fields"]
+
+
+def read_answer(connection: socket.socket) -> tuple[int, bytes]:
+    reply = http.client.HTTPResponse(connection)
+    reply.begin()
+    return reply.status, reply.read()
+
+
+def settle(config: local_s3.S3Config, timeout: float = 5.0) -> None:
+    """Wait until no upload is in flight (no temporary file), or give up and let asserts say."""
+    deadline = time.monotonic() + timeout
+    while local_s3.leftover_files(config) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def deleted_open_files() -> int:
+    """This process's open file descriptors on deleted files: spooled bodies not yet closed."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").endswith("(deleted)")
+    return count
+
+
+# ---- faults: clients that hang up --------------------------------------------------------------
+
+
+def hang_up(connection: socket.socket, style: str) -> None:
+    if style == "reset":  # RST instead of FIN: SO_LINGER with a zero timeout
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    elif style == "half-close":
+        connection.shutdown(socket.SHUT_WR)
+    connection.close()
+
+
+def disconnect_rounds(server: local_s3.LocalS3, rounds: int, size: int, seed: int) -> dict:
+    """`rounds` uploads cut at random points (headers, fields, file, closing boundary)."""
+    chooser = random.Random(seed)
+    fields = real_form(server.url, "abandoned.bin")
+    body, start = form_body(fields, os.urandom(size))
+    request = request_head(server.url, len(body)) + body
+    head = len(request) - len(body)
+    landmarks = [head // 2, head + start // 2, head + start + size // 2, len(request) - 5]
+    outcome = {"tried": 0, "objects": 0, "leftovers": 0}
+    for round_number in range(rounds):
+        cut = chooser.choice(landmarks) + chooser.randint(-200, 200)
+        cut = max(1, min(cut, len(request) - 1))
+        with socket.create_connection(address_of(server.url), timeout=10) as connection:
+            connection.sendall(request[:cut])
+            hang_up(connection, chooser.choice(["close", "reset", "half-close"]))
+        if round_number % 10 == 9:
+            time.sleep(0.05)
+        outcome["tried"] += 1
+    time.sleep(0.3)
+    outcome["objects"] = len(local_s3.list_objects(server.config))
+    outcome["leftovers"] = len(local_s3.leftover_files(server.config))
+    return outcome
+
+
+def test_fifty_clients_hanging_up_mid_upload_leave_no_object_and_no_temporary_file(running_s3):
+    spooled_before = deleted_open_files()
+    outcome = disconnect_rounds(running_s3, rounds=50, size=300_000, seed=6)
+    assert outcome == {"tried": 50, "objects": 0, "leftovers": 0}
+    assert deleted_open_files() <= spooled_before
+    content = b"still serving"
+    body, _ = form_body(real_form(running_s3.url, "after.bin"), content)
+    with socket.create_connection(address_of(running_s3.url), timeout=10) as connection:
+        connection.sendall(request_head(running_s3.url, len(body)) + body)
+        assert read_answer(connection)[0] == 201
+
+
+def test_client_hanging_up_after_the_whole_body_still_gets_a_whole_object(running_s3):
+    """Once the last byte has arrived the upload is complete, as on S3, read answer or not."""
+    uploads = {f"sent-{n}.bin": os.urandom(200_000 + n) for n in range(10)}
+    for key, content in uploads.items():
+        body, _ = form_body(real_form(running_s3.url, key), content)
+        with socket.create_connection(address_of(running_s3.url), timeout=10) as connection:
+            connection.sendall(request_head(running_s3.url, len(body)) + body)
+            hang_up(connection, "close")  # a reset could discard bytes the server had not read
+    deadline = time.monotonic() + 10
+    while len(local_s3.list_objects(running_s3.config)) < len(uploads):
+        assert time.monotonic() < deadline, "uploads never completed"
+        time.sleep(0.05)
+    settle(running_s3.config)
+    for key, content in uploads.items():
+        assert (
+            local_s3.stored_object(running_s3.config, "uploads", key).path.read_bytes() == content
+        )
+    assert_only_whole_objects(running_s3.config)
+
+
+@pytest.mark.stress
+def test_stress_500_clients_hanging_up_mid_upload(running_s3):
+    outcome = disconnect_rounds(running_s3, rounds=500, size=3_000_000, seed=60)
+    assert outcome == {"tried": 500, "objects": 0, "leftovers": 0}
+
+
+def test_request_headers_over_waitress_limit_are_refused_before_the_app(running_s3):
+    head = request_head(running_s3.url, 10).replace(b"\r\n\r\n", b"\r\nX-Pad: ")
+    with socket.create_connection(address_of(running_s3.url), timeout=10) as connection:
+        connection.sendall(head + b"a" * 300_000 + b"\r\n\r\n" + b"x" * 10)
+        status_line = connection.makefile("rb").readline()
+    assert status_line.split()[1] == b"431"
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+# ---- faults: the local S3 killed with SIGKILL mid-upload, then restarted -----------------------
+
+
+class S3Process:
+    """`python local_s3.py` on a free port and a data folder, as a user runs it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        command = [sys.executable, str(HERE / "local_s3.py"), "--port", "0", "--data"]
+        self.process = subprocess.Popen(
+            [*command, str(data_dir), "--bucket", "uploads"],
+            cwd=data_dir.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        banner = [self.process.stdout.readline() for _ in range(3)]
+        self.url = re.search(r"Local S3 at (\S+),", banner[0])[1]
+        access_key = banner[1].split(": ")[1].strip()
+        secret = re.search(r"aws_secret_access_key = (\S+)", (data_dir / "credentials").read_text())
+        leak_scan.add_secret(secret[1])
+        self.credentials = signer.Credentials(access_key, secret[1])
+        leak_scan.scan_text("local_s3.py banner", "".join(banner))
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        output = self.process.communicate(timeout=10)[0]
+        leak_scan.scan_text("local_s3.py output", output)
+
+    def read(self, key: str) -> bytes | None:
+        url = signer.presign_url(
+            self.credentials, "GET", signer.object_url("uploads", key, REGION, self.url), REGION
+        )
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+        connection.request("GET", f"{parts.path}?{parts.query}")
+        reply = connection.getresponse()
+        body = reply.read()
+        connection.close()
+        return body if reply.status == 200 else None
+
+
+def upload_then_kill(s3: S3Process, key: str, content: bytes, fraction: float, pause: float):
+    """Send `fraction` of the request, wait `pause` seconds, then SIGKILL the server."""
+    fields = real_form(s3.url, key, s3.credentials)
+    body, _ = form_body(fields, content)
+    request = request_head(s3.url, len(body)) + body
+    with socket.create_connection(address_of(s3.url), timeout=30) as connection:
+        connection.sendall(request[: int(len(request) * fraction)])
+        time.sleep(pause)
+        s3.kill()
+
+
+def kill_rounds(data_dir: Path, rounds: int, size: int, seed: int) -> dict:
+    chooser = random.Random(seed)
+    first = S3Process(data_dir)
+    kept = os.urandom(500_000)
+    status = post_over_socket(first, "kept.bin", kept)
+    first.kill()
+    assert status == 201
+    outcome = {"kills": 0, "complete": 0, "absent": 0, "corrupt": 0, "leftovers_seen": 0}
+    sent = {}
+    for round_number in range(rounds):
+        s3 = S3Process(data_dir)
+        key, content = f"victim-{round_number}.bin", os.urandom(size)
+        sent[key] = content
+        fraction = chooser.choice([0.3, 0.9, 1.0, 1.0])
+        upload_then_kill(s3, key, content, fraction, chooser.uniform(0, 0.15))
+        outcome["kills"] += 1
+        config = local_s3.S3Config(data_dir, ("uploads",), {})
+        outcome["leftovers_seen"] += len(local_s3.leftover_files(config))
+    restarted = S3Process(data_dir)
+    try:
+        assert restarted.read("kept.bin") == kept
+        for key, content in sent.items():
+            stored = restarted.read(key)
+            outcome[
+                "absent" if stored is None else "complete" if stored == content else "corrupt"
+            ] += 1
+        config = local_s3.S3Config(data_dir, ("uploads",), {})
+        for stored in local_s3.list_objects(config):
+            data = stored.path.read_bytes()
+            assert f'"{hashlib.md5(data).hexdigest()}"' == stored.etag
+        outcome["leftovers_after_restart"] = len(local_s3.leftover_files(config))
+    finally:
+        restarted.kill()
+    return outcome
+
+
+def post_over_socket(s3: S3Process, key: str, content: bytes) -> int:
+    body, _ = form_body(real_form(s3.url, key, s3.credentials), content)
+    with socket.create_connection(address_of(s3.url), timeout=30) as connection:
+        connection.sendall(request_head(s3.url, len(body)) + body)
+        return read_answer(connection)[0]
+
+
+def test_sigkill_mid_upload_then_restart_shows_only_whole_objects(tmp_path):
+    outcome = kill_rounds(tmp_path / "data", rounds=4, size=4_000_000, seed=9)
+    print(f"\nSIGKILL rounds: {outcome}")
+    assert outcome["kills"] == 4 and outcome["corrupt"] == 0
+    assert outcome["complete"] + outcome["absent"] == 4
+    assert outcome["leftovers_after_restart"] == 0
+
+
+@pytest.mark.stress
+def test_stress_sigkill_mid_50_mb_uploads(tmp_path):
+    outcome = kill_rounds(tmp_path / "data", rounds=20, size=50 * 1024**2, seed=90)
+    print(f"\nSIGKILL rounds: {outcome}")
+    assert outcome["kills"] == 20 and outcome["corrupt"] == 0
+    assert outcome["leftovers_after_restart"] == 0
+
+
+# ---- faults: a full disk -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tiny_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (needs root and mount permission, else skip)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def post_form(url: str, key: str, content: bytes) -> tuple[int, bytes]:
+    body, _ = form_body(real_form(url, key), content)
+    with socket.create_connection(address_of(url), timeout=30) as connection:
+        connection.sendall(request_head(url, len(body)) + body)
+        return read_answer(connection)
+
+
+def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tmp_path, caplog):
+    with tiny_disk(tmp_path / "disk", "2m") as disk:
+        config = local_s3.S3Config(
+            data_dir=disk / "data",
+            buckets=("uploads",),
+            credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
+        )
+        first = os.urandom(900_000)
+        with local_s3.LocalS3(config) as s3:
+            assert post_form(s3.url, "photo.bin", first)[0] == 201
+            for key, size in [("big.bin", 3_000_000), ("photo.bin", 1_500_000)]:
+                status, body = post_form(s3.url, key, os.urandom(size))
+                assert (status, ET.fromstring(body).findtext("Code")) == (500, "InternalError")
+            assert local_s3.stored_object(config, "uploads", "photo.bin").path.read_bytes() == first
+            assert local_s3.stored_object(config, "uploads", "big.bin") is None
+            assert_only_whole_objects(config)
+            assert post_form(s3.url, "small.bin", b"fits")[0] == 201
+
+
+# ---- load: concurrent uploads ------------------------------------------------------------------
+
+
+def streamed_upload(url: str, key: str, size: int, seed: int) -> tuple[str, str, int]:
+    """POST `size` pseudo-random bytes without holding them: (MD5 sent, ETag answered, status)."""
+    fields = real_form(url, key)
+    head, _ = form_body(fields, b"")
+    head = head[: -len(f"\r\n--{BOUNDARY}--\r\n")]
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    md5 = hashlib.md5()
+    generator = random.Random(seed)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        remaining = size
+        while remaining:
+            chunk = generator.randbytes(min(1024**2, remaining))
+            md5.update(chunk)
+            remaining -= len(chunk)
+            yield chunk
+        yield tail
+
+    connection = http.client.HTTPConnection(*address_of(url), timeout=300)
+    length = len(head) + size + len(tail)
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        "Content-Length": str(length),
+    }
+    connection.request("POST", "/uploads/", chunks(), headers)
+    reply = connection.getresponse()
+    reply.read()
+    connection.close()
+    return md5.hexdigest(), reply.getheader("ETag", "").strip('"'), reply.status
+
+
+def concurrent_uploads(s3: local_s3.LocalS3, count: int, size: int) -> dict:
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(
+            pool.map(lambda n: streamed_upload(s3.url, f"load/{n}.bin", size, n), range(count))
+        )
+    elapsed = time.monotonic() - started
+    mismatched = 0
+    for n, (sent, etag, status) in enumerate(results):
+        stored = local_s3.stored_object(s3.config, "uploads", f"load/{n}.bin")
+        on_disk = hashlib.md5(stored.path.read_bytes()).hexdigest() if stored else ""
+        mismatched += not (status == 201 and sent == etag == on_disk)
+    megabytes = count * size / 1024**2
+    print(
+        f"\n{count} x {size / 1024**2:.0f} MB in {elapsed:.1f} s ({megabytes / elapsed:.0f} MB/s)"
+    )
+    return {
+        "uploads": count,
+        "mismatched": mismatched,
+        "leftovers": len(local_s3.leftover_files(s3.config)),
+    }
+
+
+def test_twenty_concurrent_uploads_are_each_stored_with_the_md5_sent(running_s3):
+    assert concurrent_uploads(running_s3, 20, 2 * 1024**2) == {
+        "uploads": 20, "mismatched": 0, "leftovers": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.stress
+def test_stress_twenty_concurrent_50_mb_uploads(running_s3):
+    assert concurrent_uploads(running_s3, 20, 50 * 1024**2) == {
+        "uploads": 20, "mismatched": 0, "leftovers": 0,
+    }  # fmt: skip
