@@ -11,6 +11,11 @@
 
   const config = JSON.parse(document.getElementById("upload-config").textContent);
   const limits = config.limits;
+  // A silent network must not leave a row "Uploading…" forever. The app answers within its own
+  // S3 timeout; S3 gets this long without a byte of progress, or without an answer after the
+  // last byte, before the request is abandoned.
+  const APP_TIMEOUT_SECONDS = 30;
+  const S3_STALL_SECONDS = 30;
 
   // ---- Checks done before anything is sent --------------------------------------------------
 
@@ -59,11 +64,20 @@
   // The app answers errors as {"error": "one sentence"}; surface that sentence.
   async function callApp(url, options = {}) {
     const headers = { "X-Upload-Token": config.pageToken, ...options.headers };
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), APP_TIMEOUT_SECONDS * 1000);
+    const { signal } = timeout;
     let response;
     try {
-      response = await fetch(url, { ...options, headers, credentials: "same-origin" });
+      response = await fetch(url, { ...options, headers, credentials: "same-origin", signal });
     } catch {
-      throw new Error("The app could not be reached. Is the server still running?");
+      throw new Error(
+        signal.aborted
+          ? `The app did not answer within ${APP_TIMEOUT_SECONDS} s; try again.`
+          : "The app could not be reached. Is the server still running?",
+      );
+    } finally {
+      clearTimeout(timer);
     }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
@@ -337,11 +351,28 @@
     setStatus(row, "Uploading…", "working");
     const jqXHR = data.submit();
     row.abort = () => jqXHR.abort();
+    row.stalled = false;
+    row.watchdog = stallWatchdog(() => {
+      row.stalled = true;
+      jqXHR.abort();
+    });
     jqXHR
+      .always(() => row.watchdog.stop())
       .done((_body, _status, xhr) => finishUpload(row, credentials, file, xhr))
       .fail((xhr, textStatus) => {
         handleFailure(data, row, retried, { credentials, file, xhr, textStatus });
       });
+  }
+
+  // Calls onStall once S3_STALL_SECONDS pass without a poke; each progress event pokes it.
+  function stallWatchdog(onStall) {
+    let timer = 0;
+    const poke = () => {
+      clearTimeout(timer);
+      timer = setTimeout(onStall, S3_STALL_SECONDS * 1000);
+    };
+    poke();
+    return { poke, stop: () => clearTimeout(timer) };
   }
 
   async function finishUpload(row, credentials, file, xhr) {
@@ -358,6 +389,11 @@
   }
 
   function handleFailure(data, row, retried, { credentials, file, xhr, textStatus }) {
+    if (textStatus === "abort" && row.stalled) {
+      const silence = `nothing for ${S3_STALL_SECONDS} s`;
+      showFailure(row, "", `S3 at ${config.s3Origin} stopped answering (${silence}); try again.`);
+      return;
+    }
     if (textStatus === "abort") {
       setStatus(row, "Cancelled", "cancelled");
       return;
@@ -431,6 +467,9 @@
 
   function onProgress(_event, data) {
     data.context.progress.value = Math.floor((data.loaded / data.total) * 100);
+    if (data.context.watchdog) {
+      data.context.watchdog.poke();
+    }
   }
 
   let batchStartedAt = 0;
