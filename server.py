@@ -807,7 +807,11 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
         "content_type": info.content_type,
         "created_at": iso_utc(moment),
     }
-    app.store.add(record)
+    try:
+        app.store.add(record)
+    except sqlite3.Error as error:  # a full disk or a locked database: the object is safe in S3
+        LOG.error("could not record upload %s: %s", key, error)
+        raise AppError(503, "The file is in S3 but could not be recorded; try again.") from None
     return with_download_url(app.config, record, moment)
 
 

@@ -122,3 +122,31 @@ def _encode_form(parts, boundary="LocalS3TestBoundary7MA4YWxkTrZu0gW"):
 def encode_form():
     """encode_form(parts) -> (content_type, body): see _encode_form."""
     return _encode_form
+
+
+# --- faults: a tiny filesystem, to run out of space on purpose ---------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """tiny_disk(size) -> a fresh folder on a tmpfs of `size` (e.g. "2m"), unmounted afterwards.
+
+    Mounting needs root and a sandbox that allows it; elsewhere the test is skipped, saying why.
+    """
+    import subprocess
+
+    mounted = []
+
+    def mount(size):
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs here: {result.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=True)

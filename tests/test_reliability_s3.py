@@ -522,23 +522,6 @@ def test_stress_sigkill_mid_50_mb_uploads(tmp_path):
 # ---- faults: a full disk -----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def tiny_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `path` (needs root and mount permission, else skip)."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
 def post_form(url: str, key: str, content: bytes) -> tuple[int, bytes]:
     body, _ = form_body(real_form(url, key), content)
     with socket.create_connection(address_of(url), timeout=30) as connection:
@@ -546,23 +529,22 @@ def post_form(url: str, key: str, content: bytes) -> tuple[int, bytes]:
         return read_answer(connection)
 
 
-def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tmp_path, caplog):
-    with tiny_disk(tmp_path / "disk", "2m") as disk:
-        config = local_s3.S3Config(
-            data_dir=disk / "data",
-            buckets=("uploads",),
-            credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
-        )
-        first = os.urandom(900_000)
-        with local_s3.LocalS3(config) as s3:
-            assert post_form(s3.url, "photo.bin", first)[0] == 201
-            for key, size in [("big.bin", 3_000_000), ("photo.bin", 1_500_000)]:
-                status, body = post_form(s3.url, key, os.urandom(size))
-                assert (status, ET.fromstring(body).findtext("Code")) == (500, "InternalError")
-            assert local_s3.stored_object(config, "uploads", "photo.bin").path.read_bytes() == first
-            assert local_s3.stored_object(config, "uploads", "big.bin") is None
-            assert_only_whole_objects(config)
-            assert post_form(s3.url, "small.bin", b"fits")[0] == 201
+def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tiny_disk):
+    config = local_s3.S3Config(
+        data_dir=tiny_disk("2m") / "data",
+        buckets=("uploads",),
+        credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
+    )
+    first = os.urandom(900_000)
+    with local_s3.LocalS3(config) as s3:
+        assert post_form(s3.url, "photo.bin", first)[0] == 201
+        for key, size in [("big.bin", 3_000_000), ("photo.bin", 1_500_000)]:
+            status, body = post_form(s3.url, key, os.urandom(size))
+            assert (status, ET.fromstring(body).findtext("Code")) == (500, "InternalError")
+        assert local_s3.stored_object(config, "uploads", "photo.bin").path.read_bytes() == first
+        assert local_s3.stored_object(config, "uploads", "big.bin") is None
+        assert_only_whole_objects(config)
+        assert post_form(s3.url, "small.bin", b"fits")[0] == 201
 
 
 # ---- load: concurrent uploads ------------------------------------------------------------------
