@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import hmac
 import http.client
 import importlib
@@ -43,6 +42,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import bottle
 import jinja2
+from waitress.channel import HTTPChannel
 
 import signer
 
@@ -89,7 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "8080", "port the app listens on"),
     Setting("S3_PORT", "9000", "port of the embedded local S3 (only without S3_BUCKET)"),
     Setting("DATA_DIR", "data", "folder for the upload list and the embedded S3's objects"),
-    Setting("WAITRESS_THREADS", "8", "worker threads serving requests"),
+    Setting("WAITRESS_THREADS", "4", "worker threads serving requests (2 per core is plenty)"),
+    Setting("ACCESS_LOG", "off", "one log line per request, on|off (a proxy in front logs too)"),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 
@@ -141,7 +142,8 @@ class Config:
     port: int = 8080
     s3_port: int = 9000
     data_dir: Path = Path("data")
-    threads: int = 8
+    threads: int = 4
+    access_log: bool = False
     embedded: bool = False
     auth: Callable[[bottle.BaseRequest], Any] | None = None
 
@@ -171,6 +173,7 @@ class Config:
             s3_port=read_int(get, "S3_PORT", 0, 65535),
             data_dir=Path(get("DATA_DIR")),
             threads=read_int(get, "WAITRESS_THREADS", 1, 256),
+            access_log=read_switch(get, "ACCESS_LOG"),
             auth=read_upload_auth(get("UPLOAD_AUTH")),
         )
 
@@ -300,6 +303,13 @@ class BasicAuth:
         return scheme.lower() == "basic" and hmac.compare_digest(given, expected)
 
 
+def read_switch(get: Callable[[str], str | None], name: str) -> bool:
+    text = (get(name) or "").strip().lower()
+    if text not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {text!r}.")
+    return text == "on"
+
+
 def read_acl(acl: str | None) -> str | None:
     if acl and acl not in CANNED_ACLS:
         raise ConfigError(f"S3_ACL {acl!r} is not a canned ACL such as private.")
@@ -341,6 +351,7 @@ class AppState:
     limiter: RateLimiter | None
     store: UploadStore
     page: jinja2.Template
+    headers: tuple[tuple[str, str], ...]
 
 
 def create_app(config: Config, *, clock: Clock | None = None) -> bottle.Bottle:
@@ -355,6 +366,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> bottle.Bottle:
         limiter=RateLimiter(config.rate_limit) if config.rate_limit else None,
         store=UploadStore.create(config.data_dir / "uploads.sqlite3"),
         page=templates().get_template("index.html"),
+        headers=security_headers(s3_origin(config)),
     )
     app.install(json_errors)
     app.install(require_login)  # inside json_errors, so a refusal is JSON too
@@ -476,18 +488,28 @@ def vendor(name: str) -> bottle.HTTPResponse:
     return bottle.static_file(VENDOR_FILES[name], root=HERE / "node_modules")
 
 
-def add_security_headers() -> None:
-    """CSP: only our own scripts; the browser may talk to (and post forms to) S3 and no one else."""
-    origin = s3_origin(state().config)
-    headers = bottle.response.headers
-    headers["Content-Security-Policy"] = (
+def security_headers(origin: str) -> tuple[tuple[str, str], ...]:
+    """CSP: only our own scripts; the browser may talk to (and post forms to) S3 and no one else.
+
+    Built once per app: they depend on the S3 origin only, and every response carries them.
+    """
+    csp = (
         f"default-src 'none'; script-src 'self'; style-src 'self'; "
         f"img-src 'self' data: blob: {origin}; connect-src 'self' {origin}; "
         f"form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
     )
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "same-origin"
-    headers["X-Frame-Options"] = "DENY"
+    return (
+        ("Content-Security-Policy", csp),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "same-origin"),
+        ("X-Frame-Options", "DENY"),
+    )
+
+
+def add_security_headers() -> None:
+    headers = bottle.response.headers
+    for name, value in state().headers:
+        headers[name] = value
     if not bottle.request.path.startswith(("/static/", "/vendor/")):
         headers["Cache-Control"] = "no-store"  # pages and answers carry signed, expiring forms
 
@@ -606,8 +628,15 @@ def type_allowed(content_type: str, patterns: Iterable[str]) -> bool:
 
 
 def clean_filename(filename: str) -> str:
-    """The name shown to people: no control or invisible format characters, 255 at most."""
-    visible = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")
+    """The name shown to people: no control or invisible format characters, 255 at most.
+
+    A printable name (most of them) has no character of category C to drop, so it is not
+    looked at one character at a time.
+    """
+    if filename.isprintable():
+        visible = filename
+    else:
+        visible = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")
     name = visible.strip()[:MAX_FILENAME_CHARS]
     while len(encode_metadata(name)) > MAX_METADATA_BYTES:
         name = name[:-1]
@@ -645,7 +674,7 @@ def iso_utc(moment: datetime) -> str:
 
 def key_token(keys: Secrets, key: str) -> str:
     """Proof that this server issued `key`: HMAC-SHA256, so no session is needed."""
-    return hmac.new(keys.key_token, key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(keys.key_token, key.encode(), "sha256").hex()
 
 
 def key_token_valid(keys: Secrets, key: str, token: str) -> bool:
@@ -669,7 +698,7 @@ def page_token_valid(keys: Secrets, token: str, moment: datetime) -> bool:
 
 
 def page_mac(keys: Secrets, issued: str) -> str:
-    return hmac.new(keys.page_token, issued.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(keys.page_token, issued.encode(), "sha256").hex()
 
 
 def refuse_cross_site(keys: Secrets, moment: datetime) -> None:
@@ -1148,11 +1177,15 @@ def serve(config: Config) -> int:
         LOG.warning("node_modules is missing, so the page has no scripts: run `make run`.")
     try:
         server = waitress.create_server(
-            access_log(app), host=config.host, port=config.port, threads=config.threads
+            access_log(app) if config.access_log else app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
         )
     except OSError as error:
         print(f"Cannot listen on {config.app_origin}: {error.strerror}.", file=sys.stderr)
         return 1
+    server.channel_class = QuietChannel
     print(banner(config), flush=True)
     try:
         server.run()  # waitress returns on Ctrl-C, once its workers have finished
@@ -1162,6 +1195,27 @@ def serve(config: Config) -> int:
     return 0
 
 
+class QuietChannel(HTTPChannel):
+    """waitress's connection, without the busy loop that starves its worker threads.
+
+    waitress's main loop select()s every connection that says it is writable. While a worker
+    is still answering, a connection holding part of the answer says yes, but the loop may not
+    send it (the worker holds the buffer's lock and sends it itself), so select() returns at
+    once, again and again, and that loop keeps the GIL the worker needs to finish: the worker
+    gets it back once per switch interval (5 ms). On 2 cores this made p99 latency at 64
+    connections up to 30x p50, and with 1 to 4 threads the endpoint sometimes fell to tens of
+    requests/s (see docs/BENCHMARKS.md). Here a connection is writable during its request only
+    when the worker waits for the loop (its buffer is over the high watermark); the worker sends
+    its own answer and wakes the loop when it is done, as waitress already does.
+    """
+
+    def writable(self) -> bool:
+        answering = bool(self.requests) and not (self.will_close or self.close_when_flushed)
+        if answering and self.total_outbufs_len <= self.adj.outbuf_high_watermark:
+            return False
+        return super().writable()
+
+
 def banner(config: Config) -> str:
     where = "embedded local S3" if config.embedded else f"bucket {config.bucket}"
     endpoint = config.endpoint or s3_origin(config)
@@ -1169,7 +1223,11 @@ def banner(config: Config) -> str:
 
 
 def access_log(app: Callable[..., Any]) -> Callable[..., Any]:
-    """One INFO line per request: method, path, status. Never the query string (signatures)."""
+    """One INFO line per request: method, path, status. Never the query string (signatures).
+
+    Off unless ACCESS_LOG=on: the line cost 14 µs of the signing endpoint's 80 µs in the app
+    (bench/bench_endpoint.py), and the proxy in front of a production app logs requests anyway.
+    """
 
     def logged(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         def start(status: str, headers: list, exc_info: Any = None) -> Any:

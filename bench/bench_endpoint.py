@@ -28,7 +28,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-THREADS = "8"  # server.py's default WAITRESS_THREADS; the peer gets the same
+sys.path.insert(0, str(ROOT))
+
+import server  # noqa: E402 (the project root is added to the path just above)
+
 QUERY = "/s3_credentials?filename=holiday%20photo.jpg&content_type=image%2Fjpeg&size=2345678"
 TOKEN = re.compile(r'"pageToken": ?"([0-9]+\.[0-9a-f]+)"')
 
@@ -64,7 +67,7 @@ def start(command: list[str], env: dict[str, str], cwd: Path) -> tuple[subproces
     return process, match[0]
 
 
-def start_servers(folder: Path) -> dict[str, tuple[subprocess.Popen, str]]:
+def start_servers(folder: Path, threads: str) -> dict[str, tuple[subprocess.Popen, str]]:
     env = {
         **os.environ,
         "S3_BUCKET": "bench-bucket",
@@ -72,13 +75,13 @@ def start_servers(folder: Path) -> dict[str, tuple[subprocess.Popen, str]]:
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
         "AWS_REGION": "eu-west-1",
         "UPLOAD_RATE_LIMIT": "off",
-        "WAITRESS_THREADS": THREADS,
+        "WAITRESS_THREADS": threads,
         "DATA_DIR": str(folder / "data"),
         "HOST": "127.0.0.1",
     }
     python = sys.executable
     ours = [python, str(ROOT / "server.py")]
-    peer = [python, str(ROOT / "bench" / "peer_flask_app.py"), "--threads", THREADS]
+    peer = [python, str(ROOT / "bench" / "peer_flask_app.py"), "--threads", threads]
     servers = {"ours": start(ours, {**env, "PORT": str(free_port())}, folder)}
     servers["peer"] = start([*peer, "--port", str(free_port())], env, folder)
     return servers
@@ -132,13 +135,13 @@ def report(results: dict[int, dict[str, dict]]) -> None:
     )
 
 
-def run(connections: list[int], seconds: int) -> None:
+def run(connections: list[int], seconds: int, threads: str) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench does it).")
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as folder:
         script = Path(folder) / "token.lua"
         script.write_text(WRK_SCRIPT)
-        servers = start_servers(Path(folder))
+        servers = start_servers(Path(folder), threads)
         try:
             tokens = {name: page_token(origin) for name, (_, origin) in servers.items()}
             for name, (_, origin) in servers.items():
@@ -155,7 +158,7 @@ def run(connections: list[int], seconds: int) -> None:
             for process, _ in servers.values():
                 process.terminate()
                 process.wait(timeout=10)
-    print(f"waitress threads: {THREADS} each; UPLOAD_RATE_LIMIT=off; wrk -t1, {seconds} s a run")
+    print(f"waitress threads: {threads} each; UPLOAD_RATE_LIMIT=off; wrk -t1, {seconds} s a run")
     report(results)
 
 
@@ -163,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", default="1,16,64", help="concurrent connections")
+    parser.add_argument(
+        "--threads",
+        default=server.DEFAULTS["WAITRESS_THREADS"],
+        help="waitress threads for both (default: server.py's WAITRESS_THREADS default)",
+    )
     args = parser.parse_args(argv)
-    run([int(count) for count in args.connections.split(",")], args.seconds)
+    run([int(count) for count in args.connections.split(",")], args.seconds, args.threads)
     return 0
 
 
