@@ -176,27 +176,25 @@ def test_repeated_and_hostile_parameters_never_widen_the_form(client, config, pa
     check_signing_answer(ask(client, query), config)
 
 
-@pytest.mark.stress
-@settings(max_examples=5_000, deadline=None)
-@given(query=query_pairs.map(encoded) | raw_bytes_query)
-def test_stress_hostile_signing_requests(tmp_path_factory, query):
+STRESS = settings(max_examples=5_000, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[server.Config, webtest.TestApp]:
+    """One app for thousands of stress examples (a function-scoped one is not reset per example)."""
     config = server.Config(
-        CREDENTIALS,
-        "uploads",
-        "us-east-1",
-        data_dir=tmp_path_factory.getbasetemp(),
-        rate_limit=None,
-    )
-    check_signing_answer(ask(shared_client(config), query), config)
+        CREDENTIALS, "uploads", "us-east-1", endpoint="http://127.0.0.1:9",
+        data_dir=tmp_path_factory.mktemp("stress"), s3_timeout=0.5, rate_limit=None,
+    )  # fmt: skip
+    return config, app_client(config)
 
 
-CLIENTS: dict[Path, webtest.TestApp] = {}
-
-
-def shared_client(config: server.Config) -> webtest.TestApp:
-    if config.data_dir not in CLIENTS:
-        CLIENTS[config.data_dir] = app_client(config)
-    return CLIENTS[config.data_dir]
+@pytest.mark.stress
+@STRESS
+@given(query=query_pairs.map(encoded) | raw_bytes_query)
+def test_stress_hostile_signing_requests(shared, query):
+    config, client = shared
+    check_signing_answer(ask(client, query), config)
 
 
 latin1_text = st.text(st.characters(max_codepoint=255, exclude_characters="\r\n"), max_size=60)
@@ -220,6 +218,21 @@ ENDPOINTS = [
 )
 def test_hostile_headers_never_cause_a_500(config, headers, endpoint, login):
     """Header values are Latin-1 bytes the client chooses; none may crash any endpoint."""
+    check_hostile_headers(config, headers, endpoint, login)
+
+
+@pytest.mark.stress
+@STRESS
+@given(
+    headers=st.dictionaries(header_names, latin1_text, max_size=6),
+    endpoint=st.sampled_from(ENDPOINTS),
+    login=st.booleans(),
+)
+def test_stress_hostile_headers(shared, headers, endpoint, login):
+    check_hostile_headers(shared[0], headers, endpoint, login)
+
+
+def check_hostile_headers(config, headers, endpoint, login):
     auth = server.read_upload_auth("basic:alice:correct-horse") if login else None
     client = app_client(server.replace(config, auth=auth))
     method, path = endpoint
@@ -270,6 +283,17 @@ content_types = st.sampled_from(
 @FUZZ
 @given(body=registration_bodies, content_type=content_types)
 def test_hostile_registration_bodies_get_a_json_error_never_a_500(client, body, content_type):
+    check_registration(client, body, content_type)
+
+
+@pytest.mark.stress
+@STRESS
+@given(body=registration_bodies, content_type=content_types)
+def test_stress_hostile_registration_bodies(shared, body, content_type):
+    check_registration(shared[1], body, content_type)
+
+
+def check_registration(client: webtest.TestApp, body: bytes, content_type: str) -> None:
     headers = {**token_header(), "Content-Type": content_type}
     response = client.post("/uploads", body, headers=headers, expect_errors=True)
     # 502: a body naming an issued key gets as far as asking S3, which is down here.

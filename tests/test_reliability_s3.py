@@ -262,23 +262,46 @@ def test_an_unmutated_form_is_stored_exactly(s3_app, s3_config, s3_credentials, 
     assert local_s3.stored_object(s3_config, "uploads", KEY).path.read_bytes() == CONTENT
 
 
-@pytest.mark.stress
-@settings(max_examples=5_000, deadline=None)
-@given(data=st.data())
-def test_stress_mutated_forms_over_many_examples(tmp_path_factory, data):
+@pytest.fixture(scope="module")
+def shared_s3(tmp_path_factory: pytest.TempPathFactory):
+    """One local S3 (WebTest, frozen clock) for thousands of stress examples."""
+    import webtest
+
     root = tmp_path_factory.mktemp("fuzz")
     config = local_s3.S3Config(
         data_dir=root / "data", buckets=("uploads",),
         credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY}, clock=lambda: NOW,
     )  # fmt: skip
-    import webtest
-
     app = webtest.TestApp(local_s3.create_app(config), extra_environ={"HTTP_HOST": "localhost"})
+    return root, config, app
+
+
+STRESS = settings(max_examples=5_000, deadline=None)
+
+
+@pytest.mark.stress
+@STRESS
+@given(data=st.data())
+def test_stress_mutated_forms_over_many_examples(shared_s3, data):
+    root, config, app = shared_s3
     credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
     body, start = form_body(signed_form(credentials, NOW)["fields"], CONTENT)
     new_body, touched = data.draw(mutated(body, (start, start + len(CONTENT))))
+    before = snapshot(config)
     status, answer = post_raw(app, new_body, data.draw(st.sampled_from(CONTENT_TYPES)))
-    check_after(config, root, {}, status, answer, new_body if touched else CONTENT, touched)
+    check_after(config, root, before, status, answer, new_body if touched else CONTENT, touched)
+
+
+@pytest.mark.stress
+@STRESS
+@given(body=token_soup | st.binary(max_size=2_000), content_type=st.sampled_from(CONTENT_TYPES))
+def test_stress_random_bodies(shared_s3, body, content_type):
+    root, config, app = shared_s3
+    before = snapshot(config)
+    status, answer = post_raw(app, body, content_type)
+    assert_s3_error(status, answer)
+    assert_nothing_outside(root, config.data_dir)
+    assert snapshot(config) == before and local_s3.leftover_files(config) == []
 
 
 # ---- real HTTP helpers -------------------------------------------------------------------------
