@@ -8,6 +8,9 @@ keep-alive connections, sending the X-Upload-Token header taken from the server'
 
     .venv/bin/python bench/bench_endpoint.py [--seconds 10] [--connections 1,16,64]
 
+A third server, "floor", is waitress alone as server.py configures it, answering a fixed JSON
+body of the same size without any work: the most any app can get from waitress here.
+
 Targets: at 64 connections at least 3x the peer's requests/s and p99 <= 3x p50; p99 under
 10 ms at 1 connection; no errors and no answer other than 200.
 """
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -84,7 +88,27 @@ def start_servers(folder: Path, threads: str) -> dict[str, tuple[subprocess.Pope
     peer = [python, str(ROOT / "bench" / "peer_flask_app.py"), "--threads", threads]
     servers = {"ours": start(ours, {**env, "PORT": str(free_port())}, folder)}
     servers["peer"] = start([*peer, "--port", str(free_port())], env, folder)
+    floor = [python, __file__, "--serve-floor", str(free_port()), "--threads", threads]
+    servers["floor"] = start(floor, env, folder)
     return servers
+
+
+def serve_floor(port: int, threads: int) -> None:
+    """Child process: waitress with server.py's settings and an app that does nothing."""
+    import waitress
+
+    page = b'<script type="application/json">{"pageToken": "0.00"}</script>'
+    answer = json.dumps({"url": "x" * 64, "fields": {"policy": "x" * 1200}}).encode()
+
+    def nothing(environ: dict, start_response: Any) -> list[bytes]:
+        body = answer if environ["PATH_INFO"] == "/s3_credentials" else page
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    floor = waitress.create_server(nothing, host="127.0.0.1", port=port, threads=threads)
+    floor.channel_class = server.QuietChannel
+    print(f"Floor: http://127.0.0.1:{port}/", flush=True)
+    floor.run()
 
 
 def page_token(origin: str) -> str:
@@ -100,7 +124,7 @@ def check_answer(origin: str, token: str) -> None:
     request = urllib.request.Request(origin + QUERY, headers={"X-Upload-Token": token})
     with urllib.request.urlopen(request, timeout=5) as reply:
         form = json.load(reply)
-    if "x-amz-signature" not in form["fields"]:
+    if "policy" not in form["fields"]:
         raise SystemExit(f"{origin} answered without a signed form: {form}")
 
 
@@ -119,16 +143,22 @@ def wrk(origin: str, token: str, connections: int, seconds: int, script: Path) -
 
 def report(results: dict[int, dict[str, dict]]) -> None:
     columns = ("req/s", "p50 ms", "p99 ms", "p99/p50")
-    print(f"{'conns':>5}  {'':4} " + " ".join(f"{c:>8}" for c in columns) + "  errors")
+    print(f"{'conns':>5}  {'':5} " + " ".join(f"{c:>8}" for c in columns) + "  errors")
     for connections, pair in results.items():
-        for name in ("ours", "peer"):
-            row = pair[name]
+        for name, row in pair.items():
             p50, p99 = row["p50_us"] / 1000, row["p99_us"] / 1000
             print(
-                f"{connections:>5}  {name:4} {row['rps']:>8.0f} {p50:>8.2f} {p99:>8.2f} "
+                f"{connections:>5}  {name:5} {row['rps']:>8.0f} {p50:>8.2f} {p99:>8.2f} "
                 f"{p99 / p50:>7.1f}x {row['errors']:>6}"
             )
         print(f"{'':>5}  ratio (ours / peer) {pair['ours']['rps'] / pair['peer']['rps']:.1f}x")
+    busiest = results[max(results)]
+    cost = {name: 1e6 / row["rps"] for name, row in busiest.items()}
+    print(
+        f"at {max(results)} connections, µs of server time per request: ours {cost['ours']:.0f}, "
+        f"peer {cost['peer']:.0f}, floor (waitress alone) {cost['floor']:.0f}; "
+        f"3x the peer means {cost['peer'] / 3:.0f}"
+    )
     print(
         "targets: >= 3x the peer's req/s at 64 connections; p99 < 10 ms at 1 connection; "
         "p99 <= 3x p50 at 64 connections; 0 errors"
@@ -166,12 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", default="1,16,64", help="concurrent connections")
+    parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--threads",
         default=server.DEFAULTS["WAITRESS_THREADS"],
         help="waitress threads for both (default: server.py's WAITRESS_THREADS default)",
     )
     args = parser.parse_args(argv)
+    if args.serve_floor:
+        serve_floor(args.serve_floor, int(args.threads))
+        return 0
     run([int(count) for count in args.connections.split(",")], args.seconds, args.threads)
     return 0
 
