@@ -132,7 +132,7 @@ def signature(signing_key: bytes, string_to_sign: str) -> str:
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.digest(key, message.encode(), "sha256")
+    return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
 # --- browser POST policy -------------------------------------------------------------------------
