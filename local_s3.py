@@ -30,6 +30,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import errno
 import functools
 import hashlib
 import hmac
@@ -524,6 +525,15 @@ class ObjectStore:
         referenced = {stored.path for stored in self.records()}
         blobs = [path for path in self.blob_dir.iterdir() if path not in referenced]
         return sorted([*self.tmp_dir.iterdir(), *blobs])
+
+    def remove_leftovers(self) -> int:
+        """A process killed mid-upload (SIGKILL, power loss) leaves its temporary file, or a blob
+        no record points at yet; they were never objects. Only safe with no upload in flight,
+        so LocalS3 calls it before it serves, and one folder belongs to one server."""
+        leftovers = self.leftover_files()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
 
     def _lock_for(self, target: Path) -> threading.Lock:
         return self._locks[int(target.stem[:8], 16) % len(self._locks)]
@@ -1484,8 +1494,8 @@ def s3_response(routes: S3Routes) -> Callable:
                 response, origin = error_response(error, request_id), None
             except S3Error as error:
                 response = error_response(error, request_id)
-            except Exception:
-                LOG.exception("local S3 bug on %s %s", bottle.request.method, bottle.request.path)
+            except Exception as error:
+                log_failure(error)
                 response = error_response(InternalError(), request_id)
             rules = routes.cors_rules(str(kwargs.get("bucket", "")))
             rule = matching_rule(rules, origin, bottle.request.method)
@@ -1496,6 +1506,14 @@ def s3_response(routes: S3Routes) -> Callable:
         return wrapper
 
     return decorate
+
+
+def log_failure(error: Exception) -> None:
+    """A full disk is the operator's to fix, not a bug: one clear line instead of a traceback."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        LOG.error("no space left to store uploads: %s", error.strerror)
+    else:
+        LOG.exception("local S3 bug on %s %s", bottle.request.method, bottle.request.path)
 
 
 def error_response(error: S3Error, request_id: str) -> bottle.HTTPResponse:
@@ -1650,6 +1668,9 @@ class LocalS3:
         self._thread: threading.Thread | None = None
 
     def start(self) -> LocalS3:
+        removed = ObjectStore(self.config.data_dir).remove_leftovers()
+        if removed:
+            LOG.info("removed %d leftover files of interrupted uploads", removed)
         self._server = create_server(
             create_app(self.config),
             host=self.host,

@@ -81,6 +81,7 @@ def test_session_scanner_sees_webtest_real_http_and_log_records(tmp_path: Path):
     )
     with local_s3.LocalS3(s3_config) as s3, pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(s3.url + "/", timeout=5)
+    refused.value.close()
     assert refused.value.code == 405
     logging.getLogger("server").info("an ordinary line")
     after = leak_scan.SCANNER.counts
