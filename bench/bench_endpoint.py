@@ -71,7 +71,8 @@ def start(command: list[str], env: dict[str, str], cwd: Path) -> tuple[subproces
     return process, match[0]
 
 
-def start_servers(folder: Path, threads: str) -> dict[str, tuple[subprocess.Popen, str]]:
+def start_servers(folder: Path, threads: str, servers: dict) -> None:
+    """Start ours, the peer and the floor into `servers`, so the caller stops whatever started."""
     env = {
         **os.environ,
         "S3_BUCKET": "bench-bucket",
@@ -86,11 +87,10 @@ def start_servers(folder: Path, threads: str) -> dict[str, tuple[subprocess.Pope
     python = sys.executable
     ours = [python, str(ROOT / "server.py")]
     peer = [python, str(ROOT / "bench" / "peer_flask_app.py"), "--threads", threads]
-    servers = {"ours": start(ours, {**env, "PORT": str(free_port())}, folder)}
+    servers["ours"] = start(ours, {**env, "PORT": str(free_port())}, folder)
     servers["peer"] = start([*peer, "--port", str(free_port())], env, folder)
     floor = [python, __file__, "--serve-floor", str(free_port()), "--threads", threads]
     servers["floor"] = start(floor, env, folder)
-    return servers
 
 
 def serve_floor(port: int, threads: int) -> None:
@@ -171,8 +171,9 @@ def run(connections: list[int], seconds: int, threads: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as folder:
         script = Path(folder) / "token.lua"
         script.write_text(WRK_SCRIPT)
-        servers = start_servers(Path(folder), threads)
+        servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
+            start_servers(Path(folder), threads, servers)
             tokens = {name: page_token(origin) for name, (_, origin) in servers.items()}
             for name, (_, origin) in servers.items():
                 check_answer(origin, tokens[name])
