@@ -674,11 +674,7 @@ def iso_utc(moment: datetime) -> str:
 
 
 def key_token(keys: Secrets, key: str) -> str:
-    """Proof that this server issued `key`: HMAC-SHA256, so no session is needed.
-
-    hmac.new, not the one-shot hmac.digest: the one-shot releases the GIL, and under load
-    each release hands the request to the back of the line (bench/bench_endpoint.py).
-    """
+    """Proof that this server issued `key`: HMAC-SHA256, so no session is needed."""
     return hmac.new(keys.key_token, key.encode(), hashlib.sha256).hexdigest()
 
 
