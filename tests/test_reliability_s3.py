@@ -447,13 +447,16 @@ class S3Process:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        banner = [self.process.stdout.readline() for _ in range(3)]
-        self.url = re.search(r"Local S3 at (\S+),", banner[0])[1]
-        access_key = banner[1].split(": ")[1].strip()
+        banner = ""
+        while "Secret access key" not in banner and self.process.poll() is None:
+            banner += self.process.stdout.readline()
+        self.url = re.search(r"Local S3 at (\S+),", banner)[1]
+        self.removed = int((re.search(r"removed (\d+) leftover files", banner) or [0, 0])[1])
+        access_key = re.search(r"Access key id: (\S+)", banner)[1]
         secret = re.search(r"aws_secret_access_key = (\S+)", (data_dir / "credentials").read_text())
         leak_scan.add_secret(secret[1])
         self.credentials = signer.Credentials(access_key, secret[1])
-        leak_scan.scan_text("local_s3.py banner", "".join(banner))
+        leak_scan.scan_text("local_s3.py banner", banner)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -501,19 +504,23 @@ def kill_rounds(data_dir: Path, rounds: int, size: int, seed: int) -> dict:
     first.kill()
     assert status == 201
     outcome = {"kills": 0, "answered": 0, "complete": 0, "absent": 0, "corrupt": 0, "lost": 0}
-    outcome["leftovers_seen"] = 0
+    outcome["leftovers_seen"] = outcome["leftovers_removed_at_start"] = 0
     sent, answered = {}, set()
     for round_number in range(rounds):
         s3 = S3Process(data_dir)
+        outcome["leftovers_removed_at_start"] += s3.removed
         key, content = f"victim-{round_number}.bin", os.urandom(size)
         sent[key] = content
         fraction = chooser.choice([0.3, 0.9, 1.0, 1.0, 1.0])
-        pause = chooser.choice([0, 0.01, 0.05, 0.2, 1.0]) * size / 4_000_000
+        # Storing the body takes about size / 700 MB/s here, starting ~10 ms after the last byte
+        # leaves: most kills land in that window, the others once the upload has finished.
+        pause = chooser.choice([chooser.uniform(0, 1.5) * size / 700_000_000, 0.5, 0.0])
         if upload_then_kill(s3, key, content, fraction, pause) == 201:
             answered.add(key)
         outcome["kills"] += 1
         outcome["leftovers_seen"] += len(local_s3.leftover_files(local_config(data_dir)))
     restarted = S3Process(data_dir)
+    outcome["leftovers_removed_at_start"] += restarted.removed
     try:
         assert restarted.read("kept.bin") == kept
         for key, content in sent.items():
@@ -542,10 +549,10 @@ def post_over_socket(s3: S3Process, key: str, content: bytes) -> int:
 
 
 def test_sigkill_mid_upload_then_restart_shows_only_whole_objects(tmp_path):
-    outcome = kill_rounds(tmp_path / "data", rounds=4, size=4_000_000, seed=9)
+    outcome = kill_rounds(tmp_path / "data", rounds=6, size=8_000_000, seed=9)
     print(f"\nSIGKILL rounds: {outcome}")
-    assert (outcome["kills"], outcome["corrupt"], outcome["lost"]) == (4, 0, 0)
-    assert outcome["complete"] + outcome["absent"] == 4
+    assert (outcome["kills"], outcome["corrupt"], outcome["lost"]) == (6, 0, 0)
+    assert outcome["complete"] + outcome["absent"] == 6
     assert outcome["leftovers_after_restart"] == 0
 
 
@@ -563,11 +570,11 @@ def test_restart_removes_what_a_killed_upload_left_and_keeps_every_object(tmp_pa
 
 
 @pytest.mark.stress
-def test_stress_sigkill_mid_50_mb_uploads(tmp_path):
-    outcome = kill_rounds(tmp_path / "data", rounds=20, size=50 * 1024**2, seed=90)
+def test_stress_sigkill_mid_50_mb_uploads_fifty_times(tmp_path):
+    outcome = kill_rounds(tmp_path / "data", rounds=50, size=50 * 1024**2, seed=90)
     print(f"\nSIGKILL rounds: {outcome}")
-    assert (outcome["kills"], outcome["corrupt"], outcome["lost"]) == (20, 0, 0)
-    assert outcome["complete"] + outcome["absent"] == 20
+    assert (outcome["kills"], outcome["corrupt"], outcome["lost"]) == (50, 0, 0)
+    assert outcome["complete"] + outcome["absent"] == 50
     assert outcome["leftovers_after_restart"] == 0
 
 
