@@ -885,7 +885,8 @@ def s3_opener(config: Config) -> urllib.request.OpenerDirector:
 
 
 class Deadline:
-    """For http.client connections: `timeout` bounds the whole exchange, not each read.
+    """For http.client connections: `timeout` bounds sending the request and reading the
+    answer's status and headers (all of a HEAD), not each read.
 
     A socket timeout only limits one read, so an endpoint that sends a byte every second would
     hold the request forever; at the deadline the socket is shut down and the read fails.
@@ -899,6 +900,12 @@ class Deadline:
         self.watchdog = threading.Timer(self.timeout, self.expire)
         self.watchdog.daemon = True
         self.watchdog.start()
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        try:
+            return super().getresponse()
+        finally:
+            self.watchdog.cancel()  # urllib closes the socket, not the connection, on success
 
     def expire(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
