@@ -668,12 +668,20 @@ def test_upload_auth_function_is_read_from_the_environment(hook_module):
     assert config.auth.__name__ == "logged_in"
 
 
-def test_help_and_readme_explain_upload_auth(capsys):
+def test_help_and_readme_explain_upload_auth(capsys, tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         server.main(["--help"])
     assert "UPLOAD_AUTH" in capsys.readouterr().out
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    assert "UPLOAD_AUTH=basic:" in readme and "UPLOAD_AUTH=" in readme
+    settings = re.findall(r"^UPLOAD_AUTH=(\S+) make run", readme, re.MULTILINE)
+    assert settings == ["basic:alice:a-long-passphrase", "mysite.auth:logged_in"]
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "auth.py").write_text("def logged_in(request):\n    return False\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for setting in settings:
+        assert callable(server.Config.from_env({"UPLOAD_AUTH": setting}, None).auth)
+    for name in ("mysite", "mysite.auth"):
+        sys.modules.pop(name, None)
 
 
 # ---- S3 down or slow: the app answers within its timeout ---------------------------------------
