@@ -414,14 +414,20 @@ class Upload:
         return f'"{self.md5.finish()}"'
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.md5 is not None:
-            self.md5.finish()
+        """On a full disk, closing flushes the buffer and fails again: the hashing thread
+        must still end."""
+        try:
+            if self.file is not None:
+                self.file.close()
+        finally:
+            if self.md5 is not None:
+                self.md5.finish()
 
     def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self.close()
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 class ObjectStore:

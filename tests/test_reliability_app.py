@@ -773,7 +773,7 @@ def post_to_s3(form: dict[str, Any], content: bytes) -> int:
 
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
-    with filler.open("wb") as file, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), filler.open("wb") as file:
         while True:
             file.write(b"\0" * 65536)
             file.flush()

@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -606,6 +607,65 @@ def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tiny_disk, capl
         assert post_form(s3.url, "small.bin", b"fits")[0] == 201
     logged = [record.getMessage() for record in caplog.records if record.name == "local_s3"]
     assert logged == ["no space left to store uploads: No space left on device"] * 2
+
+
+def fill_rounds(disk: Path, rounds: int, seed: int) -> dict:
+    """Uploads of random sizes onto a disk filled to a random level: the disk runs out at every
+    point of an upload (first write, mid-file, the final flush, the record)."""
+    chooser = random.Random(seed)
+    config = local_s3.S3Config(
+        disk / "data", ("uploads",), {S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY}
+    )
+    outcome = {"uploads": rounds, "stored": 0, "refused": 0, "other": 0, "corrupt": 0}
+    with local_s3.LocalS3(config) as s3:
+        for _ in range(rounds):
+            filler = disk / "filler"
+            with contextlib.suppress(OSError), filler.open("wb") as file:
+                file.write(bytes(chooser.randint(0, 1_900_000)))
+            content = chooser.randbytes(chooser.randint(1, 2_000_000))
+            status, body = post_form(s3.url, "k.bin", content)
+            refused = status == 500 and ET.fromstring(body).findtext("Code") == "InternalError"
+            outcome["stored" if status == 201 else "refused" if refused else "other"] += 1
+            stored = local_s3.stored_object(config, "uploads", "k.bin")
+            outcome["corrupt"] += status == 201 and stored.path.read_bytes() != content
+            assert_only_whole_objects(config)
+            filler.unlink()
+    hashing = [thread for thread in threading.enumerate() if thread.name == "local-s3-md5"]
+    return {**outcome, "hashing threads left": len(hashing)}
+
+
+def test_a_disk_running_out_at_any_point_leaves_no_temporary_file(tiny_disk):
+    outcome = fill_rounds(tiny_disk("2m"), rounds=25, seed=7)
+    print(f"\nfull disk: {outcome}")
+    assert outcome["uploads"] == outcome["stored"] + outcome["refused"]
+    assert (outcome["corrupt"], outcome["hashing threads left"]) == (0, 0)
+
+
+def test_a_disk_full_at_the_final_flush_leaves_no_temporary_file(tiny_disk):
+    """The file's last piece (under 8 KB) waits in the write buffer until close(), so the disk
+    can run out at the flush inside close(): the temporary file must still go."""
+    disk = tiny_disk("4m")
+    config = local_s3.S3Config(
+        disk / "data", ("uploads",), {S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY}
+    )
+    with local_s3.LocalS3(config) as s3:
+        overhead = len(form_body(real_form(s3.url, "k.bin"), b"")[0])
+        content = os.urandom(4 * local_s3.READ_CHUNK + 3000 - overhead)
+        for pages in range(-4, 3):  # free space around the file's size, a 4 KB page at a time
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            (disk / "filler").write_bytes(bytes(max(0, free - len(content) - pages * 4096)))
+            status, _ = post_form(s3.url, "k.bin", content)
+            assert status in (201, 500)
+            assert_only_whole_objects(config)
+            (disk / "filler").unlink()
+
+
+@pytest.mark.stress
+def test_stress_a_disk_running_out_500_times(tiny_disk):
+    outcome = fill_rounds(tiny_disk("2m"), rounds=500, seed=70)
+    print(f"\nfull disk: {outcome}")
+    assert outcome["uploads"] == outcome["stored"] + outcome["refused"]
+    assert (outcome["corrupt"], outcome["hashing threads left"]) == (0, 0)
 
 
 # ---- load: concurrent uploads ------------------------------------------------------------------
