@@ -156,71 +156,33 @@ def presigned_post(
     expires_in: int = 300,
     now: datetime | None = None,
 ) -> dict:
-    """A signed form for one browser upload, shaped like boto3's generate_presigned_post.
-
-    The browser posts `fields` in order, then the file last, to `url`. Every field is covered by
-    a policy condition (S3 rejects uncovered fields), and the key is exact, so one form can write
-    one object and nothing else.
-    """
+    """One browser upload's signed form, shaped like boto3's generate_presigned_post: POST
+    `fields` in order, then the file, to `url`. The key is exact and every field is covered by a
+    condition (S3 rejects uncovered fields), so the form writes one object and nothing else."""
     now = _utc(now or datetime.now(UTC))
     _check_object(bucket, key, region)
     _check_limits(min_bytes, max_bytes, expires_in)
     timestamp = amz_date(now)
-    fields = form_fields(
-        credentials,
-        key=key,
-        region=region,
-        content_type=content_type,
-        acl=acl,
-        success_action_status=success_action_status,
-        success_action_redirect=success_action_redirect,
-        metadata=metadata or {},
-        amz_date=timestamp,
+    fields = {
+        "key": key,
+        **_content_type_field(content_type),
+        **({"acl": acl} if acl else {}),
+        **_success_field(success_action_status, success_action_redirect),
+        **_metadata_fields(metadata or {}),
+        **_credential_fields(credentials, region, timestamp),
+    }
+    expiration = now + timedelta(seconds=expires_in)
+    prefix = _content_type_prefix(content_type)
+    encoded = policy_base64(
+        policy_document(fields, bucket, expiration, (min_bytes, max_bytes), prefix)
     )
-    policy = policy_document(
-        fields,
-        bucket=bucket,
-        expiration=now + timedelta(seconds=expires_in),
-        content_length_range=(min_bytes, max_bytes),
-        content_type_prefix=_content_type_prefix(content_type),
-    )
-    encoded = policy_base64(policy)
     key_for_day = signing_key(credentials.secret_key, timestamp[:8], region)
     signed = {"policy": encoded, "x-amz-signature": signature(key_for_day, encoded)}
     return {"url": bucket_url(bucket, region, endpoint), "fields": {**fields, **signed}}
 
 
-def form_fields(
-    credentials: Credentials,
-    *,
-    key: str,
-    region: str,
-    content_type: str | None,
-    acl: str | None,
-    success_action_status: str,
-    success_action_redirect: str | None,
-    metadata: Mapping[str, str],
-    amz_date: str,
-) -> dict[str, str]:
-    """The fields before `policy` and `x-amz-signature`, in the order the browser sends them."""
-    fields = {"key": key}
-    if content_type and not _content_type_prefix(content_type):
-        fields["Content-Type"] = content_type
-    if acl:
-        fields["acl"] = acl
-    fields.update(_success_field(success_action_status, success_action_redirect))
-    fields.update(_metadata_fields(metadata))
-    if credentials.session_token:
-        fields["x-amz-security-token"] = credentials.session_token
-    fields["x-amz-algorithm"] = ALGORITHM
-    fields["x-amz-credential"] = credential(credentials.access_key, amz_date[:8], region)
-    fields["x-amz-date"] = amz_date
-    return fields
-
-
 def policy_document(
     fields: Mapping[str, str],
-    *,
     bucket: str,
     expiration: datetime,
     content_length_range: tuple[int, int],
@@ -255,6 +217,24 @@ def policy_base64(policy: Mapping) -> str:
 def _content_type_prefix(content_type: str | None) -> str | None:
     """`image/` (a type ending in a slash) means "any image": S3's starts-with condition."""
     return content_type if content_type and content_type.endswith("/") else None
+
+
+def _content_type_field(content_type: str | None) -> dict[str, str]:
+    """An exact type is a field; a prefix is left to the browser and checked by starts-with."""
+    if content_type and not _content_type_prefix(content_type):
+        return {"Content-Type": content_type}
+    return {}
+
+
+def _credential_fields(credentials: Credentials, region: str, amz_date: str) -> dict[str, str]:
+    """Who signed, how and when; temporary credentials add their session token first."""
+    token = {"x-amz-security-token": credentials.session_token} if credentials.session_token else {}
+    return {
+        **token,
+        "x-amz-algorithm": ALGORITHM,
+        "x-amz-credential": credential(credentials.access_key, amz_date[:8], region),
+        "x-amz-date": amz_date,
+    }
 
 
 def _success_field(status: str, redirect: str | None) -> dict[str, str]:
@@ -370,15 +350,7 @@ def presign_url(
         raise SignerError(f"expires_in must be between 1 and {MAX_PRESIGNED_EXPIRES} seconds.")
     parts = urlsplit(url)
     scope = credential_scope(date_stamp(now), _checked_region(region), service)
-    auth_params = {
-        "X-Amz-Algorithm": ALGORITHM,
-        "X-Amz-Credential": f"{credentials.access_key}/{scope}",
-        "X-Amz-Date": amz_date(now),
-        "X-Amz-Expires": str(expires_in),
-        "X-Amz-SignedHeaders": "host",
-    }
-    if credentials.session_token:
-        auth_params["X-Amz-Security-Token"] = credentials.session_token
+    auth_params = _query_auth_params(credentials, scope, amz_date(now), expires_in)
     params = [*parse_qsl(parts.query, keep_blank_values=True), *auth_params.items()]
     request = canonical_request(
         method,
@@ -393,6 +365,22 @@ def presign_url(
     query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" for k, v in params)
     path = canonical_uri(parts.path)
     return f"{parts.scheme}://{parts.netloc}{path}?{query}&X-Amz-Signature={signed}"
+
+
+def _query_auth_params(
+    credentials: Credentials, scope: str, amz_date: str, expires_in: int
+) -> dict[str, str]:
+    """The X-Amz-* parameters, in botocore's order; all but X-Amz-Signature are signed."""
+    params = {
+        "X-Amz-Algorithm": ALGORITHM,
+        "X-Amz-Credential": f"{credentials.access_key}/{scope}",
+        "X-Amz-Date": amz_date,
+        "X-Amz-Expires": str(expires_in),
+        "X-Amz-SignedHeaders": "host",
+    }
+    if credentials.session_token:
+        params["X-Amz-Security-Token"] = credentials.session_token
+    return params
 
 
 # --- header-signed requests (the server's own calls to S3) ---------------------------------------
