@@ -54,6 +54,7 @@ from xml.etree import ElementTree
 
 import bottle
 import multipart
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
@@ -1692,13 +1693,15 @@ class LocalS3:
         return self
 
     def stop(self) -> None:
-        """Closes every socket from inside waitress's own loop (thread-safe), then joins."""
+        """Closes every socket from inside waitress's own loop (thread-safe), joins, and closes
+        the loop's wake-up pipe last, once no thread can write to it."""
         server, self._server = self._server, None
         if server is None:
             return
         server.trigger.pull_trigger(functools.partial(close_all, server))
         self._thread.join(timeout=10)
         server.task_dispatcher.shutdown(timeout=5)
+        server.trigger.close()
 
     def wait(self) -> None:
         while self._thread is not None and self._thread.is_alive():
@@ -1722,11 +1725,18 @@ class ClosingChannel(HTTPChannel):
 
 
 def close_all(server) -> None:
+    """Runs in waitress's loop: closes every connection and the listening socket, and only takes
+    the wake-up pipe (the trigger) out of the loop. A worker finishing an answer also pulls the
+    trigger, and may wake the loop, which runs this, before our own pull has written its byte:
+    had this closed the pipe, that write would fail (EBADF), or land in whatever file reused
+    the descriptor."""
     for dispatcher in list(server._map.values()):
         if isinstance(dispatcher, HTTPChannel):
             dispatcher.handle_close()
+        elif dispatcher is server.trigger:
+            dispatcher.del_channel()
         else:
-            dispatcher.close()
+            wasyncore.dispatcher.close(dispatcher)  # the server's own close() closes the trigger
 
 
 # === Command line ================================================================================

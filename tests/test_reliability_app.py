@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import http.client
 import json
 import re
@@ -814,9 +815,10 @@ def serving(app: Any, threads: int = 8) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{http.effective_port}"
     finally:
-        http.trigger.pull_trigger(lambda: [c.close() for c in list(http._map.values())])
+        http.trigger.pull_trigger(functools.partial(local_s3.close_all, http))
         thread.join(timeout=10)
         http.task_dispatcher.shutdown(timeout=10)
+        http.trigger.close()  # last: a worker may pull it until shutdown (see close_all)
 
 
 def concurrent_requests(address: str, count: int) -> list[tuple[int, dict, bytes] | Exception]:
