@@ -1671,43 +1671,85 @@ class LocalS3:
     def __init__(self, config: S3Config, host: str = "127.0.0.1", port: int = 0, threads: int = 4):
         self.config, self.host, self.port, self.threads = config, host, port, threads
         self.url = ""
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     def start(self) -> LocalS3:
         removed = ObjectStore(self.config.data_dir).remove_leftovers()
         if removed:
             LOG.info("removed %d leftover files of interrupted uploads", removed)
-        self._server = create_server(
+        self._server = BackgroundServer(
             create_app(self.config),
             host=self.host,
             port=self.port,
             threads=self.threads,
+            channel_class=ClosingChannel,
             max_request_body_size=self.config.max_body_bytes + MAX_FORM_OVERHEAD,
             ident="local-s3",
+        ).start()
+        self.url = self._server.url
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait()
+
+    def __enter__(self) -> LocalS3:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class BackgroundServer:
+    """A WSGI app served by waitress in a thread on host:port (0 = a free port).
+
+    The local S3, the tests and the benchmarks all serve this way, so stopping is written once:
+    every socket is closed from inside waitress's own loop (the only thread-safe place), then
+    the thread is joined, and the loop's wake-up pipe is closed last, once nothing can pull it.
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        threads: int = 4,
+        channel_class: type[HTTPChannel] | None = None,
+        **options: object,
+    ):
+        self.app, self.host, self.port, self.threads = app, host, port, threads
+        self.channel_class, self.options = channel_class, options
+        self.url = ""
+
+    def start(self) -> BackgroundServer:
+        self._server = create_server(
+            self.app, host=self.host, port=self.port, threads=self.threads, **self.options
         )
-        self._server.channel_class = ClosingChannel
-        self.url = f"http://{self.host}:{self._server.effective_port}"
-        self._thread = threading.Thread(target=self._server.run, name="local-s3", daemon=True)
+        if self.channel_class is not None:
+            self._server.channel_class = self.channel_class
+        self.port = self._server.effective_port
+        self.url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.run, name="waitress", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Closes every socket from inside waitress's own loop (thread-safe), joins, and closes
-        the loop's wake-up pipe last, once no thread can write to it."""
-        server, self._server = self._server, None
-        if server is None:
-            return
+        server = self._server
         server.trigger.pull_trigger(functools.partial(close_all, server))
         self._thread.join(timeout=10)
         server.task_dispatcher.shutdown(timeout=5)
         server.trigger.close()
 
     def wait(self) -> None:
-        while self._thread is not None and self._thread.is_alive():
+        while self._thread.is_alive():
             self._thread.join(timeout=1)
 
-    def __enter__(self) -> LocalS3:
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

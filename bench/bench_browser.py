@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import waitress
 from playwright.sync_api import Page, sync_playwright
 from waitress.channel import HTTPChannel
 
@@ -102,27 +101,8 @@ class LateApp:
 
 @contextlib.contextmanager
 def serving(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
-    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    http.channel_class = counting_channel(traffic)
-    thread = threading.Thread(target=http.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.effective_port}"
-    finally:
-        http.trigger.pull_trigger(closing_all(http))
-        thread.join(timeout=5)
-        http.task_dispatcher.shutdown(timeout=5)
-
-
-def closing_all(http: Any) -> Callable[[], None]:
-    """Closes the listening socket and every connection from inside waitress's own loop, so
-    run() returns (Chromium keeps connections alive)."""
-
-    def close_all() -> None:
-        for channel in list(http._map.values()):
-            channel.close()
-
-    return close_all
+    with local_s3.BackgroundServer(app, channel_class=counting_channel(traffic)) as http:
+        yield http.url
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import struct
-import threading
 import urllib.error
 import urllib.request
 import zlib
@@ -23,7 +22,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import waitress
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -98,22 +96,8 @@ class Site:
 @contextlib.contextmanager
 def serving(app: Callable[..., Any]) -> Iterator[str]:
     """Serve a WSGI app with waitress on a free loopback port, in a thread, until the block ends."""
-    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=http.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.effective_port}"
-    finally:
-        http.trigger.pull_trigger(lambda: close_channels(http))
-        thread.join(timeout=5)
-        http.task_dispatcher.shutdown(timeout=5)
-
-
-def close_channels(http: Any) -> None:
-    """Close the listening socket and every open connection, from inside waitress's own loop,
-    so its run() returns (Chromium keeps connections alive)."""
-    for channel in list(http._map.values()):
-        channel.close()
+    with local_s3.BackgroundServer(app) as http:
+        yield http.url
 
 
 @pytest.fixture

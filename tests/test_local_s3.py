@@ -620,7 +620,12 @@ def test_strange_keys_are_stored_and_read_back_without_writing_outside_the_data_
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(key=st.text(min_size=1, max_size=300).filter(lambda k: len(k.encode()) <= 1024))
+@given(
+    # S3 expands ${filename} in any field, so such a key is not stored as written (tested apart).
+    key=st.text(min_size=1, max_size=300).filter(
+        lambda k: len(k.encode()) <= 1024 and "${filename}" not in k
+    )
+)
 def test_any_key_round_trips_and_stays_inside_the_data_folder(
     s3_app, s3_config, forge, encode_form, tmp_path, key
 ):

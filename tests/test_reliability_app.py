@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import http.client
 import json
 import re
@@ -27,7 +26,6 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
-import waitress
 import webtest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -809,16 +807,8 @@ def test_full_disk_for_the_upload_list_is_a_503_and_a_retry_records_it(tmp_path,
 @contextlib.contextmanager
 def serving(app: Any, threads: int = 8) -> Iterator[str]:
     """The app under waitress on a free loopback port, stopped (sockets closed) at the end."""
-    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
-    thread = threading.Thread(target=http.run, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{http.effective_port}"
-    finally:
-        http.trigger.pull_trigger(functools.partial(local_s3.close_all, http))
-        thread.join(timeout=10)
-        http.task_dispatcher.shutdown(timeout=10)
-        http.trigger.close()  # last: a worker may pull it until shutdown (see close_all)
+    with local_s3.BackgroundServer(app, threads=threads) as http:
+        yield http.url.removeprefix("http://")
 
 
 def concurrent_requests(address: str, count: int) -> list[tuple[int, dict, bytes] | Exception]:

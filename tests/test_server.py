@@ -916,30 +916,23 @@ def test_banner_names_the_bucket_and_never_the_secret() -> None:
 
 def test_quiet_channel_still_sends_an_answer_larger_than_waitress_buffer() -> None:
     """Over the high watermark the worker waits for waitress's loop, which must then send."""
-    import waitress
-
     chunk = secrets.token_bytes(64 * 1024)
 
     def large(environ, start_response):
         start_response("200 OK", [("Content-Length", str(len(chunk) * 64))])
         return (chunk for _ in range(64))
 
-    app_server = waitress.create_server(
-        large, host="127.0.0.1", port=0, threads=1, outbuf_high_watermark=len(chunk)
+    quiet = local_s3.BackgroundServer(
+        large, threads=1, channel_class=server.QuietChannel, outbuf_high_watermark=len(chunk)
     )
-    app_server.channel_class = server.QuietChannel
-    thread = threading.Thread(target=app_server.run, daemon=True)
-    thread.start()
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", app_server.effective_port, timeout=10)
+    with quiet:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", int(quiet.url.rsplit(":", 1)[1]), timeout=10
+        )
         for _ in range(2):  # the same keep-alive connection serves the next request too
             connection.request("GET", "/")
             assert connection.getresponse().read() == chunk * 64
         connection.close()
-    finally:
-        app_server.trigger.pull_trigger(lambda: [c.close() for c in list(app_server._map.values())])
-        thread.join(timeout=5)
-        app_server.task_dispatcher.shutdown(timeout=5)
 
 
 # ---- must stay last: nothing above leaked the secret key --------------------------------------
