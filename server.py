@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import bottle
@@ -450,13 +450,18 @@ def human_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def page_notice(store: UploadStore, query: Mapping[str, str]) -> str | None:
+class Notice(NamedTuple):
+    text: str
+    is_error: bool = False
+
+
+def page_notice(store: UploadStore, query: Mapping[str, str]) -> Notice | None:
     """The line shown after the no-JavaScript form's redirect back to the page."""
     if query.get("uploaded"):
         record = store.get(query["uploaded"])
-        return f"Uploaded {record['filename']}" if record else None
+        return Notice(f"Uploaded {record['filename']}") if record else None
     if query.get("error"):
-        return "Upload not recorded: " + query["error"][:200]
+        return Notice("Upload not recorded: " + query["error"][:200], is_error=True)
     return None
 
 

@@ -316,9 +316,12 @@ def test_page_escapes_a_filename_with_markup(client, config) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in page
 
 
-def test_page_shows_the_notice_for_an_error_redirect(client) -> None:
+def test_page_shows_the_notice_for_an_error_redirect_as_an_alert(client) -> None:
     page = client.get("/", {"error": "<b>S3 said no</b>"}).text
-    assert "Upload not recorded: &lt;b&gt;S3 said no&lt;/b&gt;" in page
+    assert (
+        '<p class="notice notice-error" role="alert">'
+        "Upload not recorded: &lt;b&gt;S3 said no&lt;/b&gt;</p>"
+    ) in page
 
 
 def test_static_files_come_from_public_only(client) -> None:
