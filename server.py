@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import email.header
 import hashlib
 import hmac
 import http.client
@@ -468,9 +469,11 @@ def page_notice(store: UploadStore, query: Mapping[str, str]) -> Notice | None:
 def nojs_form(config: Config, keys: Secrets, moment: datetime, origin: str) -> dict[str, Any]:
     """A ready signed form for browsers without JavaScript.
 
-    The key is chosen before the user picks a file, so it has no extension, and no filename or
-    Content-Type can be pinned: S3 stores its default type. S3 then redirects the browser
-    (`success_action_redirect`) to /uploads/done with bucket, key and etag appended.
+    The key is chosen before the user picks a file, so it has no extension and no Content-Type
+    can be pinned: S3 stores its default type. The file's name still reaches S3's metadata
+    through S3's `${filename}` variable, which S3 fills in from the file part (the key stays
+    ours). S3 then redirects the browser (`success_action_redirect`) to /uploads/done with
+    bucket, key and etag appended.
     https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
     """
     key = object_key(config.key_prefix, moment, uuid.uuid4(), extension="")
@@ -479,6 +482,7 @@ def nojs_form(config: Config, keys: Secrets, moment: datetime, origin: str) -> d
         config.credentials,
         **post_target(config, key),
         success_action_redirect=redirect,
+        metadata={"filename": signer.FILENAME_VARIABLE},
         now=moment,
     )
 
@@ -659,6 +663,11 @@ def encode_metadata(value: str) -> str:
 
 
 def decode_metadata(value: str) -> str:
+    """Our percent-encoding, or RFC 2047, which S3 uses to return a non-ASCII value it stored as
+    sent (a name S3 filled in for `${filename}`)."""
+    if value.startswith("=?") and value.endswith("?="):
+        with contextlib.suppress(ValueError, LookupError):
+            return str(email.header.make_header(email.header.decode_header(value)))
     return unquote(value, errors="replace")
 
 

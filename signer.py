@@ -41,6 +41,7 @@ BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 REGION_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 SUCCESS_STATUSES = ("200", "201", "204")
+FILENAME_VARIABLE = "${filename}"  # S3 replaces it, in any form field, with the file's name
 _COMPACT_JSON = json.JSONEncoder(
     separators=(",", ":")
 )  # one encoder: json.dumps(...) builds one per call
@@ -188,19 +189,27 @@ def policy_document(
     content_length_range: tuple[int, int],
     content_type_prefix: str | None = None,
 ) -> dict:
-    """The policy: the bucket, the size range, then one exact condition per form field.
+    """The policy: the bucket, the size range, then one condition per form field.
 
     Deriving the conditions from the fields is what guarantees S3 never sees an uncovered field.
-    A Content-Type prefix becomes S3's `starts-with`, the one non-exact condition we allow.
+    Each is exact, with two exceptions that use S3's `starts-with`: a Content-Type prefix, and a
+    field holding S3's `${filename}` variable, which S3 replaces with the uploaded file's name, so
+    only the text before it is known when signing.
     """
     conditions: list = [
         {"bucket": bucket},
         ["content-length-range", *content_length_range],
-        *({name: value} for name, value in fields.items()),
+        *(field_condition(name, value) for name, value in fields.items()),
     ]
     if content_type_prefix is not None:
         conditions.append(["starts-with", "$Content-Type", content_type_prefix])
     return {"expiration": policy_expiration(expiration), "conditions": conditions}
+
+
+def field_condition(name: str, value: str) -> dict | list:
+    """{"name": value}, or ["starts-with", "$name", prefix] for a value with ${filename}."""
+    prefix, variable, _ = value.partition(FILENAME_VARIABLE)
+    return ["starts-with", f"${name}", prefix] if variable else {name: value}
 
 
 def policy_expiration(moment: datetime) -> str:

@@ -862,8 +862,22 @@ def test_no_js_form_uploads_and_redirects_back_to_the_page(live) -> None:
     done = live.get(f"{back.path}?{back.query}", status=303)
     key = parse_qs(urlsplit(done.location).query)["uploaded"][0]
     assert KEY_FORMAT.fullmatch(key)
-    assert f"Uploaded {key.rpartition('/')[2]}" in live.get(done.location).text
-    assert [u["key"] for u in live.get("/uploads").json["uploads"]] == [key]
+    assert "Uploaded notes.txt" in live.get(done.location).text
+    assert [(u["key"], u["filename"]) for u in live.get("/uploads").json["uploads"]] == [
+        (key, "notes.txt")
+    ]
+
+
+def test_no_js_upload_keeps_a_non_ascii_file_name_through_s3s_filename_variable(live) -> None:
+    form = live.get("/").html.find(id="upload-form")
+    fields = {field["name"]: field["value"] for field in form.find_all("input", type="hidden")}
+    assert fields["x-amz-meta-filename"] == "${filename}"
+    _, headers, _ = post_to_s3(form["action"], fields, b"bytes", "rapport d'\u00e9t\u00e9.pdf")
+    back = urlsplit(headers["Location"])
+    live.get(f"{back.path}?{back.query}", status=303)
+    [upload] = live.get("/uploads").json["uploads"]
+    assert upload["filename"] == "rapport d'\u00e9t\u00e9.pdf"
+    assert KEY_FORMAT.fullmatch(upload["key"])
 
 
 def test_no_js_redirect_for_another_bucket_is_refused(live) -> None:

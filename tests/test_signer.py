@@ -260,6 +260,24 @@ def test_type_prefix_becomes_starts_with_and_leaves_the_field_to_the_browser(cre
     assert "Content-Type" not in form["fields"]
 
 
+def test_a_filename_variable_is_pinned_up_to_the_variable_with_starts_with(credentials, now):
+    """S3's own browser-POST example signs key "user/user1/${filename}" this way."""
+    form = signer.presigned_post(
+        credentials,
+        bucket="uploads",
+        key="user/user1/${filename}",
+        region="us-east-1",
+        max_bytes=5,
+        metadata={"filename": "${filename}"},
+        now=now,
+    )
+    conditions = decoded_policy(form)["conditions"]
+    assert ["starts-with", "$key", "user/user1/"] in conditions
+    assert ["starts-with", "$x-amz-meta-filename", ""] in conditions
+    assert form["fields"]["x-amz-meta-filename"] == "${filename}"
+    assert {"key": "user/user1/${filename}"} not in conditions
+
+
 def test_acl_is_absent_unless_asked_for(credentials, now):
     form = signer.presigned_post(
         credentials, bucket="uploads", key="k", region="us-east-1", max_bytes=5, now=now
