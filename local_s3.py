@@ -1686,7 +1686,7 @@ class LocalS3:
             max_request_body_size=self.config.max_body_bytes + MAX_FORM_OVERHEAD,
             ident="local-s3",
         ).start()
-        self.url = self._server.url
+        self.port, self.url = self._server.port, self._server.url
         return self
 
     def stop(self) -> None:

@@ -88,6 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
         "login for page and forms: basic:USER:PASSWORD, or module:function(request) -> allowed",
     ),
     Setting("HOST", "127.0.0.1", "address the app listens on"),
+    Setting("PUBLIC_HOST", None, "host name browsers use to reach HOST, e.g. with HOST=0.0.0.0"),
     Setting("PORT", "8080", "port the app listens on"),
     Setting("S3_PORT", "9000", "port of the embedded local S3 (only without S3_BUCKET)"),
     Setting("DATA_DIR", "data", "folder for the upload list and the embedded S3's objects"),
@@ -144,6 +145,7 @@ class Config:
     port: int = 8080
     s3_port: int = 9000
     data_dir: Path = Path("data")
+    public_host: str | None = None
     threads: int = 4
     access_log: bool = False
     embedded: bool = False
@@ -174,14 +176,23 @@ class Config:
             port=read_int(get, "PORT", 1, 65535),
             s3_port=read_int(get, "S3_PORT", 0, 65535),
             data_dir=Path(get("DATA_DIR")),
+            public_host=get("PUBLIC_HOST"),
             threads=read_int(get, "WAITRESS_THREADS", 1, 256),
             access_log=read_switch(get, "ACCESS_LOG"),
             auth=read_upload_auth(get("UPLOAD_AUTH")),
         )
 
     @property
+    def browser_host(self) -> str:
+        """The host in the URLs browsers are given: listening on every interface (0.0.0.0, ::)
+        is not an address a browser can use, so that means loopback unless PUBLIC_HOST says."""
+        if self.public_host:
+            return self.public_host
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
     def app_origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.browser_host}:{self.port}"
 
 
 def read_dotenv(path: Path | None) -> dict[str, str]:
@@ -1178,7 +1189,7 @@ def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
         credentials=credentials,
         bucket=EMBEDDED_BUCKET,
         region=EMBEDDED_REGION,
-        endpoint=s3.url,
+        endpoint=f"http://{config.browser_host}:{s3.port}",
         embedded=True,
     )
 
@@ -1186,7 +1197,7 @@ def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
 def app_origins(config: Config) -> tuple[str, ...]:
     """The origins the browser may load the page from: localhost is 127.0.0.1 to people."""
     origins = (config.app_origin,)
-    if config.host == "127.0.0.1":
+    if config.browser_host == "127.0.0.1":
         origins += (f"http://localhost:{config.port}",)
     return origins
 
@@ -1205,7 +1216,7 @@ def serve(config: Config) -> int:
             threads=config.threads,
         )
     except OSError as error:
-        print(f"Cannot listen on {config.app_origin}: {error.strerror}.", file=sys.stderr)
+        print(f"Cannot listen on {config.host}:{config.port}: {error.strerror}.", file=sys.stderr)
         return 1
     server.channel_class = QuietChannel
     # "Task queue depth is N" is logged for every request queued behind busy threads: under a

@@ -888,6 +888,51 @@ def test_no_js_redirect_for_another_bucket_is_refused(live) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("environ", "origin"),
+    [
+        ({}, "http://127.0.0.1:8080"),
+        ({"HOST": "0.0.0.0"}, "http://127.0.0.1:8080"),
+        ({"HOST": "::", "PORT": "80"}, "http://127.0.0.1:80"),
+        (
+            {"HOST": "0.0.0.0", "PUBLIC_HOST": "uploads.example.test"},
+            "http://uploads.example.test:8080",
+        ),
+    ],
+)
+def test_browsers_are_given_a_host_they_can_reach(environ, origin) -> None:
+    assert server.Config.from_env(environ, None).app_origin == origin
+
+
+def test_main_gives_browsers_the_public_host_for_the_app_and_the_embedded_s3(tmp_path) -> None:
+    port, s3_port = free_port(), free_port()
+    environ = {"PATH": "/usr/bin:/bin", "PORT": str(port), "S3_PORT": str(s3_port)}
+    environ.update(PUBLIC_HOST="localhost", DATA_DIR=str(tmp_path / "data"))
+    command = [sys.executable, str(Path(server.__file__).resolve())]
+    process = subprocess.Popen(
+        command, env=environ, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+            assert f'action="http://localhost:{s3_port}/uploads/"' in page.read().decode()
+        preflight = urllib.request.Request(
+            f"http://127.0.0.1:{s3_port}/uploads/",
+            method="OPTIONS",
+            headers={"Origin": f"http://localhost:{port}", "Access-Control-Request-Method": "POST"},
+        )
+        with urllib.request.urlopen(preflight, timeout=5) as answer:
+            allowed = answer.headers["Access-Control-Allow-Origin"]
+        assert allowed == f"http://localhost:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=20)[0].decode()
+    assert output.startswith(
+        f"Upload app: http://localhost:{port}/\n"
+        f"S3: http://localhost:{s3_port} (embedded local S3)\n"
+    )
+
+
 def test_main_serves_the_page_with_the_embedded_s3_and_stops_on_ctrl_c(tmp_path) -> None:
     port, s3_port = free_port(), free_port()
     environ = {"PATH": "/usr/bin:/bin", "PORT": str(port), "S3_PORT": str(s3_port)}
