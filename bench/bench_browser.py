@@ -10,7 +10,7 @@ printed. Target: page <= 1.3x curl.
 It also counts every byte the app's server read from its sockets while 100 MB went through
 the page: the app must see only the small JSON requests, never the file.
 
-    .venv/bin/python bench/bench_browser.py [--size-mb 200] [--runs 3]
+    .venv/bin/python bench/bench_browser.py [--size-mb 200] [--runs 7]
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def report(size_mb: int, median: dict[str, float], runs: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--data-path-mb", type=int, default=100)
     args = parser.parse_args(argv)
     run(args.size_mb, args.runs, args.data_path_mb)
