@@ -354,25 +354,23 @@ def presign_url(
 
     Only `host` is signed and the payload is UNSIGNED-PAYLOAD, so any client can use the URL.
     """
-    now = _utc(now or datetime.now(UTC))
     if not 1 <= expires_in <= MAX_PRESIGNED_EXPIRES:
         raise SignerError(f"expires_in must be between 1 and {MAX_PRESIGNED_EXPIRES} seconds.")
-    parts = urlsplit(url)
-    scope = credential_scope(date_stamp(now), _checked_region(region), service)
-    auth_params = _query_auth_params(credentials, scope, amz_date(now), expires_in)
+    parts, timestamp = urlsplit(url), amz_date(now or datetime.now(UTC))
+    path = canonical_uri(parts.path)
+    scope = credential_scope(timestamp[:8], _checked_region(region), service)
+    auth_params = _query_auth_params(credentials, scope, timestamp, expires_in)
     params = [*parse_qsl(parts.query, keep_blank_values=True), *auth_params.items()]
     request = canonical_request(
         method,
-        canonical_uri(parts.path),
+        path,
         canonical_query_string(params),
         {"host": host_header(parts.scheme, parts.netloc)},
         ["host"],
         UNSIGNED_PAYLOAD,
     )
-    key_for_day = signing_key(credentials.secret_key, date_stamp(now), region, service)
-    signed = signature(key_for_day, string_to_sign(amz_date(now), scope, request))
+    signed = _request_signature(credentials, timestamp, region, service, request)
     query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" for k, v in params)
-    path = canonical_uri(parts.path)
     return f"{parts.scheme}://{parts.netloc}{path}?{query}&X-Amz-Signature={signed}"
 
 
@@ -411,14 +409,14 @@ def sign_request(
 
     S3 requires x-amz-content-sha256; we always hash the payload rather than send it unsigned.
     """
-    now = _utc(now or datetime.now(UTC))
+    timestamp = amz_date(now or datetime.now(UTC))
     parts = urlsplit(url)
-    scope = credential_scope(date_stamp(now), _checked_region(region), service)
+    scope = credential_scope(timestamp[:8], _checked_region(region), service)
     signed_headers_map = {
         **{name.lower(): value for name, value in (headers or {}).items()},
         "host": host_header(parts.scheme, parts.netloc),
         "x-amz-content-sha256": hashlib.sha256(payload).hexdigest(),
-        "x-amz-date": amz_date(now),
+        "x-amz-date": timestamp,
     }
     if credentials.session_token:
         signed_headers_map["x-amz-security-token"] = credentials.session_token
@@ -431,10 +429,18 @@ def sign_request(
         names,
         signed_headers_map["x-amz-content-sha256"],
     )
-    key_for_day = signing_key(credentials.secret_key, date_stamp(now), region, service)
-    signed = signature(key_for_day, string_to_sign(amz_date(now), scope, request))
+    signed = _request_signature(credentials, timestamp, region, service, request)
     authorization = authorization_header(credentials.access_key, scope, names, signed)
     return {**signed_headers_map, "authorization": authorization}
+
+
+def _request_signature(
+    credentials: Credentials, amz_date: str, region: str, service: str, canonical_request: str
+) -> str:
+    """Steps 2-4 for a request, shared by presigned URLs and Authorization headers."""
+    scope = credential_scope(amz_date[:8], region, service)
+    key_for_day = signing_key(credentials.secret_key, amz_date[:8], region, service)
+    return signature(key_for_day, string_to_sign(amz_date, scope, canonical_request))
 
 
 def authorization_header(
