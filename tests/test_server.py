@@ -796,8 +796,15 @@ def test_signed_form_is_accepted_by_s3_then_registered_and_listed(live) -> None:
     }
     with urllib.request.urlopen(registered["url"], timeout=5) as download:
         assert download.read() == content
-    assert live.get("/uploads").json["uploads"] == [registered]
+    (listed,) = live.get("/uploads").json["uploads"]
+    assert without_signature(listed) == without_signature(registered)
     assert "Résumé final.TXT" in live.get("/").text
+
+
+def without_signature(record: dict) -> dict:
+    """The record with its link cut at the query: each listing presigns afresh, so the
+    X-Amz-Date (and with it the signature) moves when the clock crosses a second."""
+    return {**record, "url": record["url"].partition("?")[0]}
 
 
 def test_registration_is_404_when_the_object_is_not_in_s3(live) -> None:
