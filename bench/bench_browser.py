@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, sync_playwright
 from waitress.channel import HTTPChannel
@@ -41,10 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 import local_s3  # noqa: E402 (the project root is added to the path just above)
 import server  # noqa: E402
-import signer  # noqa: E402
 
 MB = 1024 * 1024
-BUCKET, REGION = "uploads", "us-east-1"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -107,28 +105,23 @@ def serving(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
 
 @contextlib.contextmanager
 def site(folder: Path, max_bytes: int) -> Iterator[tuple[str, server.Config, Traffic]]:
+    """The app and its embedded local S3, started as `make run` starts them (server.py's own
+    start_embedded_s3), with the app's server counting what it reads."""
     traffic = Traffic()
     late = LateApp(traffic)
-    credentials = signer.Credentials("AKIDBENCHBROWSER", secrets.token_urlsafe(30))
-    with serving(late, traffic) as origin:
-        s3_config = local_s3.S3Config(
-            data_dir=folder / "s3",
-            buckets=(BUCKET,),
-            region=REGION,
-            credentials={credentials.access_key: credentials.secret_key},
-            cors_origins=(origin,),
+    with serving(late, traffic) as origin, contextlib.ExitStack() as stack:
+        settings = server.Config(
+            credentials=None,
+            bucket=None,
+            region=server.EMBEDDED_REGION,
+            port=urlsplit(origin).port,
+            s3_port=0,
+            data_dir=folder,
+            max_bytes=max_bytes,
         )
-        with local_s3.LocalS3(s3_config) as s3:
-            config = server.Config(
-                credentials=credentials,
-                bucket=BUCKET,
-                region=REGION,
-                endpoint=s3.url,
-                data_dir=folder / "app",
-                max_bytes=max_bytes,
-            )
-            late.app = server.create_app(config)
-            yield origin, config, traffic
+        config = server.start_embedded_s3(settings, stack)
+        late.app = server.create_app(config)
+        yield origin, config, traffic
 
 
 # ---- The two uploads ---------------------------------------------------------------------------

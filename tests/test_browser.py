@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import struct
 import urllib.error
 import urllib.request
@@ -38,8 +37,8 @@ import signer
 
 pytestmark = pytest.mark.browser
 
-BUCKET = "uploads"
-REGION = "us-east-1"
+BUCKET = server.EMBEDDED_BUCKET
+REGION = server.EMBEDDED_REGION
 Color = tuple[int, int, int]
 SEA, SKY = (16, 78, 139), (135, 206, 235)
 GRASS, SUN = (34, 139, 34), (238, 221, 130)
@@ -102,27 +101,26 @@ def serving(app: Callable[..., Any]) -> Iterator[str]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
+    """The app and its embedded local S3 on free loopback ports, started as `make run` starts
+    them: fresh random credentials, and a CORS rule naming the app's origin."""
     deferred = DeferredApp()
-    credentials = signer.Credentials("AKIDBROWSERTESTS", secrets.token_urlsafe(30))
-    with serving(deferred) as origin:
-        s3_config = local_s3.S3Config(
-            data_dir=tmp_path / "s3",
-            buckets=(BUCKET,),
-            region=REGION,
-            credentials={credentials.access_key: credentials.secret_key},
-            cors_origins=(origin,),
-        )
-        with local_s3.LocalS3(s3_config) as s3:
-            config = server.Config(
-                credentials=credentials,
-                bucket=BUCKET,
-                region=REGION,
-                endpoint=s3.url,
-                data_dir=tmp_path,
-            )
-            site = Site(origin, server.s3_origin(config), config)
-            deferred.app = server.create_app(config, clock=site.clock)
-            yield site
+    with serving(deferred) as origin, contextlib.ExitStack() as stack:
+        config = server.start_embedded_s3(loopback_config(origin, tmp_path), stack)
+        site = Site(origin, server.s3_origin(config), config)
+        deferred.app = server.create_app(config, clock=site.clock)
+        yield site
+
+
+def loopback_config(origin: str, data_dir: Path) -> server.Config:
+    """The settings of `make run` with no bucket, for an app already listening at `origin`."""
+    return server.Config(
+        credentials=None,
+        bucket=None,
+        region=REGION,
+        port=urlsplit(origin).port,
+        s3_port=0,
+        data_dir=data_dir,
+    )
 
 
 @pytest.fixture
