@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.client
 import importlib
+import ipaddress
 import json
 import logging
 import math
@@ -90,6 +91,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", "address the app listens on"),
     Setting("PUBLIC_HOST", None, "host name browsers use to reach HOST, e.g. with HOST=0.0.0.0"),
     Setting("PORT", "8080", "port the app listens on"),
+    Setting(
+        "TRUSTED_PROXY",
+        None,
+        "address of your reverse proxy, e.g. 127.0.0.1 (or *): its X-Forwarded-* name the client",
+    ),
     Setting("S3_PORT", "9000", "port of the embedded local S3 (only without S3_BUCKET)"),
     Setting("DATA_DIR", "data", "folder for the upload list and the embedded S3's objects"),
     Setting("WAITRESS_THREADS", "4", "worker threads serving requests (2 per core is plenty)"),
@@ -146,6 +152,7 @@ class Config:
     s3_port: int = 9000
     data_dir: Path = Path("data")
     public_host: str | None = None
+    trusted_proxy: str | None = None
     threads: int = 4
     access_log: bool = False
     embedded: bool = False
@@ -177,6 +184,7 @@ class Config:
             s3_port=read_int(get, "S3_PORT", 0, 65535),
             data_dir=Path(get("DATA_DIR")),
             public_host=get("PUBLIC_HOST"),
+            trusted_proxy=read_trusted_proxy(get("TRUSTED_PROXY")),
             threads=read_int(get, "WAITRESS_THREADS", 1, 256),
             access_log=read_switch(get, "ACCESS_LOG"),
             auth=read_upload_auth(get("UPLOAD_AUTH")),
@@ -321,6 +329,18 @@ def read_switch(get: Callable[[str], str | None], name: str) -> bool:
     if text not in ("on", "off"):
         raise ConfigError(f"{name} must be on or off, not {text!r}.")
     return text == "on"
+
+
+def read_trusted_proxy(address: str | None) -> str | None:
+    """waitress believes X-Forwarded-* only from this one peer address, or from anyone with *."""
+    if address and address != "*":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXY {address!r} is not an IP address such as 127.0.0.1 (or *)."
+            ) from None
+    return address or None
 
 
 def read_acl(acl: str | None) -> str | None:
@@ -1213,7 +1233,7 @@ def serve(config: Config) -> int:
             access_log(app) if config.access_log else app,
             host=config.host,
             port=config.port,
-            threads=config.threads,
+            **waitress_options(config),
         )
     except OSError as error:
         print(f"Cannot listen on {config.host}:{config.port}: {error.strerror}.", file=sys.stderr)
@@ -1229,6 +1249,27 @@ def serve(config: Config) -> int:
         server.close()
     print("Stopped.")
     return 0
+
+
+FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+
+
+def waitress_options(config: Config) -> dict[str, Any]:
+    """waitress's settings for this app, besides where it listens.
+
+    Behind a reverse proxy every request comes from the proxy's address, so the rate limit would
+    count all clients as one, and a TLS proxy's https Origin would not match the plain-http
+    request. With TRUSTED_PROXY, waitress takes the client's address, scheme and host from the
+    X-Forwarded-* headers of that peer only; from anyone else it drops them (its default), so a
+    client cannot buy a fresh rate budget by writing its own X-Forwarded-For.
+    """
+    options: dict[str, Any] = {"threads": config.threads}
+    if config.trusted_proxy:
+        options |= {
+            "trusted_proxy": config.trusted_proxy,
+            "trusted_proxy_headers": FORWARDED_HEADERS,
+        }
+    return options
 
 
 class QuietChannel(HTTPChannel):

@@ -399,6 +399,87 @@ def test_refused_cross_site_requests_spend_no_rate_budget(tmp_path):
     assert [status_of(client, "198.51.100.1") for _ in range(3)] == [200, 200, 429]
 
 
+# ---- behind a reverse proxy: waitress, configured by server.waitress_options --------------------
+
+
+@contextlib.contextmanager
+def served_behind(tmp_path: Path, trusted_proxy: str | None) -> Iterator[str]:
+    """The app under waitress as `serve` configures it, with a limit of 2 forms a minute."""
+    environ = {
+        "S3_BUCKET": "uploads",
+        "AWS_ACCESS_KEY_ID": CREDENTIALS.access_key,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "UPLOAD_RATE_LIMIT": "2/minute",
+        "DATA_DIR": str(tmp_path),
+        **({"TRUSTED_PROXY": trusted_proxy} if trusted_proxy else {}),
+    }
+    config = server.Config.from_env(environ, None)
+    app = server.create_app(config, clock=Clock(NOW))
+    options = server.waitress_options(config)
+    with local_s3.BackgroundServer(app, channel_class=server.QuietChannel, **options) as http:
+        yield http.url.removeprefix("http://")
+
+
+def status_through(address: str, **headers: str) -> int:
+    connection = http.client.HTTPConnection(address, timeout=10)
+    try:
+        sent = {**token_header(), **headers}
+        connection.request("GET", f"/s3_credentials?{form_query()}", headers=sent)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def forwarded_for(client: str) -> dict[str, str]:
+    return {"X-Forwarded-For": client}
+
+
+def test_behind_a_trusted_proxy_the_rate_limit_counts_each_forwarded_client(tmp_path):
+    with served_behind(tmp_path, "127.0.0.1") as address:
+        first = [status_through(address, **forwarded_for("203.0.113.1")) for _ in range(3)]
+        second = status_through(address, **forwarded_for("203.0.113.2"))
+        spoofed = status_through(address, **forwarded_for("203.0.113.9, 203.0.113.1"))
+    assert (first, second, spoofed) == ([200, 200, 429], 200, 429)
+
+
+def test_without_a_trusted_proxy_waitress_drops_forwarded_for(tmp_path):
+    with served_behind(tmp_path, None) as address:
+        answers = [status_through(address, **forwarded_for(f"203.0.113.{n}")) for n in range(3)]
+    assert answers == [200, 200, 429]
+
+
+def test_a_proxy_that_is_not_the_trusted_one_cannot_name_the_client(tmp_path):
+    with served_behind(tmp_path, "192.0.2.50") as address:
+        answers = [status_through(address, **forwarded_for(f"203.0.113.{n}")) for n in range(3)]
+    assert answers == [200, 200, 429]
+
+
+TLS_PROXY = {
+    "Origin": "https://uploads.example.test",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "uploads.example.test",
+    "X-Forwarded-For": "203.0.113.1",
+}
+
+
+def test_behind_a_trusted_tls_proxy_the_https_page_may_ask_for_forms(tmp_path):
+    with served_behind(tmp_path, "127.0.0.1") as address:
+        assert status_through(address, **TLS_PROXY) == 200
+
+
+def test_forwarded_scheme_and_host_from_an_untrusted_peer_do_not_pass_the_origin_check(tmp_path):
+    with served_behind(tmp_path, None) as address:
+        assert status_through(address, **TLS_PROXY) == 403
+
+
+@pytest.mark.parametrize("value", ["proxy.internal", "127.0.0.1/8", "not an address"])
+def test_trusted_proxy_must_be_an_ip_address(value):
+    environ = {"TRUSTED_PROXY": value}
+    with pytest.raises(server.ConfigError, match=r"^TRUSTED_PROXY .* is not an IP address"):
+        server.Config.from_env(environ, None)
+
+
 # ---- abuse: the client never chooses the key ---------------------------------------------------
 
 
