@@ -1805,14 +1805,21 @@ def write_credentials_file(data_dir: Path, access_key: str, secret_key: str) -> 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python local_s3.py",
-        description="A strict local S3 for browser uploads (POST Object, GET/HEAD, CORS).",
+        description="A strict local S3 for browser uploads (POST Object, GET/HEAD/PUT, CORS).",
+        epilog="Fresh credentials are made at each start: the access key id is printed, the "
+        "secret key written to DATA/credentials, readable by you only. server.py starts its own "
+        "local S3 when S3_BUCKET is unset; run this one to try other S3 clients against it.",
     )
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--data", type=Path, default=Path("data"), help="folder for objects")
-    parser.add_argument("--bucket", action="append", help="bucket name (repeatable)")
-    parser.add_argument("--region", default="us-east-1")
     parser.add_argument(
-        "--allow-origin", action="append", default=[], help="CORS origin, or '*' (repeatable)"
+        "--port", type=int, default=9000, help="port on 127.0.0.1, 0 for any free one [9000]"
+    )
+    parser.add_argument("--data", type=Path, default=Path("data"), help="folder for objects [data]")
+    parser.add_argument("--bucket", action="append", help="bucket name, repeatable [uploads]")
+    parser.add_argument(
+        "--region", default="us-east-1", help="region the signatures must name [us-east-1]"
+    )
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], help="CORS origin or '*', repeatable"
     )
     return parser.parse_args(argv)
 
