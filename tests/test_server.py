@@ -300,6 +300,29 @@ def test_signed_answers_are_never_cached_but_libraries_may_be(client) -> None:
     assert "Cache-Control" not in client.get("/vendor/jquery.js").headers
 
 
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options")
+
+
+def test_every_answer_carries_each_security_header_once(client) -> None:
+    answers = [
+        client.get("/"),
+        ask_for_form(client),
+        client.get("/s3_credentials", status=403),
+        client.get("/static/style.css"),
+        client.get("/static/../server.py", status=403),
+        client.get("/vendor/jquery.js"),
+        client.get("/nope", status=404),
+        client.delete("/uploads", status=405),
+        client.head("/healthz"),
+    ]
+    for answer in answers:
+        names = [name for name, _ in answer.headerlist]
+        for name in [*SECURITY_HEADERS, "Referrer-Policy"]:
+            assert names.count(name) == 1, (answer.request.path, name)
+        static = answer.request.path.startswith(("/static/", "/vendor/"))
+        assert names.count("Cache-Control") == (0 if static else 1), answer.request.path
+
+
 def test_page_escapes_a_filename_with_markup(client, config) -> None:
     store = server.UploadStore.create(config.data_dir / "uploads.sqlite3")
     record = {
