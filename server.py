@@ -729,12 +729,17 @@ def extension(filename: str) -> str:
 
 
 def object_key(prefix: str, moment: datetime, unique: uuid.UUID, extension: str) -> str:
-    """PREFIX/YYYY/MM/DD/<uuid4><.ext>: the server chooses; the user's filename is never a path."""
-    return f"{prefix}/{moment:%Y/%m/%d}/{unique}{extension}"
+    """PREFIX/YYYY/MM/DD/<uuid4><.ext>: the server chooses; the user's filename is never a path.
+
+    Dates here are written from the datetime's fields: strftime costs twice as much.
+    """
+    return f"{prefix}/{moment.year:04}/{moment.month:02}/{moment.day:02}/{unique}{extension}"
 
 
 def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """2026-12-02T01:02:03Z."""
+    t = moment.astimezone(UTC)
+    return f"{t.year:04}-{t.month:02}-{t.day:02}T{t.hour:02}:{t.minute:02}:{t.second:02}Z"
 
 
 def key_token(keys: Secrets, key: str) -> str:
