@@ -42,9 +42,9 @@ REGION_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 SUCCESS_STATUSES = ("200", "201", "204")
 FILENAME_VARIABLE = "${filename}"  # S3 replaces it, in any form field, with the file's name
-_COMPACT_JSON = json.JSONEncoder(
-    separators=(",", ":")
-)  # one encoder: json.dumps(...) builds one per call
+# One encoder (json.dumps(...) builds one per call). A policy is built here from strings, numbers,
+# lists and dicts and never contains itself, so the encoder need not look for cycles.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 class SignerError(ValueError):
@@ -178,8 +178,8 @@ def presigned_post(
         policy_document(fields, bucket, expiration, (min_bytes, max_bytes), prefix)
     )
     key_for_day = signing_key(credentials.secret_key, timestamp[:8], region)
-    signed = {"policy": encoded, "x-amz-signature": signature(key_for_day, encoded)}
-    return {"url": bucket_url(bucket, region, endpoint), "fields": {**fields, **signed}}
+    signed = {**fields, "policy": encoded, "x-amz-signature": signature(key_for_day, encoded)}
+    return {"url": bucket_url(bucket, region, endpoint), "fields": signed}
 
 
 def policy_document(
@@ -199,7 +199,7 @@ def policy_document(
     conditions: list = [
         {"bucket": bucket},
         ["content-length-range", *content_length_range],
-        *(field_condition(name, value) for name, value in fields.items()),
+        *[field_condition(name, value) for name, value in fields.items()],
     ]
     if content_type_prefix is not None:
         conditions.append(["starts-with", "$Content-Type", content_type_prefix])
@@ -463,6 +463,8 @@ def host_header(scheme: str, netloc: str) -> str:
 
 
 def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC:
+        return moment  # the usual case, datetime.now(UTC): nothing to convert
     if moment.tzinfo is None:
         raise SignerError("`now` must be timezone-aware, e.g. datetime.now(UTC).")
     return moment.astimezone(UTC)

@@ -300,6 +300,29 @@ def test_signed_answers_are_never_cached_but_libraries_may_be(client) -> None:
     assert "Cache-Control" not in client.get("/vendor/jquery.js").headers
 
 
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options")
+
+
+def test_every_answer_carries_each_security_header_once(client) -> None:
+    answers = [
+        client.get("/"),
+        ask_for_form(client),
+        client.get("/s3_credentials", status=403),
+        client.get("/static/style.css"),
+        client.get("/static/../server.py", status=403),
+        client.get("/vendor/jquery.js"),
+        client.get("/nope", status=404),
+        client.delete("/uploads", status=405),
+        client.head("/healthz"),
+    ]
+    for answer in answers:
+        names = [name for name, _ in answer.headerlist]
+        for name in [*SECURITY_HEADERS, "Referrer-Policy"]:
+            assert names.count(name) == 1, (answer.request.path, name)
+        static = answer.request.path.startswith(("/static/", "/vendor/"))
+        assert names.count("Cache-Control") == (0 if static else 1), answer.request.path
+
+
 def test_page_escapes_a_filename_with_markup(client, config) -> None:
     store = server.UploadStore.create(config.data_dir / "uploads.sqlite3")
     record = {
@@ -522,6 +545,22 @@ def test_forged_page_token_for_another_time_is_refused() -> None:
     assert not server.page_token_valid(keys, f"{int(issued) + 1}.{mac}", NOW)
     other = server.Secrets.derive("another secret")
     assert not server.page_token_valid(keys, server.issue_page_token(other, NOW), NOW)
+
+
+def test_cached_page_macs_do_not_let_a_forged_or_expired_token_through() -> None:
+    keys = server.Secrets.derive(SECRET)
+    token = server.issue_page_token(keys, NOW)
+    issued, mac = token.split(".")
+    assert server.page_token_valid(keys, token, NOW)  # its MAC is now cached
+    assert server.page_token_valid(keys, token, NOW)
+    forged = f"{issued}.{'0' * len(mac)}"
+    assert not server.page_token_valid(keys, forged, NOW)
+    assert not server.page_token_valid(keys, f"{issued}.{mac[:-1]}", NOW)
+    assert not server.page_token_valid(keys, f"{issued}.", NOW)
+    other = server.Secrets.derive("another secret")
+    assert not server.page_token_valid(other, token, NOW)  # the cache is per key
+    assert not server.page_token_valid(keys, token, NOW + timedelta(hours=12, seconds=1))
+    assert not server.page_token_valid(keys, token, NOW - timedelta(seconds=61))
 
 
 def test_rate_limit_answers_429_with_retry_after(config, clock) -> None:
