@@ -547,18 +547,17 @@ def test_forged_page_token_for_another_time_is_refused() -> None:
     assert not server.page_token_valid(keys, server.issue_page_token(other, NOW), NOW)
 
 
-def test_cached_page_macs_do_not_let_a_forged_or_expired_token_through() -> None:
+def test_page_token_refuses_forged_truncated_foreign_and_expired_tokens() -> None:
     keys = server.Secrets.derive(SECRET)
     token = server.issue_page_token(keys, NOW)
     issued, mac = token.split(".")
-    assert server.page_token_valid(keys, token, NOW)  # its MAC is now cached
     assert server.page_token_valid(keys, token, NOW)
     forged = f"{issued}.{'0' * len(mac)}"
     assert not server.page_token_valid(keys, forged, NOW)
     assert not server.page_token_valid(keys, f"{issued}.{mac[:-1]}", NOW)
     assert not server.page_token_valid(keys, f"{issued}.", NOW)
     other = server.Secrets.derive("another secret")
-    assert not server.page_token_valid(other, token, NOW)  # the cache is per key
+    assert not server.page_token_valid(other, token, NOW)
     assert not server.page_token_valid(keys, token, NOW + timedelta(hours=12, seconds=1))
     assert not server.page_token_valid(keys, token, NOW - timedelta(seconds=61))
 
