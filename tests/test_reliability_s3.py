@@ -135,6 +135,9 @@ def mutated(draw, body: bytes, content_span: tuple[int, int]) -> tuple[bytes, bo
     at = draw(st.integers(0, len(body)))
     new, start, end = MUTATIONS[kind](draw, body, at)
     first, last = content_span
+    # The file part's own headers count too: a CRLF inserted among them ends them early, and
+    # the header lines after it become the file's first bytes.
+    first = body.rindex(f"--{BOUNDARY}".encode(), 0, first)
     return new, start < last and end > first
 
 
