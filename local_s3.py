@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import collections
 import contextlib
 import errno
 import functools
@@ -42,6 +43,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import astuple, dataclass, field
@@ -56,6 +58,7 @@ import bottle
 import multipart
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import create_server
 
 import signer
@@ -1005,8 +1008,8 @@ def form_boundary(environ: Mapping[str, object]) -> str:
 
 
 def body_chunks(environ: Mapping[str, object]) -> Iterator[bytes]:
-    """The request body in chunks. waitress has already buffered it (to a temporary file past
-    inbuf_overflow), so reading never waits on the network and memory stays flat."""
+    """The request body in chunks, as it arrives (LocalS3 streams it: a read may wait for the
+    client) or from waitress's buffer; either way memory stays flat."""
     stream = environ["wsgi.input"]
     remaining = int(str(environ.get("CONTENT_LENGTH") or 0))
     while remaining > 0:
@@ -1662,10 +1665,10 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
 class LocalS3:
     """Serves create_app(config) with waitress on host:port (0 = a free port) in a thread.
 
-    waitress buffers each request body before the app sees it, spooling to a temporary file
-    past inbuf_overflow, so a 1 GB upload costs disk, not memory, and a client that disconnects
-    mid-upload never reaches the app. Bodies over max_body_bytes (plus room for the form fields
-    around the file) are refused by waitress itself with 413.
+    An upload's body goes to the app while it arrives (StreamingChannel), held at most a few MB
+    at a time: a 1 GB upload is parsed, hashed and written as it comes, and one over its
+    policy's maximum is answered at the maximum. Bodies declaring more than max_body_bytes (plus
+    room for the form fields around the file) are refused by waitress itself with 413.
     """
 
     def __init__(self, config: S3Config, host: str = "127.0.0.1", port: int = 0, threads: int = 4):
@@ -1678,11 +1681,11 @@ class LocalS3:
         if removed:
             LOG.info("removed %d leftover files of interrupted uploads", removed)
         self._server = BackgroundServer(
-            create_app(self.config),
+            answer_streamed(create_app(self.config)),
             host=self.host,
             port=self.port,
             threads=self.threads,
-            channel_class=ClosingChannel,
+            channel_class=StreamingChannel,
             max_request_body_size=self.config.max_body_bytes + MAX_FORM_OVERHEAD,
             ident="local-s3",
         ).start()
@@ -1710,7 +1713,8 @@ class BackgroundServer:
 
     The local S3, the tests and the benchmarks all serve this way, so stopping is written once:
     every socket is closed from inside waitress's own loop (the only thread-safe place), then
-    the thread is joined, and the loop's wake-up pipe is closed last, once nothing can pull it.
+    the thread is joined, then the threads reading streamed bodies (BodyReaders) and waitress's
+    workers, and the loop's wake-up pipe is closed last, once nothing can pull it.
     """
 
     def __init__(
@@ -1732,6 +1736,7 @@ class BackgroundServer:
         )
         if self.channel_class is not None:
             self._server.channel_class = self.channel_class
+        self._server.body_readers = BodyReaders(self._server.trigger)
         self.port = self._server.effective_port
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self._server.run, name="waitress", daemon=True)
@@ -1742,6 +1747,7 @@ class BackgroundServer:
         server = self._server
         server.trigger.pull_trigger(functools.partial(close_all, server))
         self._thread.join(timeout=10)
+        server.body_readers.stop()
         server.task_dispatcher.shutdown(timeout=5)
         server.trigger.close()
 
@@ -1764,6 +1770,350 @@ class ClosingChannel(HTTPChannel):
         if self.request is not None:
             self.request.close()
         super().handle_close()
+
+
+# --- Streaming request bodies to the app while waitress receives them ----------------------------
+#
+# waitress reads every request body whole before it calls the app: its parser (HTTPRequestParser,
+# waitress/parser.py) appends the bytes to a FixedStreamReceiver that spools past inbuf_overflow
+# to a temporary file, and only once Content-Length bytes are in does the connection
+# (HTTPChannel.received, waitress/channel.py) queue a task that builds the environ
+# (WSGITask.get_environment, waitress/task.py) with that file as wsgi.input. For a 1 GB upload
+# the local S3 then parsed, wrote and hashed the body only after waitress had spooled it: the two
+# passes added up (docs/BENCHMARKS.md, "Local S3 ingest").
+#
+# Here a POST or PUT with a Content-Length body is read by the app while it arrives. Everything
+# below leans on waitress internals (waitress 3.0): the parser's `received`, `body_rcv`,
+# `get_body_stream` and `close`; the channel's `parser_class`, `received`, `readable`,
+# `requests`, `requests_lock` and `request`; the trigger's thunks. A request not streamed
+# (chunked, pipelined behind another, no body) takes waitress's own path, unchanged.
+#
+# 1. StreamingChannel makes its parsers StreamingRequest. When a request's headers are in,
+#    StreamingRequest puts a LiveBody where waitress would spool, builds the environ with
+#    waitress's own WSGITask.get_environment, and starts a BodyReader thread that runs the app
+#    with the LiveBody as wsgi.input. waitress's main loop keeps feeding the LiveBody.
+# 2. Backpressure: the LiveBody holds at most LIVE_BODY_HIGH bytes. Past it, the channel's
+#    readable() says no, so the loop stops reading that socket (it never blocks); the reader,
+#    once it has drained the buffer to LIVE_BODY_LOW, pulls the trigger to wake the loop.
+# 3. The answer: when the last byte is in, waitress queues its task as usual; the environ that
+#    task builds gets the BodyReader as wsgi.input, and answer_streamed() (around the app) returns
+#    the reader's answer instead of calling the app again. If the app answers before the body
+#    is all in (EntityTooLarge at the policy's maximum, a bad signature...), the reader asks the
+#    loop (a trigger thunk) to finish the request at once: the answer goes out while the client
+#    is still sending, and the channel drops the rest of the body as it arrives, unbuffered.
+# 4. A client that hangs up mid-body: ClosingChannel.handle_close closes the request, which
+#    closes the LiveBody; the app's next read raises IncompleteBody, so the upload is discarded.
+#    Once the last byte has arrived, the upload completes whether or not anyone reads the answer.
+# 5. Stopping: BackgroundServer.stop closes every connection (so every live body), then stops
+#    the BodyReaders from pulling the trigger and waits for their threads, before it closes the
+#    trigger's pipe.
+
+LIVE_BODY_HIGH = 4 * 1024 * 1024  # waitress stops reading a socket with this much unread
+LIVE_BODY_LOW = 2 * 1024 * 1024  # and starts again once the app has read it down to this
+
+
+class LiveBody:
+    """A request body the app reads (wsgi.input, in its own thread) while waitress receives it.
+
+    To waitress's parser it is the body receiver (like waitress's FixedStreamReceiver:
+    `received`, `completed`, `error`), fed by the main loop thread in pieces of recv_bytes.
+    `read(size)` blocks until `size` bytes (at most LIVE_BODY_HIGH) or the end have arrived,
+    returns b"" at Content-Length, and raises IncompleteBody if the client hung up before it."""
+
+    error = None  # waitress's parser checks its receiver for a framing error: none possible here
+
+    def __init__(self, length: int, on_room: Callable[[], None]) -> None:
+        self.length = length
+        self.remain = length  # bytes the client has still to send
+        self.completed = False  # all `length` bytes received
+        self.paused = False  # full: waitress must not read the socket until the app catches up
+        self.peak = 0  # the most bytes ever held at once
+        self._on_room = on_room
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._wanted = 0  # how many buffered bytes the reader waits for; 0 if it is not waiting
+        self._cut_short = False  # the client hung up before the end
+        self._discarding = False  # the app stopped reading: whatever still arrives is dropped
+        self._ready = threading.Condition()
+
+    def received(self, data: bytes) -> int:
+        """waitress's main loop: keep the bytes of this body in `data`; return how many."""
+        size = min(len(data), self.remain)
+        with self._ready:
+            self.remain -= size
+            self.completed = self.remain == 0
+            if size and not self._discarding:
+                self._chunks.append(data if size == len(data) else data[:size])
+                self._buffered += size
+                self.peak = max(self.peak, self._buffered)
+                self.paused = self._buffered >= LIVE_BODY_HIGH
+            if self._wanted and (self._buffered >= self._wanted or self.completed):
+                self._ready.notify()
+        return size
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(functools.partial(self.read, READ_CHUNK), b""))
+        with self._ready:
+            wanted = min(size, LIVE_BODY_HIGH, self._buffered + self.remain)
+            while self._buffered < wanted and not self._cut_short:
+                self._wanted = wanted
+                self._ready.wait()
+            self._wanted = 0
+            if self._cut_short:
+                raise IncompleteBody(
+                    NumberBytesExpected=self.length, NumberBytesProvided=self.length - self.remain
+                )
+            data = self._take(min(size, self._buffered))
+            resume = self.paused and self._buffered <= LIVE_BODY_LOW
+            self.paused = self.paused and not resume
+        if resume:
+            self._on_room()
+        return data
+
+    def _take(self, size: int) -> bytes:
+        parts, taken = [], 0
+        while taken < size:
+            chunk = self._chunks.popleft()
+            if taken + len(chunk) > size:
+                self._chunks.appendleft(chunk[size - taken :])
+                chunk = chunk[: size - taken]
+            parts.append(chunk)
+            taken += len(chunk)
+        self._buffered -= size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        """waitress is done with the request, or the client hung up. A complete body stays
+        readable to its end; a body cut short fails the app's next read."""
+        with self._ready:
+            if not self.completed:
+                self._cut_short = True
+                self._chunks.clear()
+                self._buffered = 0
+                self._ready.notify()
+
+    def stop_reading(self) -> None:
+        """The app has answered: free the buffer, drop what still arrives, let waitress read."""
+        with self._ready:
+            self._discarding = True
+            self._chunks.clear()
+            self._buffered = 0
+            resume, self.paused = self.paused, False
+        if resume:
+            self._on_room()
+
+
+class BodyReader:
+    """Runs the WSGI app on a LiveBody in its own thread and keeps the answer (status, headers,
+    body: POST and PUT answers are small XML) for the task waitress queues once the request is
+    complete, which gets this object as wsgi.input (see answer_streamed)."""
+
+    def __init__(
+        self, app: Callable, environ: dict, live: LiveBody, on_early_answer: Callable[[], None]
+    ) -> None:
+        self.app, self.environ, self.live = app, environ, live
+        self.on_early_answer = on_early_answer
+        self.done = threading.Event()
+        self.answer: tuple[str, list, bytes] | None = None
+        self.failure: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.answer = call_wsgi_app(self.app, self.environ)
+        except Exception as failure:  # raised again in waitress's task, which logs it and sends 500
+            self.failure = failure
+        finally:
+            self.live.stop_reading()
+            self.done.set()
+            if not self.live.completed:
+                self.on_early_answer()
+
+    def respond(self, start_response: Callable) -> list[bytes]:
+        """In waitress's task: the app's answer, once it has one (it may still be storing)."""
+        self.done.wait()
+        if self.failure is not None:
+            raise self.failure
+        status, headers, body = self.answer
+        start_response(status, headers)
+        return [body]
+
+
+def call_wsgi_app(app: Callable, environ: dict) -> tuple[str, list, bytes]:
+    """Calls a WSGI app and collects its whole answer."""
+    head: list = []
+    body: list[bytes] = []
+
+    def start_response(status: str, headers: list, exc_info: object = None) -> Callable:
+        head[:] = [status, list(headers)]  # a second call (with exc_info) replaces the first
+        return body.append
+
+    result = app(environ, start_response)
+    try:
+        body.extend(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    if not head:
+        raise RuntimeError("the app returned without calling start_response")
+    return head[0], head[1], b"".join(body)
+
+
+def answer_streamed(app: Callable) -> Callable:
+    """Wraps the app served with StreamingChannel: a request whose body was streamed has already
+    been answered by a BodyReader, whose answer is returned; any other request goes to `app`."""
+
+    def serve(environ: dict, start_response: Callable) -> Iterator[bytes] | list[bytes]:
+        body = environ.get("wsgi.input")
+        if isinstance(body, BodyReader):
+            return body.respond(start_response)
+        return app(environ, start_response)
+
+    return serve
+
+
+class BodyReaders:
+    """One server's BodyReader threads, and the one way they wake waitress's loop: after stop()
+    none pulls the trigger any more (its pipe is about to be closed; see BackgroundServer)."""
+
+    def __init__(self, trigger) -> None:
+        self._trigger = trigger
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self.open = True
+
+    def start(self, reader: BodyReader) -> None:
+        thread = threading.Thread(target=self._run, args=(reader,), name="local-s3-body")
+        thread.daemon = True
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, reader: BodyReader) -> None:
+        try:
+            reader.run()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def pull_trigger(self, thunk: Callable[[], None] | None = None) -> None:
+        """Wakes waitress's loop; a thunk runs in the loop's thread."""
+        with self._lock:
+            if self.open:
+                self._trigger.pull_trigger(thunk)
+
+    def stop(self, timeout: float = 10) -> None:
+        with self._lock:
+            self.open = False
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
+
+
+class StreamingRequest(HTTPRequestParser):
+    """waitress's request parser, which hands a POST or PUT body to the app as it arrives.
+
+    When the headers are parsed (waitress has just made a FixedStreamReceiver for the body, still
+    empty: the body's bytes come in the parser's next call), a LiveBody replaces it and a
+    BodyReader starts. Not streamed, as waitress would do it: chunked bodies, bodies waitress
+    refuses (413 over max_request_body_size, a parse error), and a request that arrived behind
+    another one still being answered (its answer must wait its turn)."""
+
+    live: LiveBody | None = None
+    reader: BodyReader | None = None
+
+    def __init__(self, adj, channel: StreamingChannel) -> None:
+        super().__init__(adj)
+        self.channel = channel
+
+    def received(self, data: bytes) -> int:
+        reading_headers = not self.headers_finished
+        consumed = super().received(data)
+        if reading_headers and self.headers_finished and self.streamable():
+            self.stream()
+        return consumed
+
+    def streamable(self) -> bool:
+        readers = getattr(self.channel.server, "body_readers", None)
+        return (
+            self.command in ("POST", "PUT")
+            and self.content_length > 0
+            and not (self.chunked or self.completed or self.error or self.channel.requests)
+            and readers is not None
+            and readers.open
+        )
+
+    def stream(self) -> None:
+        channel = self.channel
+        self.live = LiveBody(self.content_length, channel.resume_reading)
+        self.body_rcv = self.live
+        environ = channel.task_class(channel, self).get_environment()  # wsgi.input: the LiveBody
+        on_early_answer = functools.partial(channel.answered_early, self)
+        self.reader = BodyReader(
+            channel.server.application,
+            environ,
+            self.live,
+            lambda: channel.server.body_readers.pull_trigger(on_early_answer),
+        )
+        channel.server.body_readers.start(self.reader)
+
+    def get_body_stream(self):
+        """wsgi.input for waitress's task: the BodyReader (its answer) once streaming started."""
+        if self.reader is not None:
+            return self.reader
+        return self.live if self.live is not None else super().get_body_stream()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+        else:
+            super().close()
+
+
+class StreamingChannel(ClosingChannel):
+    """waitress's connection for the local S3: streams request bodies (see StreamingRequest),
+    stops reading while the app is behind, and drops the rest of a body answered early."""
+
+    discarding = 0  # bytes of a body answered early that the client has still to send
+
+    def parser_class(self, adj) -> StreamingRequest:
+        """waitress makes each request's parser with self.parser_class(self.adj); ours needs the
+        connection too (for the environ, the trigger and its queue of requests)."""
+        return StreamingRequest(adj, self)
+
+    def readable(self) -> bool:
+        request = self.request
+        if request is not None and request.live is not None and request.live.paused:
+            return False
+        return super().readable()
+
+    def received(self, data: bytes) -> bool:
+        if self.discarding:
+            dropped = min(self.discarding, len(data))
+            self.discarding -= dropped
+            data = data[dropped:]
+        return super().received(data)
+
+    def resume_reading(self) -> None:
+        """The app has caught up with a paused body (its thread): wake the loop to read again."""
+        self.last_activity = time.time()  # paused is not idle (waitress closes idle connections)
+        self.server.body_readers.pull_trigger()
+
+    def answered_early(self, request: StreamingRequest) -> None:
+        """A trigger thunk, in waitress's loop: the app answered before the whole body was in.
+        Queue the request now, as waitress does once a body is complete (HTTPChannel.received),
+        and drop the body's remaining bytes as they come."""
+        with self.requests_lock:
+            gone = not self.connected or self.will_close or self.close_when_flushed
+            if gone or self.request is not request or request.completed:
+                return  # the client is gone, or the body turned out complete after all
+            self.discarding = request.live.remain
+            request.completed = True
+            self.request = None
+            self.sent_continue = False
+            self.requests.append(request)
+            if len(self.requests) == 1:
+                self.server.add_task(self)
 
 
 def close_all(server) -> None:

@@ -3,6 +3,8 @@
 """
 
 import hashlib
+import http.client
+import select
 import socket
 import time
 import urllib.error
@@ -14,7 +16,7 @@ import boto3
 import botocore.exceptions
 import pytest
 from botocore.config import Config
-from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+from conftest import S3_TEST_ACCESS_KEY, S3_TEST_ORIGIN, S3_TEST_SECRET_KEY
 
 import local_s3
 import signer
@@ -255,6 +257,50 @@ def test_client_disconnecting_mid_upload_leaves_no_object_and_no_temporary_file(
     assert local_s3.leftover_files(running_s3.config) == []
     status, _, _ = post_form(form["url"], form["fields"], b"still serving", encode_form)
     assert status == 201
+
+
+def test_upload_over_its_maximum_is_answered_while_the_client_is_still_sending(
+    running_s3, encode_form
+):
+    """The body streams to the app: at the policy's maximum the answer goes out at once, the
+    rest of the body is read and dropped, and the connection then serves the next upload."""
+    form = our_form(running_s3, "too/big.bin", max_bytes=1_000_000)
+    content_type, body = encode_form([*form["fields"].items(), ("file", ("a", b"z" * 20_000_000))])
+    address = urlsplit(running_s3.url)
+    head = (
+        f"POST /uploads/ HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
+        f"Origin: {S3_TEST_ORIGIN}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(head)
+        sent = 0
+        while sent < len(body) and not select.select([connection], [], [], 0)[0]:
+            connection.sendall(body[sent : sent + 65536])
+            sent += 65536
+            time.sleep(0.001)
+        answered_at = sent
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        answer = reply.read()
+        leftovers = local_s3.leftover_files(running_s3.config)
+        connection.sendall(body[sent:])  # the rest is read and dropped, never stored
+        small_type, small = encode_form([*form["fields"].items(), ("file", ("a", b"fits"))])
+        connection.sendall(
+            f"POST /uploads/ HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {small_type}\r\n"
+            f"Content-Length: {len(small)}\r\n\r\n".encode()
+            + small
+        )
+        second = http.client.HTTPResponse(connection)
+        second.begin()
+        second.read()
+
+    assert answered_at < len(body) // 4
+    assert reply.status == 400 and b"<Code>EntityTooLarge</Code>" in answer
+    assert b"<MaxSizeAllowed>1000000</MaxSizeAllowed>" in answer
+    assert reply.getheader("Access-Control-Allow-Origin") == S3_TEST_ORIGIN
+    assert leftovers == []
+    assert second.status == 201
+    assert local_s3.stored_object(running_s3.config, "uploads", "too/big.bin").size == 4
 
 
 def test_body_over_the_server_limit_is_refused_before_the_app(tmp_path):

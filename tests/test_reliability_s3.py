@@ -135,6 +135,9 @@ def mutated(draw, body: bytes, content_span: tuple[int, int]) -> tuple[bytes, bo
     at = draw(st.integers(0, len(body)))
     new, start, end = MUTATIONS[kind](draw, body, at)
     first, last = content_span
+    # The file part's own headers count too: a CRLF inserted among them ends them early, and
+    # the header lines after it become the file's first bytes.
+    first = body.rindex(f"--{BOUNDARY}".encode(), 0, first)
     return new, start < last and end > first
 
 
@@ -421,6 +424,83 @@ def test_client_hanging_up_after_the_whole_body_still_gets_a_whole_object(runnin
 def test_stress_500_clients_hanging_up_mid_upload(running_s3):
     outcome = disconnect_rounds(running_s3, rounds=500, size=3_000_000, seed=60)
     assert outcome == {"tried": 500, "objects": 0, "leftovers": 0}
+
+
+# ---- streaming: the app reads the body while it arrives ----------------------------------------
+
+
+@pytest.fixture
+def slow_s3(running_s3, monkeypatch):
+    """The running local S3 with a slow disk (about 25 MB/s) and every LiveBody it makes kept,
+    so a test can see how much of a body waited in memory."""
+    bodies = []
+
+    class KeptLiveBody(local_s3.LiveBody):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bodies.append(self)
+
+    write = local_s3.Upload.write
+
+    def slow_write(self, chunk):
+        time.sleep(len(chunk) / 25_000_000)
+        write(self, chunk)
+
+    monkeypatch.setattr(local_s3, "LiveBody", KeptLiveBody)
+    monkeypatch.setattr(local_s3.Upload, "write", slow_write)
+    return running_s3, bodies
+
+
+def body_threads() -> list[threading.Thread]:
+    names = ("local-s3-body", "local-s3-md5")
+    return [thread for thread in threading.enumerate() if thread.name in names]
+
+
+def test_a_fast_client_and_a_slow_disk_keep_a_few_mb_in_memory(slow_s3):
+    """Backpressure: past LIVE_BODY_HIGH bytes unread, waitress stops reading that socket, and
+    its loop stays free: another request is answered while the upload waits."""
+    s3, bodies = slow_s3
+    size = 40 * 1024**2
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upload = pool.submit(streamed_upload, s3.url, "slow.bin", size, 3)
+        deadline = time.monotonic() + 10
+        while not (bodies and bodies[0].paused):
+            assert time.monotonic() < deadline, "the body never filled its buffer"
+            time.sleep(0.01)
+        started = time.monotonic()
+        connection = http.client.HTTPConnection(*address_of(s3.url), timeout=10)
+        connection.request("GET", "/uploads/other.bin")
+        assert connection.getresponse().status == 403  # unsigned: AccessDenied, as on S3
+        connection.close()
+        other_request_seconds = time.monotonic() - started
+        sent, etag, status = upload.result(timeout=60)
+
+    assert (status, etag) == (201, sent)
+    assert other_request_seconds < 1
+    assert local_s3.LIVE_BODY_HIGH <= bodies[0].peak < local_s3.LIVE_BODY_HIGH + 64 * 1024
+    assert local_s3.leftover_files(s3.config) == []
+
+
+@pytest.mark.parametrize("style", ["close", "reset"])
+def test_a_client_hanging_up_while_the_app_reads_leaves_nothing_and_no_thread(slow_s3, style):
+    s3, bodies = slow_s3
+    spooled_before = deleted_open_files()
+    body, _ = form_body(real_form(s3.url, "cut.bin"), os.urandom(30 * 1024**2))
+    with socket.create_connection(address_of(s3.url), timeout=10) as connection:
+        connection.sendall(request_head(s3.url, len(body)) + body[: 10 * 1024**2])
+        deadline = time.monotonic() + 10
+        while not local_s3.leftover_files(s3.config):  # the app is writing the file
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.01)
+        hang_up(connection, style)
+    deadline = time.monotonic() + 10
+    while body_threads() or local_s3.leftover_files(s3.config):
+        assert time.monotonic() < deadline, f"left behind: {body_threads()}"
+        time.sleep(0.02)
+
+    assert bodies[0].remain > 0  # it was cut while streaming, not after the last byte
+    assert local_s3.list_objects(s3.config) == []
+    assert deleted_open_files() <= spooled_before
 
 
 def test_request_headers_over_waitress_limit_are_refused_before_the_app(running_s3):
