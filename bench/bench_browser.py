@@ -162,6 +162,35 @@ def signed_form(origin: str, path: Path) -> dict:
         return json.load(reply)
 
 
+BARE_POST = """async ([url, fields]) => {
+    const form = new FormData();
+    for (const [name, value] of Object.entries(fields)) form.append(name, value);
+    form.append("file", document.querySelector("#bare").files[0]);
+    const started = performance.now();
+    const answer = await fetch(url, {method: "POST", body: form});
+    await answer.text();
+    return [answer.status, (performance.now() - started) / 1000];
+}"""
+
+
+def bare_upload(page: Page, origin: str, path: Path) -> float:
+    """Chromium's own floor: a form from the app, posted by a bare fetch(), no page around it.
+
+    The same FormData the page sends, from the app's origin (so CORS is the same), timed inside
+    the browser from the request to S3's whole answer, like curl's time."""
+    form = signed_form(origin, path)
+    page.goto(f"{origin}/healthz")
+    page.evaluate("""() => {
+        const input = Object.assign(document.createElement("input"), {type: "file", id: "bare"});
+        document.body.append(input);
+    }""")
+    page.set_input_files("#bare", path)
+    status, seconds = page.evaluate(BARE_POST, [form["url"], form["fields"]])
+    if status != 201:
+        raise SystemExit(f"S3 answered {status} to the bare fetch")
+    return seconds
+
+
 def curl_upload(origin: str, path: Path) -> float:
     form = signed_form(origin, path)
     fields = [a for k, v in form["fields"].items() for a in ("--form-string", f"{k}={v}")]
@@ -191,16 +220,18 @@ def run(size_mb: int, runs: int, data_path_mb: int) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             with site(folder, max(size_mb, data_path_mb) * MB) as (origin, config, traffic):
-                page = browser.new_page()
+                page, bare = browser.new_page(), browser.new_page(bypass_csp=True)
                 s3_url = config.endpoint
                 page_upload(page, origin, warm, s3_url)  # warm up Chromium and both servers
+                bare_upload(bare, origin, warm)
                 curl_upload(origin, warm)
-                times: dict[str, list[float]] = {"page": [], "s3 part": [], "curl": []}
+                times: dict[str, list[float]] = {"page": [], "s3 part": [], "bare": [], "curl": []}
                 for _ in range(runs):
                     times["curl"].append(curl_upload(origin, big))
                     uploaded, done = page_upload(page, origin, big, s3_url)
                     times["s3 part"].append(uploaded)
                     times["page"].append(done)
+                    times["bare"].append(bare_upload(bare, origin, big))
                 page.goto(origin)
                 traffic.reset()
                 page_upload_only(page, small, s3_url)
@@ -229,6 +260,8 @@ def report(size_mb: int, median: dict[str, float], runs: int) -> None:
     ratio = median["page"] / median["curl"]
     print(f"ratio (page / curl) {ratio:.2f}x   target <= 1.3x")
     print(f"upload alone (S3's answer / curl) {median['s3 part'] / median['curl']:.2f}x")
+    print(f"Chromium's floor (bare fetch / curl) {median['bare'] / median['curl']:.2f}x")
+    print(f"what the page adds (page / bare fetch) {median['page'] / median['bare']:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
