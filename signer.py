@@ -369,7 +369,7 @@ def presign_url(
         ["host"],
         UNSIGNED_PAYLOAD,
     )
-    signed = _request_signature(credentials, timestamp, region, service, request)
+    signed = _request_signature(credentials.secret_key, timestamp, scope, request)
     query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" for k, v in params)
     return f"{parts.scheme}://{parts.netloc}{path}?{query}&X-Amz-Signature={signed}"
 
@@ -429,17 +429,16 @@ def sign_request(
         names,
         signed_headers_map["x-amz-content-sha256"],
     )
-    signed = _request_signature(credentials, timestamp, region, service, request)
+    signed = _request_signature(credentials.secret_key, timestamp, scope, request)
     authorization = authorization_header(credentials.access_key, scope, names, signed)
     return {**signed_headers_map, "authorization": authorization}
 
 
-def _request_signature(
-    credentials: Credentials, amz_date: str, region: str, service: str, canonical_request: str
-) -> str:
-    """Steps 2-4 for a request, shared by presigned URLs and Authorization headers."""
-    scope = credential_scope(amz_date[:8], region, service)
-    key_for_day = signing_key(credentials.secret_key, amz_date[:8], region, service)
+def _request_signature(secret_key: str, amz_date: str, scope: str, canonical_request: str) -> str:
+    """Steps 2-4 for a request, shared by presigned URLs and Authorization headers. The key is
+    derived for the scope the request names (date/region/service/aws4_request)."""
+    date, region, service, _ = scope.split("/")
+    key_for_day = signing_key(secret_key, date, region, service)
     return signature(key_for_day, string_to_sign(amz_date, scope, canonical_request))
 
 
