@@ -45,8 +45,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import bottle
 import jinja2
-from waitress.channel import HTTPChannel
 
+import serving
 import signer
 
 LOG = logging.getLogger("server")
@@ -1252,15 +1252,15 @@ def serve(config: Config) -> int:
         LOG.warning("node_modules is missing, so the page has no scripts: run `make run`.")
     try:
         server = waitress.create_server(
-            access_log(app) if config.access_log else app,
+            serving.access_log(app) if config.access_log else app,
             host=config.host,
             port=config.port,
-            **waitress_options(config),
+            **serving.waitress_options(config.threads, config.trusted_proxy),
         )
     except OSError as error:
         print(f"Cannot listen on {config.host}:{config.port}: {error.strerror}.", file=sys.stderr)
         return 1
-    server.channel_class = QuietChannel
+    server.channel_class = serving.QuietChannel
     # "Task queue depth is N" is logged for every request queued behind busy threads: under a
     # burst that is every request, and the logging then costs more than the request.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -1273,69 +1273,10 @@ def serve(config: Config) -> int:
     return 0
 
 
-FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
-
-
-def waitress_options(config: Config) -> dict[str, Any]:
-    """waitress's settings for this app, besides where it listens.
-
-    Behind a reverse proxy every request comes from the proxy's address, so the rate limit would
-    count all clients as one, and a TLS proxy's https Origin would not match the plain-http
-    request. With TRUSTED_PROXY, waitress takes the client's address, scheme and host from the
-    X-Forwarded-* headers of that peer only; from anyone else it drops them (its default), so a
-    client cannot buy a fresh rate budget by writing its own X-Forwarded-For.
-    """
-    options: dict[str, Any] = {"threads": config.threads}
-    if config.trusted_proxy:
-        options |= {
-            "trusted_proxy": config.trusted_proxy,
-            "trusted_proxy_headers": FORWARDED_HEADERS,
-        }
-    return options
-
-
-class QuietChannel(HTTPChannel):
-    """waitress's connection, without the busy loop that starves its worker threads.
-
-    waitress's main loop select()s every connection that says it is writable. While a worker
-    is still answering, a connection holding part of the answer says yes, but the loop may not
-    send it (the worker holds the buffer's lock and sends it itself), so select() returns at
-    once, again and again, and that loop keeps the GIL the worker needs to finish: the worker
-    gets it back once per switch interval (5 ms). On 2 cores this made p99 latency at 64
-    connections up to 30x p50, and with 1 to 4 threads the endpoint sometimes fell to tens of
-    requests/s (see docs/BENCHMARKS.md). Here a connection is writable during its request only
-    when the worker waits for the loop (its buffer is over the high watermark); the worker sends
-    its own answer and wakes the loop when it is done, as waitress already does.
-    """
-
-    def writable(self) -> bool:
-        answering = bool(self.requests) and not (self.will_close or self.close_when_flushed)
-        if answering and self.total_outbufs_len <= self.adj.outbuf_high_watermark:
-            return False
-        return super().writable()
-
-
 def banner(config: Config) -> str:
     where = "embedded local S3" if config.embedded else f"bucket {config.bucket}"
     endpoint = config.endpoint or s3_origin(config)
     return f"Upload app: {config.app_origin}/\nS3: {endpoint} ({where})"
-
-
-def access_log(app: Callable[..., Any]) -> Callable[..., Any]:
-    """One INFO line per request: method, path, status. Never the query string (signatures).
-
-    Off unless ACCESS_LOG=on: the line cost 14 µs of the signing endpoint's 84 µs in the app
-    (bench/bench_endpoint.py), and the proxy in front of a production app logs requests anyway.
-    """
-
-    def logged(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            LOG.info("%s %s %s", environ["REQUEST_METHOD"], environ.get("PATH_INFO"), status[:3])
-            return start_response(status, headers, exc_info)
-
-        return app(environ, start)
-
-    return logged
 
 
 if __name__ == "__main__":

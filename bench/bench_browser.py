@@ -39,7 +39,6 @@ from waitress.channel import HTTPChannel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import local_s3  # noqa: E402 (the project root is added to the path just above)
 import server  # noqa: E402
 
 MB = 1024 * 1024
@@ -99,7 +98,7 @@ class LateApp:
 
 @contextlib.contextmanager
 def serving(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
-    with local_s3.BackgroundServer(app, channel_class=counting_channel(traffic)) as http:
+    with serving.BackgroundServer(app, channel_class=counting_channel(traffic)) as http:
         yield http.url
 
 

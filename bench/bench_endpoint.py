@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import server  # noqa: E402 (the project root is added to the path just above)
+import serving  # noqa: E402
 
 QUERY = "/s3_credentials?filename=holiday%20photo.jpg&content_type=image%2Fjpeg&size=2345678"
 TOKEN = re.compile(r'"pageToken": ?"([0-9]+\.[0-9a-f]+)"')
@@ -106,7 +107,7 @@ def serve_floor(port: int, threads: int) -> None:
         return [body]
 
     floor = waitress.create_server(nothing, host="127.0.0.1", port=port, threads=threads)
-    floor.channel_class = server.QuietChannel
+    floor.channel_class = serving.QuietChannel
     print(f"Floor: http://127.0.0.1:{port}/", flush=True)
     floor.run()
 

@@ -31,8 +31,8 @@ from playwright.sync_api import (
     expect,
 )
 
-import local_s3
 import server
+import serving
 import signer
 
 pytestmark = pytest.mark.browser
@@ -93,9 +93,9 @@ class Site:
 
 
 @contextlib.contextmanager
-def serving(app: Callable[..., Any]) -> Iterator[str]:
+def served(app: Callable[..., Any]) -> Iterator[str]:
     """Serve a WSGI app with waitress on a free loopback port, in a thread, until the block ends."""
-    with local_s3.BackgroundServer(app) as http:
+    with serving.BackgroundServer(app) as http:
         yield http.url
 
 
@@ -104,7 +104,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     """The app and its embedded local S3 on free loopback ports, started as `make run` starts
     them: fresh random credentials, and a CORS rule naming the app's origin."""
     deferred = DeferredApp()
-    with serving(deferred) as origin, contextlib.ExitStack() as stack:
+    with served(deferred) as origin, contextlib.ExitStack() as stack:
         config = server.start_embedded_s3(loopback_config(origin, tmp_path), stack)
         site = Site(origin, server.s3_origin(config), config)
         deferred.app = server.create_app(config, clock=site.clock)

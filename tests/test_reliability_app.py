@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 import local_s3
 import server
+import serving
 import signer
 
 SECRET = "RELIABILITY-APP-SECRET/u7Qx2Lr9Vb0NwKd3Hs8TmZ"
@@ -416,8 +417,8 @@ def served_behind(tmp_path: Path, trusted_proxy: str | None) -> Iterator[str]:
     }
     config = server.Config.from_env(environ, None)
     app = server.create_app(config, clock=Clock(NOW))
-    options = server.waitress_options(config)
-    with local_s3.BackgroundServer(app, channel_class=server.QuietChannel, **options) as http:
+    options = serving.waitress_options(config.threads, config.trusted_proxy)
+    with serving.BackgroundServer(app, channel_class=serving.QuietChannel, **options) as http:
         yield http.url.removeprefix("http://")
 
 
@@ -886,9 +887,9 @@ def test_full_disk_for_the_upload_list_is_a_503_and_a_retry_records_it(tmp_path,
 
 
 @contextlib.contextmanager
-def serving(app: Any, threads: int = 8) -> Iterator[str]:
+def served(app: Any, threads: int = 8) -> Iterator[str]:
     """The app under waitress on a free loopback port, stopped (sockets closed) at the end."""
-    with local_s3.BackgroundServer(app, threads=threads) as http:
+    with serving.BackgroundServer(app, threads=threads) as http:
         yield http.url.removeprefix("http://")
 
 
@@ -921,7 +922,7 @@ def run_load(config: server.Config, count: int, waves: int = 1) -> dict[str, int
     """`waves` rounds of `count` concurrent requests (client and server share this process's
     1024 descriptors that waitress's select() can watch, so one wave stays well under that)."""
     answers = []
-    with serving(server.create_app(config, clock=Clock(NOW))) as address:
+    with served(server.create_app(config, clock=Clock(NOW))) as address:
         started = time.monotonic()
         for _ in range(waves):
             answers += concurrent_requests(address, count)

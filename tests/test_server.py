@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 import local_s3
 import server
+import serving
 import signer
 
 SECRET = "SERVER-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
@@ -98,7 +99,7 @@ def unlimited(config: server.Config, clock: Clock) -> webtest.TestApp:
 
 
 def app_client(config: server.Config, clock: Clock | None = None) -> webtest.TestApp:
-    app = server.access_log(server.create_app(config, clock=clock))
+    app = serving.access_log(server.create_app(config, clock=clock))
     return RecordingTestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
 
 
@@ -728,7 +729,7 @@ def test_access_log_has_no_query_string(caplog) -> None:
         return [b"hello"]
 
     with caplog.at_level(logging.INFO, logger="server"):
-        webtest.TestApp(server.access_log(hello)).get("/uploads/done?token=abc&X-Amz-Signature=d")
+        webtest.TestApp(serving.access_log(hello)).get("/uploads/done?token=abc&X-Amz-Signature=d")
     assert caplog.messages == ["GET /uploads/done 200"]
 
 
@@ -1029,8 +1030,8 @@ def test_quiet_channel_still_sends_an_answer_larger_than_waitress_buffer() -> No
         start_response("200 OK", [("Content-Length", str(len(chunk) * 64))])
         return (chunk for _ in range(64))
 
-    quiet = local_s3.BackgroundServer(
-        large, threads=1, channel_class=server.QuietChannel, outbuf_high_watermark=len(chunk)
+    quiet = serving.BackgroundServer(
+        large, threads=1, channel_class=serving.QuietChannel, outbuf_high_watermark=len(chunk)
     )
     with quiet:
         connection = http.client.HTTPConnection(
