@@ -31,13 +31,12 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from s3_rules import BUCKET_NAME, MAX_KEY_BYTES, MAX_PRESIGNED_EXPIRES
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-MAX_KEY_BYTES = 1024  # S3: "The name for a key is a sequence of Unicode characters whose UTF-8 ..."
-MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600  # SigV4 query auth: X-Amz-Expires is at most 604800 s
-BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 REGION_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 SUCCESS_STATUSES = ("200", "201", "204")
@@ -340,42 +339,72 @@ def canonical_request(
 # https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
 
 
+class PresignedUrl(NamedTuple):
+    """A presigned URL and the intermediates that made it, for explain mode and for tests."""
+
+    canonical_request: str
+    string_to_sign: str
+    signature: str
+    url: str
+
+
 def presign_url(
     credentials: Credentials,
     method: str,
     url: str,
     region: str,
     *,
+    headers: Mapping[str, str] | None = None,
     expires_in: int = 3600,
     now: datetime | None = None,
     service: str = "s3",
 ) -> str:
     """A URL that carries its own signature in X-Amz-* parameters, valid for `expires_in` s.
 
-    Only `host` is signed and the payload is UNSIGNED-PAYLOAD, so any client can use the URL.
+    `host` is always signed. Any `headers` given are signed too, and the client must then send
+    exactly those values: signing `content-length` and `content-type` on a PUT makes S3 itself
+    refuse another size or type, the limits a POST policy gives. The payload is UNSIGNED-PAYLOAD,
+    so a browser can send a file without hashing it first.
     """
+    moment = now or datetime.now(UTC)
+    return presigned_url(
+        credentials, method, url, region, headers or {}, expires_in, moment, service
+    ).url
+
+
+def presigned_url(
+    credentials: Credentials,
+    method: str,
+    url: str,
+    region: str,
+    headers: Mapping[str, str],
+    expires_in: int,
+    now: datetime,
+    service: str = "s3",
+) -> PresignedUrl:
+    """presign_url with its canonical request, string to sign and signature kept."""
     if not 1 <= expires_in <= MAX_PRESIGNED_EXPIRES:
         raise SignerError(f"expires_in must be between 1 and {MAX_PRESIGNED_EXPIRES} seconds.")
-    parts, timestamp = urlsplit(url), amz_date(now or datetime.now(UTC))
+    parts, timestamp = urlsplit(url), amz_date(now)
     path = canonical_uri(parts.path)
     scope = credential_scope(timestamp[:8], _checked_region(region), service)
-    auth_params = _query_auth_params(credentials, scope, timestamp, expires_in)
+    signed_headers = {name.lower(): str(value) for name, value in headers.items()}
+    signed_headers["host"] = host_header(parts.scheme, parts.netloc)
+    names = sorted(signed_headers)
+    auth_params = _query_auth_params(credentials, scope, timestamp, expires_in, names)
     params = [*parse_qsl(parts.query, keep_blank_values=True), *auth_params.items()]
     request = canonical_request(
-        method,
-        path,
-        canonical_query_string(params),
-        {"host": host_header(parts.scheme, parts.netloc)},
-        ["host"],
-        UNSIGNED_PAYLOAD,
+        method, path, canonical_query_string(params), signed_headers, names, UNSIGNED_PAYLOAD
     )
-    signed = _request_signature(credentials.secret_key, timestamp, scope, request)
+    to_sign = string_to_sign(timestamp, scope, request)
+    signed = signature(signing_key(credentials.secret_key, *scope.split("/")[:3]), to_sign)
     query = "&".join(f"{uri_encode(k)}={uri_encode(v)}" for k, v in params)
-    return f"{parts.scheme}://{parts.netloc}{path}?{query}&X-Amz-Signature={signed}"
+    full_url = f"{parts.scheme}://{parts.netloc}{path}?{query}&X-Amz-Signature={signed}"
+    return PresignedUrl(request, to_sign, signed, full_url)
 
 
 def _query_auth_params(
-    credentials: Credentials, scope: str, amz_date: str, expires_in: int
+    credentials: Credentials, scope: str, amz_date: str, expires_in: int, signed_headers: list[str]
 ) -> dict[str, str]:
     """The X-Amz-* parameters, in botocore's order; all but X-Amz-Signature are signed."""
     params = {
@@ -383,7 +412,7 @@ def _query_auth_params(
         "X-Amz-Credential": f"{credentials.access_key}/{scope}",
         "X-Amz-Date": amz_date,
         "X-Amz-Expires": str(expires_in),
-        "X-Amz-SignedHeaders": "host",
+        "X-Amz-SignedHeaders": ";".join(signed_headers),
     }
     if credentials.session_token:
         params["X-Amz-Security-Token"] = credentials.session_token
@@ -518,6 +547,10 @@ AWS_EXAMPLE_POLICY = (
 )
 AWS_EXAMPLE_SIGNATURE = "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e"
 AWS_EXAMPLE_DATE = datetime(2015, 12, 29, tzinfo=UTC)
+# "Authenticating Requests: Using Query Parameters (AWS Signature Version 4)", S3 API Reference:
+# GET examplebucket/test.txt, valid 86400 s from 20130524T000000Z.
+AWS_URL_EXAMPLE_SIGNATURE = "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+AWS_URL_DATE = datetime(2013, 5, 24, tzinfo=UTC)
 
 
 class Step(NamedTuple):
@@ -538,16 +571,38 @@ def explain_post(
         Step("StringToSign (base64 of the policy)", encoded_policy),
         Step("Credential scope", credential_scope(date, region)),
         Step("x-amz-credential", credential(credentials.access_key, date, region)),
+        *_key_chain(keys),
+        Step(
+            "Signature = hex(HMAC(SigningKey, StringToSign))",
+            signature(keys.signing_key, encoded_policy),
+        ),
+    ]
+
+
+def explain_presigned_url(presigned: PresignedUrl, secret_key: str, region: str) -> list[Step]:
+    """Every intermediate of a presigned URL: the request is reduced to a canonical text, whose
+    hash (not the text) goes into the string to sign."""
+    _, timestamp, scope, request_hash = presigned.string_to_sign.split("\n")
+    keys = derived_keys(secret_key, timestamp[:8], region)
+    return [
+        Step("CanonicalRequest", presigned.canonical_request),
+        Step("Hash of the CanonicalRequest (SHA-256, hex)", request_hash),
+        Step("StringToSign", presigned.string_to_sign),
+        Step("Credential scope", scope),
+        *_key_chain(keys),
+        Step("Signature = hex(HMAC(SigningKey, StringToSign))", presigned.signature),
+        Step("url", presigned.url),
+    ]
+
+
+def _key_chain(keys: DerivedKeys) -> list[Step]:
+    return [
         Step("DateKey = HMAC('AWS4' + secret, date)", keys.date_key.hex()),
         Step("DateRegionKey = HMAC(DateKey, region)", keys.date_region_key.hex()),
         Step(
             "DateRegionServiceKey = HMAC(DateRegionKey, 's3')", keys.date_region_service_key.hex()
         ),
         Step("SigningKey = HMAC(DateRegionServiceKey, 'aws4_request')", keys.signing_key.hex()),
-        Step(
-            "Signature = hex(HMAC(SigningKey, StringToSign))",
-            signature(keys.signing_key, encoded_policy),
-        ),
     ]
 
 
@@ -561,10 +616,11 @@ def pretty_policy(encoded_policy: str) -> str:
 def explain(argv: Sequence[str] | None = None) -> list[Step]:
     """The steps explain mode prints, from its command-line arguments."""
     args = _explain_parser().parse_args(argv)
+    if args.put:
+        return _explain_put(args)
     if args.aws_example:
         steps = explain_post(AWS_EXAMPLE_POLICY, AWS_EXAMPLE, "us-east-1", AWS_EXAMPLE_DATE)
-        verdict = "yes" if steps[-1].value == AWS_EXAMPLE_SIGNATURE else "NO"
-        return [*steps, Step("Matches AWS's published signature", verdict)]
+        return _with_verdict(steps, AWS_EXAMPLE_SIGNATURE)
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
     form = presigned_post(
         AWS_EXAMPLE,
@@ -581,13 +637,37 @@ def explain(argv: Sequence[str] | None = None) -> list[Step]:
     return [Step("Policy (JSON)", pretty_policy(encoded)), *steps[1:], Step("url", form["url"])]
 
 
+def _explain_put(args: argparse.Namespace) -> list[Step]:
+    """A presigned PUT that pins the key, the exact size and the type; or, with --aws-example,
+    AWS's published presigned GET, whose signature AWS prints."""
+    if args.aws_example:
+        url = "https://examplebucket.s3.amazonaws.com/test.txt"
+        presigned = presigned_url(AWS_EXAMPLE, "GET", url, "us-east-1", {}, 86400, AWS_URL_DATE)
+        steps = explain_presigned_url(presigned, AWS_EXAMPLE.secret_key, "us-east-1")
+        return _with_verdict(steps, AWS_URL_EXAMPLE_SIGNATURE)
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    url = object_url(args.bucket, args.key, args.region)
+    headers = {"content-length": str(args.size), "content-type": args.content_type}
+    presigned = presigned_url(AWS_EXAMPLE, "PUT", url, args.region, headers, args.expires_in, now)
+    return explain_presigned_url(presigned, AWS_EXAMPLE.secret_key, args.region)
+
+
+def _with_verdict(steps: list[Step], published_signature: str) -> list[Step]:
+    signed = next(step.value for step in steps if step.name.startswith("Signature"))
+    verdict = "yes" if signed == published_signature else "NO"
+    return [*steps, Step("Matches AWS's published signature", verdict)]
+
+
 def _explain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python signer.py explain",
-        description="Print every step of a SigV4 POST policy signature. Uses AWS's published "
-        "example credentials, never yours, so the keys it prints are safe to share.",
+        description="Print every step of a SigV4 POST policy signature, or with --put of a "
+        "presigned PUT URL. Uses AWS's published example credentials, never yours, so the keys "
+        "it prints are safe to share.",
     )
     parser.add_argument("--aws-example", action="store_true", help="replay AWS's example")
+    parser.add_argument("--put", action="store_true", help="a presigned PUT URL, not a POST")
+    parser.add_argument("--size", type=int, default=1024, help="the PUT's exact Content-Length")
     parser.add_argument("--bucket", default="examplebucket")
     parser.add_argument("--key", default="uploads/example.jpg")
     parser.add_argument("--region", default="us-east-1")
@@ -610,7 +690,7 @@ def _indented(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "explain":
-        print("usage: python signer.py explain [--aws-example] [--help]", file=sys.stderr)
+        print("usage: python signer.py explain [--put] [--aws-example] [--help]", file=sys.stderr)
         return 2
     try:
         print(format_steps(explain(argv[1:])), end="")
