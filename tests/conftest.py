@@ -36,7 +36,7 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-# --- local S3 (local_s3.py): a frozen clock, test credentials, the WSGI app and a real server ---
+# --- local S3 (local_s3/): a frozen clock, test credentials, the WSGI app and a real server ---
 
 S3_TEST_ACCESS_KEY = "AKIDLOCALS3TEST00001"
 S3_TEST_SECRET_KEY = "local-s3-test-secret/not-a-real-key-0123"
@@ -83,18 +83,32 @@ def s3_app(s3_config):
 
 
 @pytest.fixture
-def running_s3(tmp_path):
-    """A real LocalS3 on 127.0.0.1 with a free port and the real clock (botocore signs with now)."""
+def start_s3(tmp_path):
+    """start_s3(threads=4, **config) -> a real LocalS3 on 127.0.0.1 with a free port and the real
+    clock (botocore signs with now), serving bucket "uploads"; stopped after the test."""
+    import contextlib
+
     import local_s3
 
-    config = local_s3.S3Config(
-        data_dir=tmp_path / "data",
-        buckets=("uploads",),
-        credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
-        cors_origins=(S3_TEST_ORIGIN,),
-    )
-    with local_s3.LocalS3(config, threads=4) as server:
-        yield server
+    with contextlib.ExitStack() as running:
+
+        def start(threads=4, **config):
+            settings = local_s3.S3Config(
+                data_dir=tmp_path / "data",
+                buckets=("uploads",),
+                credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
+                cors_origins=(S3_TEST_ORIGIN,),
+                **config,
+            )
+            return running.enter_context(local_s3.LocalS3(settings, threads=threads))
+
+        yield start
+
+
+@pytest.fixture
+def running_s3(start_s3):
+    """A real LocalS3 with 4 threads: see start_s3."""
+    return start_s3()
 
 
 def _encode_form(parts, boundary="LocalS3TestBoundary7MA4YWxkTrZu0gW"):

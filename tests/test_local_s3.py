@@ -370,6 +370,11 @@ def extra(name):
     return 403, "AccessDenied", f"Invalid according to Policy: Extra input fields: {name}"
 
 
+def s3_says(code):
+    """(status, Code, Message) as S3's error table gives them."""
+    return local_s3.ERRORS[code].status, code, local_s3.ERRORS[code].message
+
+
 def bad_argument(message):
     return 400, "InvalidArgument", message
 
@@ -378,7 +383,7 @@ def bad_policy(detail):
     return 400, "InvalidPolicyDocument", f"Invalid Policy: {detail}"
 
 
-MALFORMED = (400, "MalformedPOSTRequest", local_s3.MalformedPOSTRequest.message)
+MALFORMED = s3_says("MalformedPOSTRequest")
 BAD_SIGNATURE = (403, "SignatureDoesNotMatch", SIGNATURE)
 IN_ONE_HOUR = "2026-01-01T13:00:00.000Z"
 OTHER_REGION = "AKIDLOCALS3TEST00001/20260101/eu-west-1/s3/aws4_request"
@@ -414,7 +419,7 @@ TAMPERS = [
         bad_argument('the Credential is mal-formed; expecting '
                      '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".')),
     ("unknown access key id", changed(**{"x-amz-credential": UNKNOWN_KEY_ID}),
-        (403, "InvalidAccessKeyId", local_s3.InvalidAccessKeyId.message)),
+        s3_says("InvalidAccessKeyId")),
     ("x-amz-date not a date", changed(**{"x-amz-date": "20261340T000000Z"}),
         bad_argument("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")),
     ("algorithm changed", changed(**{"x-amz-algorithm": "AWS4-HMAC-SHA1"}),
@@ -438,7 +443,7 @@ TAMPERS = [
     ("one byte over the range", lambda f: Attempt(with_file(f.fields, b"x" * 101)),
         (400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")),
     ("one byte under the range", lambda f: Attempt(with_file(f.fields, b"x" * 9)),
-        (400, "EntityTooSmall", local_s3.EntityTooSmall.message)),
+        s3_says("EntityTooSmall")),
     ("wrong bucket", lambda f: Attempt(with_file(f.fields), path="/other/"),
         condition('["eq", "$bucket", "uploads"]')),
     ("unknown bucket", lambda f: Attempt(with_file(f.fields), path="/nope/"),
@@ -452,7 +457,7 @@ TAMPERS = [
                                    success_action_status="201"),
         condition('["starts-with", "$success_action_status", "2"]')),
     ("not multipart", lambda f: Attempt(raw=("application/x-www-form-urlencoded", b"key=a")),
-        (412, "PreconditionFailed", local_s3.PreconditionFailed.message)),
+        s3_says("PreconditionFailed")),
     ("multipart without boundary", lambda f: Attempt(raw=("multipart/form-data", b"--x\r\n")),
         MALFORMED),
     ("truncated body", lambda f: Attempt(with_file(f.fields), cut=30), MALFORMED),
@@ -465,7 +470,7 @@ TAMPERS = [
         bad_argument("Bucket POST must contain only one field named 'key'.")),
     ("fields before the file over 20 KB",
         lambda f: Attempt(with_file({**f.fields, "x-ignore-padding": "p" * 21000})),
-        (400, "MaxPostPreDataLengthExceededError", local_s3.MaxPostPreDataLengthExceeded.message)),
+        s3_says("MaxPostPreDataLengthExceededError")),
     ("policy not base64", raw_policy(b"", base64_ok=False), bad_policy("Invalid JSON.")),
     ("policy not JSON", raw_policy(b"{'expiration': nope"), bad_policy("Invalid JSON.")),
     ("policy nested too deep", raw_policy(b"[" * 5000 + b"]" * 5000), bad_policy("Invalid JSON.")),
@@ -487,13 +492,13 @@ TAMPERS = [
         (400, "KeyTooLongError", "Your key is too long")),
     ("session token this S3 never issued",
         lambda f: Attempt(with_file(f.custom({"key": KEY, "x-amz-security-token": "FQoG"}))),
-        (400, "InvalidToken", local_s3.InvalidToken.message)),
+        s3_says("InvalidToken")),
     ("Content-MD5 of other bytes",
         lambda f: Attempt(with_file(f.custom({"key": KEY, "Content-MD5": md5_base64(b"other")}))),
-        (400, "BadDigest", local_s3.BadDigest.message)),
+        s3_says("BadDigest")),
     ("Content-MD5 not an MD5",
         lambda f: Attempt(with_file(f.custom({"key": KEY, "Content-MD5": "bm90IGFuIG1kNQ=="}))),
-        (400, "InvalidDigest", local_s3.InvalidDigest.message)),
+        s3_says("InvalidDigest")),
     ("canned ACL that does not exist",
         lambda f: Attempt(with_file(f.custom({"key": KEY, "acl": "public-everything"}))),
         bad_argument("Invalid Argument")),
@@ -559,21 +564,21 @@ def test_upload_is_rejected_as_soon_as_the_limit_is_crossed(
     app = local_s3.create_app(s3_config)
     content_type, body = encode_form(with_file(forge.fields, b"x" * 5_000_000))
     chunks_read = []
-    real_chunks = local_s3.body_chunks
+    real_chunks = local_s3.form.body_chunks
 
     def counting(environ):
         for chunk in real_chunks(environ):
             chunks_read.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(local_s3, "body_chunks", counting)
+    monkeypatch.setattr(local_s3.form, "body_chunks", counting)
     import webtest
 
     response = webtest.TestApp(app).request(
         "/uploads/", method="POST", body=body, headers={"Content-Type": content_type}, status="*"
     )
     assert error_of(response)[0] == "EntityTooLarge"
-    assert sum(chunks_read) <= local_s3.READ_CHUNK
+    assert sum(chunks_read) <= local_s3.form.READ_CHUNK
     assert_nothing_stored(s3_config)
 
 
@@ -712,12 +717,11 @@ READ_TAMPERS = [
                                                    "the region 'eu-west-1' is wrong; "
                                                    "expecting 'us-east-1'")),
     ("unknown access key", lambda u: tamper_query(u, "X-Amz-Credential", UNKNOWN_KEY_ID), "GET",
-        (403, "InvalidAccessKeyId", local_s3.InvalidAccessKeyId.message)),
+        s3_says("InvalidAccessKeyId")),
     ("date missing", lambda u: tamper_query(u, "X-Amz-Date", None), "GET",
-        (400, "AuthorizationQueryParametersError",
-         local_s3.AuthorizationQueryParametersError.message)),
+        s3_says("AuthorizationQueryParametersError")),
     ("session token this S3 never issued", lambda u: u + "&X-Amz-Security-Token=FQoG", "GET",
-        (400, "InvalidToken", local_s3.InvalidToken.message)),
+        s3_says("InvalidToken")),
     ("another algorithm", lambda u: tamper_query(u, "X-Amz-Algorithm", "AWS4-HMAC-MD5"), "GET",
         (400, "AuthorizationQueryParametersError",
          'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')),
@@ -786,9 +790,9 @@ HEADER_TAMPERS = [
         (400, "InvalidRequest", "Missing required header for this request: x-amz-content-sha256")),
     ("content sha256 changed after signing", {"x-amz-content-sha256": "a" * 64}, BAD_SIGNATURE),
     ("streaming payload", {"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"},
-        (501, "NotImplemented", local_s3.NotImplementedByLocalS3.message)),
+        s3_says("NotImplemented")),
     ("date 20 minutes off", {"x-amz-date": "20260101T122000Z"},
-        (403, "RequestTimeTooSkewed", local_s3.RequestTimeTooSkewed.message)),
+        s3_says("RequestTimeTooSkewed")),
     ("signed header changed", {"x-amz-date": "20260101T120001Z"}, BAD_SIGNATURE),
     ("signature version 2", {"authorization": "AWS AKIDLOCALS3TEST00001:c2lnbmF0dXJl"},
         bad_argument("Unsupported Authorization Type")),
@@ -829,7 +833,7 @@ def test_get_signed_over_a_body_it_does_not_send_is_a_sha256_mismatch(
     code, message, elements = error_of(response)
     assert (code, message) == (
         "XAmzContentSHA256Mismatch",
-        local_s3.XAmzContentSHA256Mismatch.message,
+        local_s3.ERRORS["XAmzContentSHA256Mismatch"].message,
     )
     assert elements["S3ComputedContentSHA256"] == signer.EMPTY_SHA256
 
@@ -892,10 +896,10 @@ PUT_TAMPERS = [
     ("anonymous", lambda credentials, now: (f"/uploads/{KEY}", {}),
         (403, "AccessDenied", "Access Denied")),
     ("signed for other bytes", header_signed(payload=b"other"),
-        (400, "XAmzContentSHA256Mismatch", local_s3.XAmzContentSHA256Mismatch.message)),
+        s3_says("XAmzContentSHA256Mismatch")),
     ("Content-MD5 of other bytes",
         header_signed(payload=BODY, headers={"content-md5": md5_base64(b"other")}),
-        (400, "BadDigest", local_s3.BadDigest.message)),
+        s3_says("BadDigest")),
     ("presigned URL expired", presigned_at(-timedelta(hours=2)),
         (403, "AccessDenied", "Request has expired")),
 ]
@@ -930,7 +934,7 @@ def test_put_over_the_size_limit_is_entity_too_large(s3_config, s3_credentials, 
     url = presigned(OBJECT_URL, s3_credentials, s3_now, method="PUT")
     response = put(app, url, BODY, {}, status=400)
 
-    assert error_of(response)[:2] == ("EntityTooLarge", local_s3.EntityTooLarge.message)
+    assert error_of(response)[:2] == ("EntityTooLarge", local_s3.ERRORS["EntityTooLarge"].message)
     assert_nothing_stored(small)
 
 
@@ -1072,7 +1076,7 @@ def test_bucket_without_any_cors_rule_has_no_cors_configuration(s3_config, s3_cr
     )
 
 
-MALFORMED_XML = (400, "MalformedXML", local_s3.MalformedXML.message)
+MALFORMED_XML = s3_says("MalformedXML")
 
 # fmt: off
 CORS_TAMPERS = [
@@ -1229,7 +1233,7 @@ def test_a_bug_answers_internal_error_and_logs_no_secret(
     def broken_commit(*args):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(local_s3.ObjectStore, "commit", broken_commit)
+    monkeypatch.setattr(local_s3.storage.ObjectStore, "commit", broken_commit)
     with caplog.at_level(logging.ERROR, logger="local_s3"):
         response = send(s3_app, Attempt(with_file(form)), encode_form)
 
@@ -1247,7 +1251,7 @@ def test_running_alone_prints_the_access_key_and_keeps_the_secret_in_a_private_f
     data = tmp_path / "data"
     command = ["--port", "0", "--data", str(data), "--bucket", "uploads"]
     process = subprocess.Popen(
-        [sys.executable, "local_s3.py", *command, "--allow-origin", "http://127.0.0.1:8080"],
+        [sys.executable, "-m", "local_s3", *command, "--allow-origin", "http://127.0.0.1:8080"],
         cwd=Path(__file__).parent.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

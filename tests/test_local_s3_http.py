@@ -4,8 +4,10 @@
 
 import hashlib
 import http.client
+import os
 import select
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -236,25 +238,47 @@ def test_reads_during_rewrites_always_see_one_whole_version(running_s3, encode_f
     assert all(body in versions for body in reads)
 
 
-# --- a client that hangs up ---------------------------------------------------------------------
+# --- a client that hangs up, or sends too much -------------------------------------------------
+
+
+def raw_post_head(server, content_type, length, *extra_headers):
+    address = urlsplit(server.url)
+    lines = [
+        "POST /uploads/ HTTP/1.1",
+        f"Host: {address.netloc}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {length}",
+        *extra_headers,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def connect(server):
+    address = urlsplit(server.url)
+    return socket.create_connection((address.hostname, address.port), timeout=10)
+
+
+def wait_for(condition, what, timeout=30):
+    """Waits until condition() holds; the timeout only keeps a broken server from hanging."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
 
 
 def test_client_disconnecting_mid_upload_leaves_no_object_and_no_temporary_file(
     running_s3, encode_form
 ):
+    """The upload is under way (its temporary file exists) when the client hangs up; then the
+    temporary file goes, no object appears, and the server stores the next upload."""
     form = our_form(running_s3, "abandoned.bin")
     content_type, body = encode_form([*form["fields"].items(), ("file", ("a", b"z" * 2_000_000))])
-    address = urlsplit(running_s3.url)
-    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
-        head = (
-            f"POST /uploads/ HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        connection.sendall(head.encode() + body[: len(body) // 2])
-    time.sleep(0.3)
+    with connect(running_s3) as connection:
+        connection.sendall(raw_post_head(running_s3, content_type, len(body)) + body[:1_000_000])
+        wait_for(lambda: local_s3.leftover_files(running_s3.config), "the upload began")
+    wait_for(lambda: not local_s3.leftover_files(running_s3.config), "the upload discarded")
 
     assert local_s3.list_objects(running_s3.config) == []
-    assert local_s3.leftover_files(running_s3.config) == []
     status, _, _ = post_form(form["url"], form["fields"], b"still serving", encode_form)
     assert status == 201
 
@@ -262,45 +286,43 @@ def test_client_disconnecting_mid_upload_leaves_no_object_and_no_temporary_file(
 def test_upload_over_its_maximum_is_answered_while_the_client_is_still_sending(
     running_s3, encode_form
 ):
-    """The body streams to the app: at the policy's maximum the answer goes out at once, the
-    rest of the body is read and dropped, and the connection then serves the next upload."""
+    """The body streams to the app: at the policy's maximum the answer goes out at once, and
+    then the connection is closed, as S3 closes it after EntityTooLarge."""
     form = our_form(running_s3, "too/big.bin", max_bytes=1_000_000)
     content_type, body = encode_form([*form["fields"].items(), ("file", ("a", b"z" * 20_000_000))])
-    address = urlsplit(running_s3.url)
-    head = (
-        f"POST /uploads/ HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {content_type}\r\n"
-        f"Origin: {S3_TEST_ORIGIN}\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+    head = raw_post_head(running_s3, content_type, len(body), f"Origin: {S3_TEST_ORIGIN}")
+    with connect(running_s3) as connection:
         connection.sendall(head)
         sent = 0
         while sent < len(body) and not select.select([connection], [], [], 0)[0]:
             connection.sendall(body[sent : sent + 65536])
             sent += 65536
             time.sleep(0.001)
-        answered_at = sent
         reply = http.client.HTTPResponse(connection)
         reply.begin()
         answer = reply.read()
-        leftovers = local_s3.leftover_files(running_s3.config)
-        connection.sendall(body[sent:])  # the rest is read and dropped, never stored
-        small_type, small = encode_form([*form["fields"].items(), ("file", ("a", b"fits"))])
-        connection.sendall(
-            f"POST /uploads/ HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {small_type}\r\n"
-            f"Content-Length: {len(small)}\r\n\r\n".encode()
-            + small
-        )
-        second = http.client.HTTPResponse(connection)
-        second.begin()
-        second.read()
 
-    assert answered_at < len(body)  # the answer came while the client was still sending
+    assert sent < len(body)  # the answer came while the client was still sending
     assert reply.status == 400 and b"<Code>EntityTooLarge</Code>" in answer
     assert b"<MaxSizeAllowed>1000000</MaxSizeAllowed>" in answer
     assert reply.getheader("Access-Control-Allow-Origin") == S3_TEST_ORIGIN
-    assert leftovers == []
-    assert second.status == 201
-    assert local_s3.stored_object(running_s3.config, "uploads", "too/big.bin").size == 4
+    assert reply.getheader("Connection") == "close"
+    assert local_s3.leftover_files(running_s3.config) == []
+    assert local_s3.list_objects(running_s3.config) == []
+
+
+def test_chunked_upload_is_missing_content_length_as_on_s3(running_s3):
+    """S3 takes an upload's size from Content-Length; a chunked body has none."""
+    with connect(running_s3) as connection:
+        connection.sendall(
+            b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        answer = reply.read()
+
+    assert reply.status == 411 and b"<Code>MissingContentLength</Code>" in answer
 
 
 def test_body_over_the_server_limit_is_refused_before_the_app(tmp_path):
@@ -320,11 +342,24 @@ def test_body_over_the_server_limit_is_refused_before_the_app(tmp_path):
     assert local_s3.leftover_files(config) == []
 
 
-def test_server_stops_and_frees_its_port(tmp_path):
+def open_sockets():
+    return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("socket:") for fd in fd_names())
+
+
+def fd_names():
+    return [fd for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+
+
+def test_server_stops_and_leaves_no_thread_socket_or_port(tmp_path, encode_form):
+    threads_before, sockets_before = set(threading.enumerate()), open_sockets()
     config = local_s3.S3Config(data_dir=tmp_path / "data", buckets=("uploads",), credentials={})
     server = local_s3.LocalS3(config).start()
     address = urlsplit(server.url)
-    server.stop()
+    with connect(server) as connection:  # a connection the server is still serving at stop
+        connection.sendall(raw_post_head(server, "multipart/form-data; boundary=x", 100))
+        server.stop()
 
+    assert set(threading.enumerate()) <= threads_before
+    assert open_sockets() <= sockets_before
     with pytest.raises(OSError):
         socket.create_connection((address.hostname, address.port), timeout=1).close()

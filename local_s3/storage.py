@@ -1,0 +1,255 @@
+"""Step 3: storing. Objects on disk, named by hash, each replaced in one atomic rename, so a
+rejected, interrupted or killed upload never shows as an object ("Amazon S3 never stores
+partial objects"). Also the buckets' CORS rules set with PUT ?cors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import astuple, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from local_s3.config import S3Config
+from local_s3.cors import CorsRule
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as S3 would describe it, plus where its bytes are on disk."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    metadata: Mapping[str, str]
+    acl: str
+    headers: Mapping[str, str]
+    last_modified: datetime
+    path: Path
+
+
+class BackgroundMD5:
+    """MD5 computed in its own thread. hashlib releases the GIL on large buffers, so hashing
+    overlaps writing the file instead of adding to it; the queue is bounded (a few MB), so a
+    slow hash slows the upload down rather than filling memory."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, name="local-s3-md5", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._md5.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def finish(self) -> str:
+        """Waits for the last chunk and returns the hex digest; safe to call more than once."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+        return self._md5.hexdigest()
+
+
+class Upload:
+    """A file part arriving: written to a temporary file and hashed as it streams, never held."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO | None = None
+        self.md5: BackgroundMD5 | None = None
+        self.size = 0
+
+    def begin(self) -> None:
+        self.file = self.path.open("xb")
+        self.md5 = BackgroundMD5()
+
+    def write(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        self.file.write(chunk)
+        self.size += len(chunk)
+
+    @property
+    def etag(self) -> str:
+        """S3's ETag for a single-part upload: the quoted hex MD5 of the bytes."""
+        return f'"{self.md5.finish()}"'
+
+    def close(self) -> None:
+        """On a full disk, closing flushes the buffer and fails again: the hashing thread
+        must still end."""
+        try:
+            if self.file is not None:
+                self.file.close()
+        finally:
+            if self.md5 is not None:
+                self.md5.finish()
+
+    def discard(self) -> None:
+        try:
+            self.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+class ObjectStore:
+    """Objects on disk: data_dir/blobs/<random> holds bytes, data_dir/objects/<hash>.json the rest.
+
+    A record's file name is the SHA-256 of bucket and key, never a path built from the key, so no
+    key (``..``, ``/etc/passwd``, NUL, 1024 bytes of emoji) can name a file outside the folder.
+    A new object is one os.replace of its record, which points at a fresh blob: readers see the
+    old object or the new one, whole, never a mix ("Amazon S3 never stores partial objects").
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.tmp_dir = data_dir / ".tmp"
+        self.blob_dir = data_dir / "blobs"
+        self.record_dir = data_dir / "objects"
+        self.cors_dir = data_dir / "cors"
+        for folder in (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._locks = tuple(threading.Lock() for _ in range(64))
+
+    def record_path(self, bucket: str, key: str) -> Path:
+        digest = hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
+        return self.record_dir / f"{digest}.json"
+
+    @contextlib.contextmanager
+    def upload(self) -> Iterator[Upload]:
+        """A temporary file that is removed unless commit() moved it into place."""
+        upload = Upload(self.tmp_dir / f"{uuid.uuid4().hex}.part")
+        try:
+            yield upload
+        finally:
+            upload.discard()
+
+    def commit(self, upload: Upload, record: Mapping[str, object]) -> StoredObject:
+        """Blob first, then the record in one os.replace; the replaced object's blob goes last.
+        Concurrent commits of one key take turns (a lock per key hash) to swap the record, so
+        each removes exactly the blob it replaced: last complete write wins, nothing leaks."""
+        upload.close()
+        blob = self.blob_dir / uuid.uuid4().hex
+        record = {**record, "size": upload.size, "etag": upload.etag, "blob": blob.name}
+        staged = self.tmp_dir / f"{blob.name}.json"
+        target = self.record_path(str(record["bucket"]), str(record["key"]))
+        try:
+            os.replace(upload.path, blob)
+            staged.write_text(json.dumps(record), encoding="utf-8")
+            with self._lock_for(target):
+                previous = self._blob_name(target)
+                os.replace(staged, target)
+        except BaseException:
+            blob.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
+            raise
+        if previous:
+            (self.blob_dir / previous).unlink(missing_ok=True)
+        return self._stored(record)
+
+    def get(self, bucket: str, key: str) -> StoredObject | None:
+        try:
+            text = self.record_path(bucket, key).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return self._stored(json.loads(text))
+
+    def open(self, bucket: str, key: str) -> tuple[StoredObject, BinaryIO] | None:
+        """The object and its open blob. A concurrent upload may delete the blob between reading
+        the record and opening it, so read the (new) record again; once open, the bytes stay."""
+        for _attempt in range(5):
+            stored = self.get(bucket, key)
+            if stored is None:
+                return None
+            with contextlib.suppress(FileNotFoundError):
+                return stored, stored.path.open("rb")
+        return None
+
+    def cors_rules(self, bucket: str) -> tuple[CorsRule, ...] | None:
+        try:
+            rules = json.loads(self.cors_path(bucket).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return tuple(CorsRule(*(tuple(v) if isinstance(v, list) else v for v in r)) for r in rules)
+
+    def set_cors_rules(self, bucket: str, rules: tuple[CorsRule, ...] | None) -> None:
+        """Replaces (or, with None, deletes) a bucket's CORS configuration atomically."""
+        if rules is None:
+            self.cors_path(bucket).unlink(missing_ok=True)
+            return
+        staged = self.tmp_dir / f"{uuid.uuid4().hex}.cors.json"
+        staged.write_text(json.dumps([astuple(rule) for rule in rules]), encoding="utf-8")
+        os.replace(staged, self.cors_path(bucket))
+
+    def cors_path(self, bucket: str) -> Path:
+        return self.cors_dir / f"{hashlib.sha256(bucket.encode()).hexdigest()}.json"
+
+    def records(self) -> list[StoredObject]:
+        return [
+            self._stored(json.loads(path.read_text("utf-8"))) for path in self.record_dir.iterdir()
+        ]
+
+    def leftover_files(self) -> list[Path]:
+        """Temporary files, and blobs no record points at. Between requests: none."""
+        referenced = {stored.path for stored in self.records()}
+        blobs = [path for path in self.blob_dir.iterdir() if path not in referenced]
+        return sorted([*self.tmp_dir.iterdir(), *blobs])
+
+    def remove_leftovers(self) -> int:
+        """A process killed mid-upload (SIGKILL, power loss) leaves its temporary file, or a blob
+        no record points at yet; they were never objects. Only safe with no upload in flight,
+        so LocalS3 calls it before it serves, and one folder belongs to one server."""
+        leftovers = self.leftover_files()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
+    def _lock_for(self, target: Path) -> threading.Lock:
+        return self._locks[int(target.stem[:8], 16) % len(self._locks)]
+
+    def _blob_name(self, target: Path) -> str | None:
+        try:
+            return json.loads(target.read_text(encoding="utf-8"))["blob"]
+        except FileNotFoundError:
+            return None
+
+    def _stored(self, record: Mapping) -> StoredObject:
+        return StoredObject(
+            bucket=record["bucket"],
+            key=record["key"],
+            size=record["size"],
+            etag=record["etag"],
+            content_type=record["content_type"],
+            metadata=record["metadata"],
+            acl=record["acl"],
+            headers=record["headers"],
+            last_modified=datetime.fromisoformat(record["last_modified"]),
+            path=self.blob_dir / Path(record["blob"]).name,
+        )
+
+
+def stored_object(config: S3Config, bucket: str, key: str) -> StoredObject | None:
+    """The object stored under bucket/key, or None: what tests check after an upload."""
+    return ObjectStore(config.data_dir).get(bucket, key)
+
+
+def list_objects(config: S3Config) -> list[StoredObject]:
+    """Every stored object, in no particular order."""
+    return ObjectStore(config.data_dir).records()
+
+
+def leftover_files(config: S3Config) -> list[Path]:
+    """Temporary files and unreferenced blobs. After any finished request there must be none:
+    a rejected or interrupted upload leaves nothing behind."""
+    return ObjectStore(config.data_dir).leftover_files()
