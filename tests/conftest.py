@@ -150,3 +150,16 @@ def tiny_disk(tmp_path):
     yield mount
     for path in mounted:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+# --- the app (server.py): its settings --------------------------------------------------------
+
+
+def app_config(**fields):
+    """The app's settings for bucket "uploads" in us-east-1: the defaults of settings.SETTINGS
+    (what an empty environment gives), with `fields` changed. Give it `credentials`."""
+    import dataclasses
+
+    from settings import Config
+
+    return dataclasses.replace(Config.from_env({}), bucket="uploads", region="us-east-1", **fields)

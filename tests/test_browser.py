@@ -34,6 +34,7 @@ from playwright.sync_api import (
 import server
 import serving
 import signer
+from settings import Config
 
 pytestmark = pytest.mark.browser
 
@@ -72,7 +73,7 @@ class DeferredApp:
 class Site:
     origin: str
     s3_origin: str
-    config: server.Config
+    config: Config
     clock: Clock = field(default_factory=Clock)
 
     def read_object(self, key: str) -> bytes | None:
@@ -111,15 +112,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
         yield site
 
 
-def loopback_config(origin: str, data_dir: Path) -> server.Config:
+def loopback_config(origin: str, data_dir: Path) -> Config:
     """The settings of `make run` with no bucket, for an app already listening at `origin`."""
-    return server.Config(
-        credentials=None,
-        bucket=None,
-        region=REGION,
-        port=urlsplit(origin).port,
-        s3_port=0,
-        data_dir=data_dir,
+    return Config.from_env(
+        {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(data_dir)}
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.client
 import json
 import re
@@ -27,17 +28,21 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 import webtest
+from conftest import app_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import local_s3
+import rate_limit
 import server
 import serving
 import signer
+import tokens
+from settings import Config, ConfigError, read_upload_auth
 
 SECRET = "RELIABILITY-APP-SECRET/u7Qx2Lr9Vb0NwKd3Hs8TmZ"
 CREDENTIALS = signer.Credentials("AKIDRELIABILITYAPP01", SECRET)
-KEYS = server.Secrets.derive(SECRET)
+KEYS = tokens.Secrets.derive(SECRET)
 NOW = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 FUZZ = settings(
@@ -54,12 +59,10 @@ class Clock:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> server.Config:
+def config(tmp_path: Path) -> Config:
     """Our test bucket behind a closed port: a HEAD to S3 fails fast with 502."""
-    return server.Config(
+    return app_config(
         credentials=CREDENTIALS,
-        bucket="uploads",
-        region="us-east-1",
         endpoint="http://127.0.0.1:9",
         data_dir=tmp_path,
         s3_timeout=0.5,
@@ -67,18 +70,18 @@ def config(tmp_path: Path) -> server.Config:
     )
 
 
-def app_client(config: server.Config, moment: datetime = NOW) -> webtest.TestApp:
+def app_client(config: Config, moment: datetime = NOW) -> webtest.TestApp:
     app = server.create_app(config, clock=Clock(moment))
     return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.7"})
 
 
 @pytest.fixture
-def client(config: server.Config) -> webtest.TestApp:
+def client(config: Config) -> webtest.TestApp:
     return app_client(config)
 
 
 def token_header(moment: datetime = NOW) -> dict[str, str]:
-    return {"X-Upload-Token": server.issue_page_token(KEYS, moment)}
+    return {"X-Upload-Token": tokens.issue_page_token(KEYS, moment)}
 
 
 def ask(client: webtest.TestApp, query: str, **headers: str) -> webtest.TestResponse:
@@ -97,7 +100,7 @@ def decoded_policy(form: dict[str, Any]) -> dict[str, Any]:
     return json.loads(base64.b64decode(form["fields"]["policy"], validate=True))
 
 
-def assert_signed_within_limits(form: dict[str, Any], config: server.Config, now: datetime):
+def assert_signed_within_limits(form: dict[str, Any], config: Config, now: datetime):
     """The whole promise of a 200: S3 would accept exactly this form, and nothing wider."""
     fields, policy = form["fields"], decoded_policy(form)
     s3 = local_s3.S3Config(Path("unused"), ("uploads",), {CREDENTIALS.access_key: SECRET})
@@ -118,7 +121,7 @@ def assert_signed_within_limits(form: dict[str, Any], config: server.Config, now
     expiration = datetime.fromisoformat(policy["expiration"])
     assert now < expiration <= now + timedelta(seconds=config.policy_ttl)
     assert form["expires_at"] == expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert server.key_token_valid(KEYS, form["key"], form["token"])
+    assert tokens.key_token_valid(KEYS, form["key"], form["token"])
     filename = fields["x-amz-meta-filename"]
     assert filename.isascii() and filename.isprintable() and len(filename) <= 1024
 
@@ -151,7 +154,7 @@ def encoded(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(name)}={quote(value)}" for name, value in pairs)
 
 
-def check_signing_answer(response: webtest.TestResponse, config: server.Config) -> None:
+def check_signing_answer(response: webtest.TestResponse, config: Config) -> None:
     if response.status_int == 200:
         assert_signed_within_limits(response.json, config, NOW)
     else:
@@ -180,10 +183,10 @@ STRESS = settings(max_examples=5_000, deadline=None)
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[server.Config, webtest.TestApp]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, webtest.TestApp]:
     """One app for thousands of stress examples (a function-scoped one is not reset per example)."""
-    config = server.Config(
-        CREDENTIALS, "uploads", "us-east-1", endpoint="http://127.0.0.1:9",
+    config = app_config(
+        credentials=CREDENTIALS, endpoint="http://127.0.0.1:9",
         data_dir=tmp_path_factory.mktemp("stress"), s3_timeout=0.5, rate_limit=None,
     )  # fmt: skip
     return config, app_client(config)
@@ -233,8 +236,8 @@ def test_stress_hostile_headers(shared, headers, endpoint, login):
 
 
 def check_hostile_headers(config, headers, endpoint, login):
-    auth = server.read_upload_auth("basic:alice:correct-horse") if login else None
-    client = app_client(server.replace(config, auth=auth))
+    auth = read_upload_auth("UPLOAD_AUTH", "basic:alice:correct-horse") if login else None
+    client = app_client(dataclasses.replace(config, auth=auth))
     method, path = endpoint
     body = b'{"key": "k", "etag": "e", "token": "t"}' if method == "POST" else None
     sent = {**token_header(), "Content-Type": "application/json", **headers}
@@ -256,7 +259,7 @@ issued_key = st.builds(
 
 
 def registration(key: str, etag: Any, token_ok: bool, extra: dict) -> bytes:
-    token = server.key_token(KEYS, key) if token_ok else "0" * 64
+    token = tokens.key_token(KEYS, key) if token_ok else "0" * 64
     return json.dumps({"key": key, "etag": etag, "token": token, **extra}).encode()
 
 
@@ -321,7 +324,7 @@ CROSS_SITE = {"Sec-Fetch-Site": "cross-site"}
             "The X-Upload-Token header is missing or expired; reload the page.",
         ),
         (
-            {"X-Upload-Token": server.issue_page_token(server.Secrets.derive("other"), NOW)},
+            {"X-Upload-Token": tokens.issue_page_token(tokens.Secrets.derive("other"), NOW)},
             "The X-Upload-Token header is missing or expired; reload the page.",
         ),
         (
@@ -351,7 +354,7 @@ def limited_client(tmp_path: Path, limit: str) -> webtest.TestApp:
         "UPLOAD_RATE_LIMIT": limit,
         "DATA_DIR": str(tmp_path),
     }
-    return app_client(server.Config.from_env(environ, None))
+    return app_client(Config.from_env(environ, None))
 
 
 def status_of(client: webtest.TestApp, address: str, **headers: str) -> int:
@@ -415,7 +418,7 @@ def served_behind(tmp_path: Path, trusted_proxy: str | None) -> Iterator[str]:
         "DATA_DIR": str(tmp_path),
         **({"TRUSTED_PROXY": trusted_proxy} if trusted_proxy else {}),
     }
-    config = server.Config.from_env(environ, None)
+    config = Config.from_env(environ, None)
     app = server.create_app(config, clock=Clock(NOW))
     options = serving.waitress_options(config.threads, config.trusted_proxy)
     with serving.BackgroundServer(app, channel_class=serving.QuietChannel, **options) as http:
@@ -477,8 +480,8 @@ def test_forwarded_scheme_and_host_from_an_untrusted_peer_do_not_pass_the_origin
 @pytest.mark.parametrize("value", ["proxy.internal", "127.0.0.1/8", "not an address"])
 def test_trusted_proxy_must_be_an_ip_address(value):
     environ = {"TRUSTED_PROXY": value}
-    with pytest.raises(server.ConfigError, match=r"^TRUSTED_PROXY .* is not an IP address"):
-        server.Config.from_env(environ, None)
+    with pytest.raises(ConfigError, match=r"^TRUSTED_PROXY .* is not an IP address"):
+        Config.from_env(environ, None)
 
 
 # ---- abuse: the client never chooses the key ---------------------------------------------------
@@ -563,9 +566,7 @@ def test_filename_variable_in_the_uploaded_name_changes_nothing(client, s3):
 
 @pytest.mark.parametrize("ttl", [1, 60, 3600])
 def test_policy_expires_exactly_after_the_configured_ttl(tmp_path, s3, s3_clock, ttl):
-    config = server.Config(
-        CREDENTIALS, "uploads", "us-east-1", data_dir=tmp_path, policy_ttl=ttl, rate_limit=None
-    )
+    config = app_config(credentials=CREDENTIALS, data_dir=tmp_path, policy_ttl=ttl, rate_limit=None)
     form = ask(app_client(config), form_query()).json
     assert (
         decoded_policy(form)["expiration"]
@@ -589,18 +590,18 @@ NOT_ISSUED = "This key was not issued by this server."
     [
         ("uploads/2026/12/02/mine.jpg", "0" * 64),
         ("uploads/2026/12/02/mine.jpg", ""),
-        ("uploads/2026/12/02/mine.jpg", server.key_token(KEYS, "uploads/2026/12/02/other.jpg")),
+        ("uploads/2026/12/02/mine.jpg", tokens.key_token(KEYS, "uploads/2026/12/02/other.jpg")),
         (
             "uploads/2026/12/02/mine.jpg",
-            server.key_token(
-                server.Secrets.derive("another server"), "uploads/2026/12/02/mine.jpg"
+            tokens.key_token(
+                tokens.Secrets.derive("another server"), "uploads/2026/12/02/mine.jpg"
             ),
         ),
         (
             "uploads/2026/12/02/mine.jpg",
-            server.key_token(KEYS, "uploads/2026/12/02/mine.jpg").upper(),
+            tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg").upper(),
         ),
-        ("../uploads/2026/12/02/mine.jpg", server.key_token(KEYS, "uploads/2026/12/02/mine.jpg")),
+        ("../uploads/2026/12/02/mine.jpg", tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg")),
         ("uploads/2026/12/02/mine.jpg", "é" * 64),
     ],
     ids=["zeros", "empty", "other-key", "other-server", "uppercase", "traversal", "non-ascii"],
@@ -636,9 +637,9 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def basic_client(config: server.Config) -> webtest.TestApp:
-    auth = server.read_upload_auth("basic:alice:correct horse:battery")
-    return app_client(server.replace(config, auth=auth))
+def basic_client(config: Config) -> webtest.TestApp:
+    auth = read_upload_auth("UPLOAD_AUTH", "basic:alice:correct horse:battery")
+    return app_client(dataclasses.replace(config, auth=auth))
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
@@ -678,7 +679,7 @@ def test_static_files_and_health_stay_open_behind_basic_auth(basic_client):
 
 
 def test_basic_auth_password_never_shows_in_the_config():
-    config = server.Config.from_env(
+    config = Config.from_env(
         {"UPLOAD_AUTH": "basic:alice:s3cret-pass-phrase", "UPLOAD_RATE_LIMIT": "off"}, None
     )
     assert "s3cret-pass-phrase" not in repr(config) and "alice" not in repr(config)
@@ -707,8 +708,8 @@ def hook_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     sys.modules.pop(name, None)
 
 
-def hook_client(config: server.Config, setting: str) -> webtest.TestApp:
-    return app_client(server.replace(config, auth=server.read_upload_auth(setting)))
+def hook_client(config: Config, setting: str) -> webtest.TestApp:
+    return app_client(dataclasses.replace(config, auth=read_upload_auth("UPLOAD_AUTH", setting)))
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
@@ -740,12 +741,12 @@ def test_a_failing_login_function_refuses_and_logs(config, hook_module, caplog):
     ["basic:", "basic:alice", "basic::pw", "basic:alice:", "no_such_module_xyz:f", "os", "os:sep"],
 )
 def test_upload_auth_that_cannot_work_stops_start_up(setting):
-    with pytest.raises(server.ConfigError, match="UPLOAD_AUTH"):
-        server.Config.from_env({"UPLOAD_AUTH": setting}, None)
+    with pytest.raises(ConfigError, match="UPLOAD_AUTH"):
+        Config.from_env({"UPLOAD_AUTH": setting}, None)
 
 
 def test_upload_auth_function_is_read_from_the_environment(hook_module):
-    config = server.Config.from_env({"UPLOAD_AUTH": f"{hook_module}:logged_in"}, None)
+    config = Config.from_env({"UPLOAD_AUTH": f"{hook_module}:logged_in"}, None)
     assert config.auth.__name__ == "logged_in"
 
 
@@ -760,7 +761,7 @@ def test_help_and_readme_explain_upload_auth(capsys, tmp_path, monkeypatch):
     (tmp_path / "mysite" / "auth.py").write_text("def logged_in(request):\n    return False\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for setting in settings:
-        assert callable(server.Config.from_env({"UPLOAD_AUTH": setting}, None).auth)
+        assert callable(Config.from_env({"UPLOAD_AUTH": setting}, None).auth)
     for name in ("mysite", "mysite.auth"):
         sys.modules.pop(name, None)
 
@@ -813,8 +814,8 @@ def silent(connection: socket.socket, stop: threading.Event) -> None:
 @pytest.mark.parametrize("answer", [late, drip, silent])
 def test_a_slow_s3_gets_a_clear_504_within_the_timeout(config, answer):
     with fake_s3(answer) as endpoint:
-        client = app_client(server.replace(config, endpoint=endpoint, s3_timeout=1))
-        body = {"key": "uploads/k", "etag": '"e"', "token": server.key_token(KEYS, "uploads/k")}
+        client = app_client(dataclasses.replace(config, endpoint=endpoint, s3_timeout=1))
+        body = {"key": "uploads/k", "etag": '"e"', "token": tokens.key_token(KEYS, "uploads/k")}
         started = time.monotonic()
         response = client.post_json("/uploads", body, headers=token_header(), status=504)
         elapsed = time.monotonic() - started
@@ -823,7 +824,7 @@ def test_a_slow_s3_gets_a_clear_504_within_the_timeout(config, answer):
 
 
 def test_s3_down_is_a_clear_502_at_once(config):
-    body = {"key": "uploads/k", "etag": '"e"', "token": server.key_token(KEYS, "uploads/k")}
+    body = {"key": "uploads/k", "etag": '"e"', "token": tokens.key_token(KEYS, "uploads/k")}
     started = time.monotonic()
     response = app_client(config).post_json("/uploads", body, headers=token_header(), status=502)
     assert response.json == {"error": "S3 could not be reached to check the upload."}
@@ -866,8 +867,8 @@ def test_full_disk_for_the_upload_list_is_a_503_and_a_retry_records_it(tmp_path,
         tmp_path / "s3", ("uploads",), {CREDENTIALS.access_key: SECRET}, cors_origins=("*",)
     )
     with local_s3.LocalS3(s3_config) as s3:
-        config = server.Config(
-            CREDENTIALS, "uploads", "us-east-1", s3.url, data_dir=tiny_disk("1m"), rate_limit=None
+        config = app_config(
+            credentials=CREDENTIALS, endpoint=s3.url, data_dir=tiny_disk("1m"), rate_limit=None
         )
         client = webtest.TestApp(server.create_app(config))  # the real clock, as S3 uses
         headers = token_header(datetime.now(UTC))
@@ -918,7 +919,7 @@ def concurrent_requests(address: str, count: int) -> list[tuple[int, dict, bytes
     return answers
 
 
-def run_load(config: server.Config, count: int, waves: int = 1) -> dict[str, int]:
+def run_load(config: Config, count: int, waves: int = 1) -> dict[str, int]:
     """`waves` rounds of `count` concurrent requests (client and server share this process's
     1024 descriptors that waitress's select() can watch, so one wave stays well under that)."""
     answers = []
@@ -950,13 +951,13 @@ def run_load(config: server.Config, count: int, waves: int = 1) -> dict[str, int
 
 @pytest.mark.parametrize("count", [500])
 def test_concurrent_signing_requests_are_all_answered_correctly_or_rate_limited(config, count):
-    limited = server.replace(config, rate_limit=server.RateLimit(30, 60))
+    limited = dataclasses.replace(config, rate_limit=rate_limit.RateLimit(30, 60))
     assert run_load(limited, count) == {200: 30, 429: count - 30}
     assert run_load(config, count) == {200: count, 429: 0}
 
 
 @pytest.mark.stress
 def test_stress_ten_waves_of_500_concurrent_signing_requests(config):
-    limited = server.replace(config, rate_limit=server.RateLimit(2000, 3600))
+    limited = dataclasses.replace(config, rate_limit=rate_limit.RateLimit(2000, 3600))
     assert run_load(limited, 500, waves=10) == {200: 2000, 429: 3000}
     assert run_load(config, 500, waves=10) == {200: 5000, 429: 0}
