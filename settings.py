@@ -418,11 +418,13 @@ def help_lines() -> list[str]:
 
 
 def markdown_table() -> list[str]:
-    """The README's settings table; a test keeps the README equal to it."""
+    """The README's settings table (`python settings.py` prints it); a test keeps them equal."""
     rows = [
-        f"| `{s.name}` | {f'`{s.default}`' if s.default else ''} | {s.help} |" for s in SETTINGS
+        (f"`{s.name}`", f"`{s.default}`" if s.default else "-", s.help.replace("|", "\\|"))
+        for s in SETTINGS
     ]
-    return ["| Variable | Default | What it sets |", "|---|---|---|", *rows]
+    header = [("Variable", "Default", "What it sets"), ("---", "---", "---")]
+    return ["| " + " | ".join(cells) + " |" for cells in header + rows]
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import server
 import serving
 import signer
 import tokens
-from settings import SETTINGS, Config, ConfigError
+from settings import SETTINGS, Config, ConfigError, markdown_table
 
 SECRET = "SERVER-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
 CREDENTIALS = signer.Credentials("AKIDSERVERTEST", SECRET)
@@ -256,7 +256,15 @@ def test_help_documents_every_variable(capsys: pytest.CaptureFixture[str]) -> No
     assert exit.value.code == 0
     text = capsys.readouterr().out
     for setting in SETTINGS:
-        assert setting.name in text
+        assert f"  {setting.name:<22} {setting.help}" in text
+        assert (f"[{setting.default}]" in text) == bool(setting.default)
+
+
+def test_readme_settings_table_is_the_settings_table() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.partition("\n## Settings\n")[2].partition("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table == markdown_table()
 
 
 def test_main_stops_with_the_config_error(monkeypatch, capsys) -> None:
