@@ -370,10 +370,21 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
         raise AppError(409, "The ETag does not match the object stored in S3.")
     if not 1 <= info.size <= app.config.max_bytes:
         raise AppError(409, "The stored object's size is outside the allowed range.")
+    record = upload_record(key, info, moment)
+    try:
+        app.registry.add(record)
+    except RegistryError as error:  # a full disk or a locked database: the object is safe in S3
+        LOG.error("could not record upload %s: %s", key, error)
+        raise AppError(503, "The file is in S3 but could not be recorded; try again.") from None
+    return with_download_url(app.config, record, moment)
+
+
+def upload_record(key: str, info: s3_client.ObjectInfo, moment: datetime) -> dict[str, Any]:
+    """What the list shows, from S3's answer: the name as S3 stored it, else the key's last part."""
     filename = filenames.clean_filename(
         filenames.decode_metadata(info.metadata.get("filename", ""))
     )
-    record = {
+    return {
         "key": key,
         "filename": filename or key.rpartition("/")[2],
         "size": info.size,
@@ -381,12 +392,6 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
         "content_type": info.content_type,
         "created_at": iso_utc(moment),
     }
-    try:
-        app.registry.add(record)
-    except RegistryError as error:  # a full disk or a locked database: the object is safe in S3
-        LOG.error("could not record upload %s: %s", key, error)
-        raise AppError(503, "The file is in S3 but could not be recorded; try again.") from None
-    return with_download_url(app.config, record, moment)
 
 
 def normalise_etag(etag: str) -> str:
