@@ -195,6 +195,50 @@ def app_config(**fields):
     return dataclasses.replace(Config.from_env({}), bucket="uploads", region="us-east-1", **fields)
 
 
+APP_SECRET = "APP-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
+
+
+def free_port():
+    """A loopback port nothing listens on (the system's choice, released at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def closed_port_url():
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def config(tmp_path):
+    """Bucket "uploads" behind a closed port (a HEAD to S3 is refused at once: 502), the upload
+    list under tmp_path; every other setting at its default."""
+    import signer
+
+    credentials = signer.Credentials("AKIDAPPTEST000000001", APP_SECRET)
+    return app_config(
+        credentials=credentials, endpoint=closed_port_url(), data_dir=tmp_path, s3_timeout=0.5
+    )
+
+
+@pytest.fixture
+def app(config, clock):
+    import server
+
+    return server.create_app(config, clock=clock)
+
+
+@pytest.fixture
+def client(app):
+    """The app under WebTest, called from one client address (the rate limit counts per address)."""
+    import webtest
+
+    return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
+
+
 @pytest.fixture
 def served():
     """served(app, threads=4) -> a context manager: the WSGI app under waitress on a free

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import webtest
-from conftest import APP_NOW, Clock, app_config
+from conftest import APP_NOW, APP_SECRET, Clock, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,25 +40,14 @@ import signer
 import tokens
 from settings import SETTINGS, Config, ConfigError, markdown_table
 
-SECRET = "SERVER-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
-CREDENTIALS = signer.Credentials("AKIDSERVERTEST", SECRET)
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 KEY_FORMAT = re.compile(rf"uploads/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/{UUID4}(\.[a-z0-9]{{1,10}})?")
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return app_config(
-        credentials=CREDENTIALS,
-        endpoint=closed_port_url(),
-        data_dir=tmp_path,
-        s3_timeout=0.5,
-    )
-
-
-@pytest.fixture
-def client(config: Config, clock: Clock) -> webtest.TestApp:
-    return app_client(config, clock)
+def app(config: Config, clock: Clock):
+    """Every request of this module also goes through the access log, which the leak scan reads."""
+    return serving.access_log(server.create_app(config, clock=clock))
 
 
 @pytest.fixture
@@ -83,23 +72,12 @@ def ask_for_form(client: webtest.TestApp, status: int = 200, **params):
     return client.get("/s3_credentials", query, headers=headers, status=status)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: connecting is refused at once."""
-    return f"http://127.0.0.1:{free_port()}"
-
-
 # ---- configuration ---------------------------------------------------------------------------
 
 EXTERNAL = {
     "S3_BUCKET": "my-bucket",
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": SECRET,
+    "AWS_SECRET_ACCESS_KEY": APP_SECRET,
     "AWS_REGION": "eu-west-1",
 }
 
@@ -122,7 +100,7 @@ def test_config_reads_an_external_bucket_and_its_credentials() -> None:
     }
     config = Config.from_env(environ, None)
     assert (config.bucket, config.region, config.acl) == ("my-bucket", "eu-west-1", "private")
-    assert config.credentials == signer.Credentials("AKIDEXAMPLE", SECRET)
+    assert config.credentials == signer.Credentials("AKIDEXAMPLE", APP_SECRET)
     assert config.endpoint == "https://minio.example:9000"
 
 
@@ -139,7 +117,7 @@ def test_dotenv_fills_in_but_the_environment_wins(tmp_path: Path) -> None:
 
 
 def test_config_repr_never_shows_the_secret_key() -> None:
-    assert SECRET not in repr(Config.from_env(EXTERNAL, None))
+    assert APP_SECRET not in repr(Config.from_env(EXTERNAL, None))
 
 
 REQUIRED = "is not set; it is required when S3_BUCKET is set."
@@ -262,7 +240,9 @@ def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
         "allowed_types": ["image/*", "application/pdf", "text/plain"],
         "policy_ttl": 300,
     }
-    assert tokens.page_token_valid(tokens.Secrets.derive(SECRET), embedded["pageToken"], APP_NOW)
+    assert tokens.page_token_valid(
+        tokens.Secrets.derive(APP_SECRET), embedded["pageToken"], APP_NOW
+    )
     form = response.forms["upload-form"]
     assert form.action == f"{config.endpoint}/uploads/"
     assert KEY_FORMAT.fullmatch(form["key"].value)
@@ -374,7 +354,7 @@ def test_signing_endpoint_returns_a_form_for_a_server_chosen_key(client, config)
     ]
     assert (fields["key"], fields["Content-Type"]) == (answer["key"], "image/jpeg")
     assert fields["x-amz-meta-filename"] == "Holiday Photo.JPG"
-    assert answer["token"] == tokens.key_token(tokens.Secrets.derive(SECRET), answer["key"])
+    assert answer["token"] == tokens.key_token(tokens.Secrets.derive(APP_SECRET), answer["key"])
 
 
 def test_policy_pins_type_size_range_and_expiry(client) -> None:
@@ -527,7 +507,7 @@ def test_page_token_expires_after_twelve_hours(client, clock) -> None:
 
 
 def test_forged_page_token_for_another_time_is_refused() -> None:
-    keys = tokens.Secrets.derive(SECRET)
+    keys = tokens.Secrets.derive(APP_SECRET)
     token = tokens.issue_page_token(keys, APP_NOW)
     issued, mac = token.split(".")
     assert not tokens.page_token_valid(keys, f"{int(issued) + 1}.{mac}", APP_NOW)
@@ -536,7 +516,7 @@ def test_forged_page_token_for_another_time_is_refused() -> None:
 
 
 def test_page_token_refuses_forged_truncated_foreign_and_expired_tokens() -> None:
-    keys = tokens.Secrets.derive(SECRET)
+    keys = tokens.Secrets.derive(APP_SECRET)
     token = tokens.issue_page_token(keys, APP_NOW)
     issued, mac = token.split(".")
     assert tokens.page_token_valid(keys, token, APP_NOW)
@@ -603,7 +583,7 @@ def issued(key: str = "uploads/2026/12/02/f00d.txt") -> dict[str, str]:
     return {
         "key": key,
         "etag": '"abc"',
-        "token": tokens.key_token(tokens.Secrets.derive(SECRET), key),
+        "token": tokens.key_token(tokens.Secrets.derive(APP_SECRET), key),
     }
 
 
@@ -750,12 +730,12 @@ APP_ORIGIN = "http://localhost:80"  # WebTest's host, the origin S3 must allow
 
 
 @pytest.fixture
-def s3(tmp_path: Path) -> Iterator[local_s3.LocalS3]:
+def s3(tmp_path: Path, config: Config) -> Iterator[local_s3.LocalS3]:
     """The embedded local S3 on a free loopback port, trusting our test credentials."""
     s3_config = local_s3.S3Config(
         data_dir=tmp_path / "s3",
         buckets=("uploads",),
-        credentials={CREDENTIALS.access_key: SECRET},
+        credentials={config.credentials.access_key: APP_SECRET},
         cors_origins=(APP_ORIGIN,),
     )
     with local_s3.LocalS3(s3_config) as running:
@@ -826,7 +806,7 @@ def test_registration_is_404_when_the_object_is_not_in_s3(live) -> None:
 
 
 def test_registration_is_404_when_s3_refuses_the_app_credentials(config, s3) -> None:
-    wrong = signer.Credentials(CREDENTIALS.access_key, "not the secret S3 knows")
+    wrong = signer.Credentials(config.credentials.access_key, "not the secret S3 knows")
     client = app_client(dataclasses.replace(config, endpoint=s3.url, credentials=wrong))
     key = "uploads/2026/12/02/f00d.txt"
     body = {
