@@ -3,8 +3,10 @@
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -187,7 +189,7 @@ def clock(now: datetime) -> Clock:
     return Clock(now)
 
 
-def app_config(**fields):
+def app_config(**fields: Any) -> Any:
     """The app's settings for bucket "uploads" in us-east-1: the defaults of settings.SETTINGS
     (what an empty environment gives), with `fields` changed. Give it `credentials`."""
     from settings import Config
@@ -198,7 +200,7 @@ def app_config(**fields):
 APP_SECRET = "APP-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
 
 
-def free_port():
+def free_port() -> int:
     """A loopback port nothing listens on (the system's choice, released at once)."""
     import socket
 
@@ -207,13 +209,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def closed_port_url():
+def closed_port_url() -> str:
     """A loopback URL where nothing listens: connecting is refused at once."""
     return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture
-def config(tmp_path):
+def config(tmp_path: Path) -> Any:
     """Bucket "uploads" behind a closed port (a HEAD to S3 is refused at once: 502), the upload
     list under tmp_path; every other setting at its default."""
     import signer
@@ -225,14 +227,14 @@ def config(tmp_path):
 
 
 @pytest.fixture
-def app(config, clock):
+def app(config: Any, clock: Clock) -> Any:
     import server
 
     return server.create_app(config, clock=clock)
 
 
 @pytest.fixture
-def client(app):
+def client(app: Any) -> Any:
     """The app under WebTest, called from one client address (the rate limit counts per address)."""
     import webtest
 
@@ -240,13 +242,13 @@ def client(app):
 
 
 @pytest.fixture
-def served():
+def served() -> Callable[..., Any]:
     """served(app, threads=4) -> a context manager: the WSGI app under waitress on a free
     loopback port, in a thread, giving its URL; every socket is closed when the block ends."""
     import serving
 
     @contextlib.contextmanager
-    def serve(app, threads=4):
+    def serve(app: Callable[..., Any], threads: int = 4) -> Iterator[str]:
         with serving.BackgroundServer(app, threads=threads) as http:
             yield http.url
 
@@ -254,13 +256,19 @@ def served():
 
 
 @pytest.fixture
-def post_form(encode_form):
+def post_form(encode_form: Callable[..., Any]) -> Callable[..., Any]:
     """post_form(url, fields, content, filename="f.bin", headers=None) -> (status, headers,
     body): a browser's form upload over real HTTP, the fields in order and the file last."""
     import http.client
     from urllib.parse import urlsplit
 
-    def post(url, fields, content, filename="f.bin", headers=None):
+    def post(
+        url: str,
+        fields: Mapping[str, str],
+        content: bytes,
+        filename: str = "f.bin",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         content_type, body = encode_form([*fields.items(), ("file", (filename, content))])
         target = urlsplit(url)
         connection = http.client.HTTPConnection(target.netloc, timeout=10)
