@@ -7,6 +7,7 @@ None of this is the upload protocol; it is how the WSGI app in server.py meets t
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
+
+from settings import Config
 
 LOG = logging.getLogger("server")
 
@@ -36,6 +39,31 @@ def waitress_options(threads: int, trusted_proxy: str | None) -> dict[str, Any]:
             "trusted_proxy_headers": FORWARDED_HEADERS,
         }
     return options
+
+
+def serve(app: Callable[..., Any], config: Config, banner: str) -> int:
+    """Serve `app` on HOST:PORT until Ctrl-C; 1 if the address cannot be used."""
+    try:
+        server = create_server(
+            access_log(app) if config.access_log else app,
+            host=config.host,
+            port=config.port,
+            **waitress_options(config.threads, config.trusted_proxy),
+        )
+    except OSError as error:
+        print(f"Cannot listen on {config.host}:{config.port}: {error.strerror}.", file=sys.stderr)
+        return 1
+    server.channel_class = QuietChannel
+    # "Task queue depth is N" is logged for every request queued behind busy threads: under a
+    # burst that is every request, and the logging then costs more than the request.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    print(banner, flush=True)
+    try:
+        server.run()  # waitress returns on Ctrl-C, once its workers have finished
+    finally:
+        server.close()
+    print("Stopped.")
+    return 0
 
 
 class QuietChannel(HTTPChannel):

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import server  # noqa: E402
+from settings import Config  # noqa: E402
 
 MB = 1024 * 1024
 CHROMIUM = "/usr/bin/chromium"
@@ -103,22 +104,15 @@ def serving(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def site(folder: Path, max_bytes: int) -> Iterator[tuple[str, server.Config, Traffic]]:
+def site(folder: Path, max_bytes: int) -> Iterator[tuple[str, Config, Traffic]]:
     """The app and its embedded local S3, started as `make run` starts them (server.py's own
     start_embedded_s3), with the app's server counting what it reads."""
     traffic = Traffic()
     late = LateApp(traffic)
     with serving(late, traffic) as origin, contextlib.ExitStack() as stack:
-        settings = server.Config(
-            credentials=None,
-            bucket=None,
-            region=server.EMBEDDED_REGION,
-            port=urlsplit(origin).port,
-            s3_port=0,
-            data_dir=folder,
-            max_bytes=max_bytes,
-        )
-        config = server.start_embedded_s3(settings, stack)
+        environ = {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(folder)}
+        environ["UPLOAD_MAX_BYTES"] = str(max_bytes)
+        config = server.start_embedded_s3(Config.from_env(environ), stack)
         late.app = server.create_app(config)
         yield origin, config, traffic
 

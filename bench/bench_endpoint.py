@@ -34,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import server  # noqa: E402 (the project root is added to the path just above)
 import serving  # noqa: E402
+from settings import DEFAULTS  # noqa: E402
 
 QUERY = "/s3_credentials?filename=holiday%20photo.jpg&content_type=image%2Fjpeg&size=2345678"
 TOKEN = re.compile(r'"pageToken": ?"([0-9]+\.[0-9a-f]+)"')
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--threads",
-        default=server.DEFAULTS["WAITRESS_THREADS"],
+        default=DEFAULTS["WAITRESS_THREADS"],
         help="waitress threads for both (default: server.py's WAITRESS_THREADS default)",
     )
     args = parser.parse_args(argv)

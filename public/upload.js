@@ -36,9 +36,6 @@
 
   // An allowed type is either exact ("application/pdf") or a family ("image/*").
   function typeAllowed(type) {
-    if (limits.allowed_types.length === 0) {
-      return true;
-    }
     return limits.allowed_types.some((allowed) =>
       allowed.endsWith("/*") ? type.startsWith(allowed.slice(0, -1)) : type === allowed,
     );

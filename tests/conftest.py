@@ -1,7 +1,12 @@
 """Shared fixtures. Append new fixtures with small edits; do not rewrite others'."""
 
+import contextlib
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -164,3 +169,130 @@ def tiny_disk(tmp_path):
     yield mount
     for path in mounted:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+# --- the app (server.py): a fixed clock, its settings, served by waitress, a form poster -----
+
+APP_NOW = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
+
+
+class Clock:
+    """The app's clock in tests: fixed at `moment` and moved by hand; with no moment it follows
+    the real time (for a real local S3, which checks expiry on its own clock), moved the same way.
+    """
+
+    def __init__(self, moment: datetime | None = None) -> None:
+        self.moment = moment
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return (self.moment or datetime.now(UTC)) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def now() -> datetime:
+    """The app's moment in WebTest tests: 2 December 2026, 01:02:03 UTC."""
+    return APP_NOW
+
+
+@pytest.fixture
+def clock(now: datetime) -> Clock:
+    return Clock(now)
+
+
+def app_config(**fields: Any) -> Any:
+    """The app's settings for bucket "uploads" in us-east-1: the defaults of settings.SETTINGS
+    (what an empty environment gives), with `fields` changed. Give it `credentials`."""
+    from settings import Config
+
+    return dataclasses.replace(Config.from_env({}), bucket="uploads", region="us-east-1", **fields)
+
+
+APP_SECRET = "APP-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (the system's choice, released at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Any:
+    """Bucket "uploads" behind a closed port (a HEAD to S3 is refused at once: 502), the upload
+    list under tmp_path; every other setting at its default."""
+    import signer
+
+    credentials = signer.Credentials("AKIDAPPTEST000000001", APP_SECRET)
+    return app_config(
+        credentials=credentials, endpoint=closed_port_url(), data_dir=tmp_path, s3_timeout=0.5
+    )
+
+
+@pytest.fixture
+def app(config: Any, clock: Clock) -> Any:
+    import server
+
+    return server.create_app(config, clock=clock)
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    """The app under WebTest, called from one client address (the rate limit counts per address)."""
+    import webtest
+
+    return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
+
+
+@pytest.fixture
+def served() -> Callable[..., Any]:
+    """served(app, threads=4) -> a context manager: the WSGI app under waitress on a free
+    loopback port, in a thread, giving its URL; every socket is closed when the block ends."""
+    import serving
+
+    @contextlib.contextmanager
+    def serve(app: Callable[..., Any], threads: int = 4) -> Iterator[str]:
+        with serving.BackgroundServer(app, threads=threads) as http:
+            yield http.url
+
+    return serve
+
+
+@pytest.fixture
+def post_form(encode_form: Callable[..., Any]) -> Callable[..., Any]:
+    """post_form(url, fields, content, filename="f.bin", headers=None) -> (status, headers,
+    body): a browser's form upload over real HTTP, the fields in order and the file last."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    def post(
+        url: str,
+        fields: Mapping[str, str],
+        content: bytes,
+        filename: str = "f.bin",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        content_type, body = encode_form([*fields.items(), ("file", (filename, content))])
+        target = urlsplit(url)
+        connection = http.client.HTTPConnection(target.netloc, timeout=10)
+        try:
+            connection.request(
+                "POST", target.path, body, {"Content-Type": content_type, **(headers or {})}
+            )
+            reply = connection.getresponse()
+            return reply.status, dict(reply.getheaders()), reply.read()
+        finally:
+            connection.close()
+
+    return post

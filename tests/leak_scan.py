@@ -21,6 +21,8 @@ import pytest
 
 import local_s3
 import server
+import tokens
+from settings import Config
 
 MIN_SECRET_CHARS = 8  # shorter test values ("pw") would match by chance
 KEEP_BYTES = 16 * 1024  # small texts are kept and scanned again for secrets registered later
@@ -136,13 +138,14 @@ def scan_text(where: str, text: str) -> None:
 
 
 def scanned_server_app(create_app: Callable[..., Any]) -> Callable[..., Any]:
-    def create(config: server.Config, *args: Any, **kwargs: Any) -> ScannedApp:
-        if config.credentials is not None:
-            add_secret(config.credentials.secret_key)
-            keys = server.Secrets.derive(config.credentials.secret_key)
-            add_secret(keys.key_token)
-            add_secret(keys.page_token)
-        return ScannedApp(create_app(config, *args, **kwargs), SCANNER, "app")
+    def create(config: Config | None = None, *args: Any, **kwargs: Any) -> ScannedApp:
+        app = create_app(config, *args, **kwargs)
+        secret_key = app.state.config.credentials.secret_key  # read from the environment, maybe
+        add_secret(secret_key)
+        keys = tokens.Secrets.derive(secret_key)
+        add_secret(keys.key_token)
+        add_secret(keys.page_token)
+        return ScannedApp(app, SCANNER, "app")
 
     return create
 

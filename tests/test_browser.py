@@ -15,25 +15,27 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import Clock
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
     Locator,
     Page,
+    Request,
     Response,
     Route,
     expect,
 )
 
 import server
-import serving
 import signer
+from settings import Config
 
 pytestmark = pytest.mark.browser
 
@@ -46,16 +48,6 @@ SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
 
 
 # ---- Servers -----------------------------------------------------------------------------------
-
-
-class Clock:
-    """The app's clock; a test moves it back to make the app sign forms that are already expired."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
 
 
 class DeferredApp:
@@ -72,8 +64,8 @@ class DeferredApp:
 class Site:
     origin: str
     s3_origin: str
-    config: server.Config
-    clock: Clock = field(default_factory=Clock)
+    config: Config
+    clock: Clock = field(default_factory=Clock)  # the real time: the local S3 checks expiry on it
 
     def read_object(self, key: str) -> bytes | None:
         """The object's bytes through a presigned GET, or None when S3 answers 404."""
@@ -92,15 +84,8 @@ class Site:
             return json.load(reply)["uploads"]
 
 
-@contextlib.contextmanager
-def served(app: Callable[..., Any]) -> Iterator[str]:
-    """Serve a WSGI app with waitress on a free loopback port, in a thread, until the block ends."""
-    with serving.BackgroundServer(app) as http:
-        yield http.url
-
-
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, served) -> Iterator[Site]:
     """The app and its embedded local S3 on free loopback ports, started as `make run` starts
     them: fresh random credentials, and a CORS rule naming the app's origin."""
     deferred = DeferredApp()
@@ -111,15 +96,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
         yield site
 
 
-def loopback_config(origin: str, data_dir: Path) -> server.Config:
+def loopback_config(origin: str, data_dir: Path) -> Config:
     """The settings of `make run` with no bucket, for an app already listening at `origin`."""
-    return server.Config(
-        credentials=None,
-        bucket=None,
-        region=REGION,
-        port=urlsplit(origin).port,
-        s3_port=0,
-        data_dir=data_dir,
+    return Config.from_env(
+        {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(data_dir)}
     )
 
 
@@ -365,17 +345,22 @@ def test_cancel_stops_the_upload_and_leaves_no_object(
     key = credentials.value.json()["key"]
     expect(row(page, "video.pdf").locator("progress")).not_to_have_attribute("value", "0")
 
-    page.get_by_role("button", name="Cancel video.pdf").click()
+    def to_s3(request: Request) -> bool:
+        return request.url.startswith(site.s3_origin)
 
+    # 8 MB at 2 MB/s: the POST would end well within 10 s had the cancel not aborted it.
+    with page.expect_event("requestfailed", to_s3, timeout=10_000) as aborted:
+        page.get_by_role("button", name="Cancel video.pdf").click()
+
+    assert aborted.value.failure == "net::ERR_ABORTED"
     expect(row(page, "video.pdf")).to_have_attribute("data-state", "cancelled")
     expect(row(page, "video.pdf").locator(".file-status")).to_have_text("Cancelled")
-    page.wait_for_timeout(500)
     assert site.read_object(key) is None
     assert site.uploads() == []
 
 
 def test_expired_policy_is_retried_once_with_a_fresh_one(site: Site, page: Page) -> None:
-    site.clock.offset = -timedelta(seconds=site.config.policy_ttl + 60)
+    site.clock.advance(-(site.config.policy_ttl + 60))
     s3_answers: list[Response] = []
     signed: list[str] = []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import leak_scan
 import pytest
 import webtest
-from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, app_config
 
 import local_s3
 import server
@@ -70,10 +70,8 @@ def test_scanner_finds_a_secret_registered_after_the_response():
 
 def test_session_scanner_sees_webtest_real_http_and_log_records(tmp_path: Path):
     before = dict(leak_scan.SCANNER.counts)
-    config = server.Config(
-        signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY), "uploads", "us-east-1",
-        data_dir=tmp_path,
-    )  # fmt: skip
+    credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
+    config = app_config(credentials=credentials, data_dir=tmp_path)
     assert isinstance(server.create_app(config), leak_scan.ScannedApp)
     webtest.TestApp(server.create_app(config)).get("/healthz")
     s3_config = local_s3.S3Config(

@@ -1,0 +1,431 @@
+"""The app's settings: one table that feeds the environment reader, `--help` and the README.
+
+Every setting is written once, in `SETTINGS`: its variable, its default, the function that
+reads it and one line of help. `Config.from_env` reads the environment (and `.env`) through that
+table; `Config` itself has no defaults, so a default cannot drift from the one the help shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import importlib
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import bottle
+
+import s3_rules
+import signer
+from rate_limit import RateLimit
+
+KEY_PREFIX = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+MIME_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"  # RFC 6838 restricted-name
+MIME_TYPE = re.compile(rf"{MIME_NAME}/{MIME_NAME}")
+MIME_PATTERN = re.compile(rf"{MIME_NAME}/(\*|{MIME_NAME})")
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message is one sentence naming the variable."""
+
+
+# ---- Readers: (variable name, text or None) -> value, or ConfigError -------------------------
+
+Reader = Callable[[str, str | None], Any]
+
+
+def whole_number(low: int, high: int) -> Reader:
+    def read(name: str, text: str | None) -> int:
+        text = text or ""
+        if not re.fullmatch(r"[0-9]{1,12}", text.strip()) or not low <= int(text) <= high:
+            raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {text!r}.")
+        return int(text)
+
+    return read
+
+
+def text_or_none(name: str, text: str | None) -> str | None:
+    return text or None
+
+
+def read_path(name: str, text: str | None) -> Path:
+    return Path(text or ".")
+
+
+def read_bucket(name: str, bucket: str | None) -> str | None:
+    if bucket and not s3_rules.BUCKET_NAME.fullmatch(bucket):
+        raise ConfigError(f"{name} {bucket!r} is not a valid S3 bucket name.")
+    return bucket or None
+
+
+def read_endpoint(name: str, endpoint: str | None) -> str | None:
+    if not endpoint:
+        return None
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(f"{name} {endpoint!r} is not an http(s):// URL.")
+    return endpoint.rstrip("/")
+
+
+def read_allowed_types(name: str, text: str | None) -> tuple[str, ...]:
+    patterns = tuple(item.strip().lower() for item in (text or "").split(",") if item.strip())
+    for pattern in patterns:
+        if not MIME_PATTERN.fullmatch(pattern):
+            raise ConfigError(f"{name} entry {pattern!r} is not like image/png.")
+    if not patterns:
+        raise ConfigError(f"{name} is empty; list types like image/*,application/pdf.")
+    return patterns
+
+
+def read_key_prefix(name: str, text: str | None) -> str:
+    prefix = (text or "").strip("/")
+    if not KEY_PREFIX.fullmatch(prefix) or ".." in prefix.split("/"):
+        raise ConfigError(
+            f"{name} {prefix!r} must be /-separated names of letters, digits, "
+            "'.', '-' and '_', none of them '..'."
+        )
+    return prefix
+
+
+def read_rate_limit(name: str, text: str | None) -> RateLimit | None:
+    text = text or ""
+    if text.strip().lower() in ("0", "off"):
+        return None
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*(second|minute|hour)\s*", text)
+    if not match or int(match[1]) == 0:
+        raise ConfigError(f"{name} {text!r} must look like 30/minute, or be off.")
+    return RateLimit(int(match[1]), RATE_UNITS[match[2]])
+
+
+def read_acl(name: str, acl: str | None) -> str | None:
+    if acl and acl not in s3_rules.CANNED_ACLS:
+        raise ConfigError(f"{name} {acl!r} is not a canned ACL such as private.")
+    return acl or None
+
+
+def read_switch(name: str, text: str | None) -> bool:
+    text = (text or "").strip().lower()
+    if text not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {text!r}.")
+    return text == "on"
+
+
+def read_trusted_proxy(name: str, address: str | None) -> str | None:
+    """waitress believes X-Forwarded-* only from this one peer address, or from anyone with *."""
+    if address and address != "*":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"{name} {address!r} is not an IP address such as 127.0.0.1 (or *)."
+            ) from None
+    return address or None
+
+
+def read_upload_auth(name: str, text: str | None) -> Callable[[bottle.BaseRequest], Any] | None:
+    """basic:USER:PASSWORD, or module:function, imported now so that a typo stops start-up."""
+    if not text:
+        return None
+    if text.startswith("basic:"):
+        user, colon, password = text.removeprefix("basic:").partition(":")
+        if not user or not colon or not password:
+            raise ConfigError(f"{name} basic:USER:PASSWORD needs a user and a password.")
+        return BasicAuth(user, password)
+    module_name, colon, function_name = text.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError):
+        function = None
+    if not colon or not callable(function):
+        raise ConfigError(f"{name} {text!r} is not basic:USER:PASSWORD or module:function.")
+    return function
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """HTTP basic authentication (RFC 7617) against one user and password; repr hides both."""
+
+    user: str = field(repr=False)
+    password: str = field(repr=False)
+
+    def __call__(self, request: bottle.BaseRequest) -> bool:
+        scheme, _, encoded = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        try:
+            given = base64.b64decode(encoded.strip(), validate=True)
+        except ValueError:  # not base64, or not even ASCII
+            return False
+        expected = f"{self.user}:{self.password}".encode()
+        return scheme.lower() == "basic" and hmac.compare_digest(given, expected)
+
+
+# ---- The table -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable. `field` is its Config field; None when it is read together
+    with others (the credentials, the region): see `Config.from_env`."""
+
+    name: str
+    default: str | None
+    field: str | None
+    read: Reader
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "S3_BUCKET",
+        None,
+        "bucket",
+        read_bucket,
+        "bucket to upload to; unset starts the embedded local S3",
+    ),
+    Setting(
+        "AWS_ACCESS_KEY_ID", None, None, text_or_none, "access key id (required with S3_BUCKET)"
+    ),
+    Setting(
+        "AWS_SECRET_ACCESS_KEY",
+        None,
+        None,
+        text_or_none,
+        "secret key (required with S3_BUCKET; never shown)",
+    ),
+    Setting(
+        "AWS_SESSION_TOKEN", None, None, text_or_none, "session token for temporary credentials"
+    ),
+    Setting(
+        "AWS_REGION",
+        None,
+        None,
+        text_or_none,
+        "bucket region, e.g. eu-west-1 (or AWS_DEFAULT_REGION)",
+    ),
+    Setting("AWS_DEFAULT_REGION", None, None, text_or_none, "used when AWS_REGION is unset"),
+    Setting(
+        "AWS_ENDPOINT_URL_S3",
+        None,
+        "endpoint",
+        read_endpoint,
+        "custom S3 endpoint (MinIO, R2, Ceph); path-style URLs",
+    ),
+    Setting(
+        "UPLOAD_MAX_BYTES",
+        "10485760",
+        "max_bytes",
+        whole_number(1, s3_rules.MAX_POST_OBJECT_BYTES),
+        "largest file accepted, in bytes (10 MB)",
+    ),
+    Setting(
+        "UPLOAD_ALLOWED_TYPES",
+        "image/*,application/pdf,text/plain",
+        "allowed_types",
+        read_allowed_types,
+        "allowed MIME types",
+    ),
+    Setting(
+        "UPLOAD_KEY_PREFIX",
+        "uploads",
+        "key_prefix",
+        read_key_prefix,
+        "object keys start with PREFIX/YYYY/MM/DD/",
+    ),
+    Setting(
+        "UPLOAD_POLICY_TTL",
+        "300",
+        "policy_ttl",
+        whole_number(1, 7 * 24 * 3600),  # a week: a form, not an archive
+        "seconds a signed upload form stays valid",
+    ),
+    Setting(
+        "UPLOAD_RATE_LIMIT",
+        "30/minute",
+        "rate_limit",
+        read_rate_limit,
+        "signed forms per client, N/second|minute|hour; off",
+    ),
+    Setting(
+        "S3_ACL",
+        None,
+        "acl",
+        read_acl,
+        "canned ACL for uploads, e.g. private (unset: bucket default)",
+    ),
+    Setting(
+        "S3_TIMEOUT",
+        "5",
+        "s3_timeout",
+        whole_number(1, 300),
+        "seconds to wait for S3 when checking an upload",
+    ),
+    Setting(
+        "UPLOAD_AUTH",
+        None,
+        "auth",
+        read_upload_auth,
+        "login for page and forms: basic:USER:PASSWORD, or module:function(request) -> allowed",
+    ),
+    Setting("HOST", "127.0.0.1", "host", text_or_none, "address the app listens on"),
+    Setting(
+        "PUBLIC_HOST",
+        None,
+        "public_host",
+        text_or_none,
+        "host name browsers use to reach HOST, e.g. with HOST=0.0.0.0",
+    ),
+    Setting("PORT", "8080", "port", whole_number(1, 65535), "port the app listens on"),
+    Setting(
+        "TRUSTED_PROXY",
+        None,
+        "trusted_proxy",
+        read_trusted_proxy,
+        "address of your reverse proxy, e.g. 127.0.0.1 (or *): its X-Forwarded-* name the client",
+    ),
+    Setting(
+        "S3_PORT",
+        "9000",
+        "s3_port",
+        whole_number(0, 65535),
+        "port of the embedded local S3 (only without S3_BUCKET)",
+    ),
+    Setting(
+        "DATA_DIR",
+        "data",
+        "data_dir",
+        read_path,
+        "folder for the upload list and the embedded S3's objects",
+    ),
+    Setting(
+        "WAITRESS_THREADS",
+        "4",
+        "threads",
+        whole_number(1, 256),
+        "worker threads serving requests (2 per core is plenty)",
+    ),
+    Setting(
+        "ACCESS_LOG",
+        "off",
+        "access_log",
+        read_switch,
+        "one log line per request, on|off (a proxy in front logs too)",
+    ),
+)
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
+
+
+# ---- Config ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the app needs to know, read once at start-up by `from_env`."""
+
+    credentials: signer.Credentials | None
+    bucket: str | None
+    region: str
+    endpoint: str | None
+    max_bytes: int
+    allowed_types: tuple[str, ...]
+    key_prefix: str
+    policy_ttl: int
+    rate_limit: RateLimit | None
+    acl: str | None
+    s3_timeout: float
+    auth: Callable[[bottle.BaseRequest], Any] | None
+    host: str
+    public_host: str | None
+    port: int
+    trusted_proxy: str | None
+    s3_port: int
+    data_dir: Path
+    threads: int
+    access_log: bool
+    embedded: bool = False  # set by server.start_embedded_s3, never by a setting
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], dotenv: Path | None = None) -> Config:
+        """Read the settings; a `.env` file fills in what the environment leaves unset."""
+        values = {**read_dotenv(dotenv), **environ}
+        text = {s.name: values.get(s.name) or s.default for s in SETTINGS}
+        fields = {s.field: s.read(s.name, text[s.name]) for s in SETTINGS if s.field}
+        external = fields["bucket"] is not None
+        return cls(
+            credentials=read_credentials(text) if external else None,
+            region=read_region(text) if external else "us-east-1",
+            **fields,
+        )
+
+    @property
+    def browser_host(self) -> str:
+        """The host in the URLs browsers are given: listening on every interface (0.0.0.0, ::)
+        is not an address a browser can use, so that means loopback unless PUBLIC_HOST says."""
+        if self.public_host:
+            return self.public_host
+        return "127.0.0.1" if self.host in EVERY_INTERFACE else self.host
+
+    @property
+    def app_origin(self) -> str:
+        return f"http://{self.browser_host}:{self.port}"
+
+
+def read_credentials(text: Mapping[str, str | None]) -> signer.Credentials:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if not text[name]:
+            raise ConfigError(f"{name} is not set; it is required when S3_BUCKET is set.")
+    return signer.Credentials(
+        text["AWS_ACCESS_KEY_ID"], text["AWS_SECRET_ACCESS_KEY"], text["AWS_SESSION_TOKEN"]
+    )
+
+
+def read_region(text: Mapping[str, str | None]) -> str:
+    region = text["AWS_REGION"] or text["AWS_DEFAULT_REGION"]
+    if not region:
+        raise ConfigError("AWS_REGION is not set; it is required when S3_BUCKET is set.")
+    if not re.fullmatch(r"[a-z0-9-]{2,32}", region):
+        raise ConfigError(f"AWS_REGION {region!r} is not a region name like eu-west-1.")
+    return region
+
+
+def read_dotenv(path: Path | None) -> dict[str, str]:
+    """Parse a simple `.env` file: KEY=VALUE lines, `#` comments, optional quotes."""
+    if path is None or not path.is_file():
+        return {}
+    values = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip().removeprefix("export ").strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+            raise ConfigError(f"{path} line {number} is not KEY=VALUE.")
+        values[name.strip()] = value.strip().strip("\"'")
+    return values
+
+
+# ---- The table, shown to people --------------------------------------------------------------
+
+
+def help_lines() -> list[str]:
+    """`python server.py --help`: one line per setting, its default in brackets."""
+    return [f"  {s.name:<22} {s.help}" + f" [{s.default}]" * bool(s.default) for s in SETTINGS]
+
+
+def markdown_table() -> list[str]:
+    """The README's settings table (`python settings.py` prints it); a test keeps them equal."""
+    rows = [
+        (f"`{s.name}`", f"`{s.default}`" if s.default else "-", s.help.replace("|", "\\|"))
+        for s in SETTINGS
+    ]
+    header = [("Variable", "Default", "What it sets"), ("---", "---", "---")]
+    return ["| " + " | ".join(cells) + " |" for cells in header + rows]
+
+
+if __name__ == "__main__":
+    print("\n".join(markdown_table()))

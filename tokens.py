@@ -1,0 +1,66 @@
+"""The app's two HMAC tokens, so it keeps no sessions.
+
+A *page token* proves a request comes from a page this server served (checked on every
+`/s3_credentials` and `POST /uploads`); a *key token* proves this server chose an object key
+(checked when the browser reports the upload). Both are keyed by secrets derived from the AWS
+secret key, so they survive restarts with no extra setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+PAGE_TOKEN_LIFETIME = timedelta(hours=12)
+CLOCK_SKEW_SECONDS = 60
+PAGE_TOKEN_ISSUED = re.compile(r"[0-9]{1,12}")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """One key per purpose (HMAC of a label), so a page token can never pass for a key token."""
+
+    key_token: bytes
+    page_token: bytes
+
+    @classmethod
+    def derive(cls, secret_key: str) -> Secrets:
+        return cls(
+            hmac.digest(secret_key.encode(), b"upload-key-token/v1", "sha256"),
+            hmac.digest(secret_key.encode(), b"upload-page-token/v1", "sha256"),
+        )
+
+    def __repr__(self) -> str:
+        return "Secrets(...)"
+
+
+def key_token(keys: Secrets, key: str) -> str:
+    """Proof that this server issued `key`: HMAC-SHA256, so no session is needed."""
+    return hmac.new(keys.key_token, key.encode(), hashlib.sha256).hexdigest()
+
+
+def key_token_valid(keys: Secrets, key: str, token: str) -> bool:
+    return hmac.compare_digest(key_token(keys, key).encode(), token.encode())
+
+
+def issue_page_token(keys: Secrets, moment: datetime) -> str:
+    """A token "<unix time>.<HMAC>" proving the caller loaded our page (valid 12 hours)."""
+    issued = str(int(moment.timestamp()))
+    return f"{issued}.{page_mac(keys, issued)}"
+
+
+def page_token_valid(keys: Secrets, token: str, moment: datetime) -> bool:
+    """Signed by us, and issued at most 12 hours ago (a minute ahead allows for clock skew)."""
+    issued, _, mac = token.partition(".")
+    if not PAGE_TOKEN_ISSUED.fullmatch(issued):
+        return False
+    age = moment.timestamp() - int(issued)
+    in_time = -CLOCK_SKEW_SECONDS <= age <= PAGE_TOKEN_LIFETIME.total_seconds()
+    return hmac.compare_digest(page_mac(keys, issued).encode(), mac.encode()) and in_time
+
+
+def page_mac(keys: Secrets, issued: str) -> str:
+    return hmac.new(keys.page_token, issued.encode(), hashlib.sha256).hexdigest()
