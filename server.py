@@ -3,7 +3,7 @@
 The browser asks ``GET /s3_credentials`` for a signed POST policy, sends the file straight to
 S3 as multipart/form-data, then reports the finished upload to ``POST /uploads``, which checks
 it with a signed HEAD request and records it. With no bucket configured, ``main`` starts the
-embedded local S3 (``local_s3.py``) so everything runs offline.
+embedded local S3 (the ``local_s3`` package) so everything runs offline.
 
 The file reads in request order: app and routes, page, signing endpoint, upload registration,
 errors, entry point. Settings, tokens, filenames, the S3 client, the upload registry and

@@ -706,6 +706,20 @@ def readme_section(title: str) -> str:
     return README.read_text(encoding="utf-8").split(f"## {title}\n")[1].split("\n## ")[0]
 
 
+def test_readme_read_the_code_table_names_every_source_file_once() -> None:
+    """The reading order must cover the whole product: a new module, or a renamed one, fails
+    here until the table says what it teaches."""
+    root = README.parent
+    named = re.findall(r"`([\w/.]+\.(?:py|js|css|html))`", readme_section("Read the code"))
+    product = {
+        path.relative_to(root).as_posix()
+        for pattern in ("*.py", "local_s3/*.py", "public/*", "views/*")
+        for path in root.glob(pattern)
+    }
+    assert sorted(set(named) - {"tests/conftest.py"}) == sorted(product)
+    assert len(named) == len(set(named))
+
+
 def test_readme_iam_policy_and_cors_rule_match_what_the_app_needs() -> None:
     section = readme_section("Using real S3, MinIO, R2 or Ceph")
     iam, cors = (json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S))
