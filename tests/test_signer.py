@@ -429,6 +429,16 @@ def boto_credentials(credentials: Credentials) -> BotoCredentials:
     )
 
 
+def botocore_presigned_url(credentials, method, url, region, expires, moment, headers=None):
+    """The URL botocore's S3 query auth signs for the same request, at the same instant."""
+    request = AWSRequest(method=method, url=url, headers=dict(headers or {}))
+    with botocore_clock(moment):
+        S3SigV4QueryAuth(boto_credentials(credentials), "s3", region, expires=expires).add_auth(
+            request
+        )
+    return request.url
+
+
 def botocore_clock(moment: datetime):
     """botocore reads the clock itself; pin it to the same instant (naive UTC, as it expects)."""
     return mock.patch(
@@ -451,13 +461,8 @@ def test_presigned_urls_equal_botocores_byte_for_byte(
 ):
     credentials = Credentials("AKIDEXAMPLE", "s3cr3t/+key", token)
     url = signer.object_url("bucket-1", key, region, endpoint)
-    request = AWSRequest(method=method, url=url)
-    with botocore_clock(moment):
-        S3SigV4QueryAuth(boto_credentials(credentials), "s3", region, expires=expires).add_auth(
-            request
-        )
     ours = signer.presign_url(credentials, method, url, region, expires_in=expires, now=moment)
-    assert ours == request.url
+    assert ours == botocore_presigned_url(credentials, method, url, region, expires, moment)
 
 
 @settings(max_examples=150, deadline=None)
@@ -634,13 +639,10 @@ def test_presigned_puts_with_signed_headers_equal_botocores(
     }
     if acl:
         headers["x-amz-acl"] = acl
-    request = AWSRequest(method="PUT", url=url, headers=dict(headers))
-    with botocore_clock(moment):
-        S3SigV4QueryAuth(boto_credentials(credentials), "s3", region, expires=600).add_auth(request)
     ours = signer.presign_url(
         credentials, "PUT", url, region, headers=headers, expires_in=600, now=moment
     )
-    assert ours == request.url
+    assert ours == botocore_presigned_url(credentials, "PUT", url, region, 600, moment, headers)
 
 
 def test_presigned_put_names_every_signed_header(credentials, now):
