@@ -66,6 +66,10 @@ def serve(app: Callable[..., Any], config: Config, banner: str) -> int:
     return 0
 
 
+# The waitress QuietChannel was written and measured against (requirements.txt pins it).
+WAITRESS_VERSION = "3.0.2"
+
+
 class QuietChannel(HTTPChannel):
     """waitress's connection, without the busy loop that starves its worker threads.
 
@@ -78,6 +82,10 @@ class QuietChannel(HTTPChannel):
     requests/s (see docs/BENCHMARKS.md). Here a connection is writable during its request only
     when the worker waits for the loop (its buffer is over the high watermark); the worker sends
     its own answer and wakes the loop when it is done, as waitress already does.
+
+    It overrides HTTPChannel.writable and reads channel attributes (requests, will_close,
+    total_outbufs_len, adj), which are waitress's internals, not its documented API: it is
+    written for WAITRESS_VERSION, and a test fails on any other, so an upgrade re-checks it.
     """
 
     def writable(self) -> bool:
