@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import bottle
 
@@ -39,6 +39,7 @@ from local_s3.form import (
     checked_content_md5,
     read_post_form,
 )
+from local_s3.listing import list_bucket_result, list_page, parse_list_request
 from local_s3.objects import (
     ANONYMOUS_READ_ACLS,
     checked_key,
@@ -70,8 +71,10 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
         ("/<bucket>", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/<key:path>", "OPTIONS", routes.cors_preflight),
-        ("/<bucket>", ["GET", "PUT", "DELETE"], routes.bucket_cors),
-        ("/<bucket>/", ["GET", "PUT", "DELETE"], routes.bucket_cors),
+        ("/<bucket>", "GET", routes.bucket_get),
+        ("/<bucket>/", "GET", routes.bucket_get),
+        ("/<bucket>", ["PUT", "DELETE"], routes.bucket_cors),
+        ("/<bucket>/", ["PUT", "DELETE"], routes.bucket_cors),
         ("/", "ANY", routes.not_supported),
         ("/<bucket>", "ANY", routes.not_supported),
         ("/<bucket>/", "ANY", routes.not_supported),
@@ -136,6 +139,27 @@ class S3Routes:
     def cors_preflight(self, bucket: str, key: str = "") -> bottle.HTTPResponse:
         self.require_bucket(bucket)
         return preflight(bottle.request.environ, self.cors_rules(bucket))
+
+    def bucket_get(self, bucket: str) -> bottle.HTTPResponse:
+        """GET /BUCKET?cors (GetBucketCors), or ?list-type=2 (ListObjectsV2)."""
+        if bottle.request.query.get("list-type") == "2" and "cors" not in bottle.request.query:
+            return self.list_objects_v2(bucket)
+        return self.bucket_cors(bucket)
+
+    def list_objects_v2(self, bucket: str) -> bottle.HTTPResponse:
+        """ListObjectsV2, signed requests only: S3 lists a bucket to its owner's grants alone."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = authenticate(bottle.request.environ, self.config, now)
+        if signed is None:
+            raise S3Error("AccessDenied")
+        check_payload_hash(signed, signer.EMPTY_SHA256)
+        query = parse_qsl(bottle.request.query_string, keep_blank_values=True)
+        request = parse_list_request(dict(query))
+        objects = {o.key: o for o in self.store.records() if o.bucket == bucket}
+        page = list_page(sorted(objects), request)
+        body = list_bucket_result(bucket, request, page, objects)
+        return bottle.HTTPResponse(body, 200, XML_CONTENT_TYPE)
 
     def bucket_cors(self, bucket: str) -> bottle.HTTPResponse:
         """GET, PUT and DELETE /BUCKET?cors, signed requests only, as on S3."""
