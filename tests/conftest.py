@@ -116,7 +116,10 @@ def running_s3(start_s3):
     return start_s3()
 
 
-def _encode_form(parts, boundary="LocalS3TestBoundary7MA4YWxkTrZu0gW"):
+FORM_BOUNDARY = "LocalS3TestBoundary7MA4YWxkTrZu0gW"
+
+
+def _encode_form(parts, boundary=FORM_BOUNDARY):
     """multipart/form-data in exactly the order given. A (filename, bytes) value is a file part;
     a bytes value is raw. Duplicates and any order are allowed: that is what tamper tests need."""
     chunks = []
@@ -141,6 +144,11 @@ def _encode_form(parts, boundary="LocalS3TestBoundary7MA4YWxkTrZu0gW"):
 def encode_form():
     """encode_form(parts) -> (content_type, body): see _encode_form."""
     return _encode_form
+
+
+def browser_form(fields, content, filename="f.bin", boundary=FORM_BOUNDARY):
+    """(content_type, body) of a browser's form upload: the fields in order, then the file."""
+    return _encode_form([*fields.items(), ("file", (filename, content))], boundary)
 
 
 # --- faults: a tiny filesystem, to run out of space on purpose ---------------------------------
@@ -269,30 +277,68 @@ def served() -> Callable[..., Any]:
     return serve
 
 
-@pytest.fixture
-def post_form(encode_form: Callable[..., Any]) -> Callable[..., Any]:
-    """post_form(url, fields, content, filename="f.bin", headers=None) -> (status, headers,
-    body): a browser's form upload over real HTTP, the fields in order and the file last."""
+def send_form(
+    url: str,
+    fields: Mapping[str, str],
+    content: bytes,
+    filename: str = "f.bin",
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Any, bytes]:
+    """A browser's form upload to url over real HTTP: (status, headers (any case), body)."""
     import http.client
     from urllib.parse import urlsplit
 
-    def post(
-        url: str,
-        fields: Mapping[str, str],
-        content: bytes,
-        filename: str = "f.bin",
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        content_type, body = encode_form([*fields.items(), ("file", (filename, content))])
-        target = urlsplit(url)
-        connection = http.client.HTTPConnection(target.netloc, timeout=10)
-        try:
-            connection.request(
-                "POST", target.path, body, {"Content-Type": content_type, **(headers or {})}
-            )
-            reply = connection.getresponse()
-            return reply.status, dict(reply.getheaders()), reply.read()
-        finally:
-            connection.close()
+    content_type, body = browser_form(fields, content, filename)
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.netloc, timeout=30)
+    try:
+        connection.request(
+            "POST", target.path, body, {"Content-Type": content_type, **(headers or {})}
+        )
+        reply = connection.getresponse()
+        return reply.status, reply.headers, reply.read()
+    finally:
+        connection.close()
 
-    return post
+
+@pytest.fixture
+def post_form() -> Callable[..., Any]:
+    """post_form(url, fields, content, filename="f.bin", headers=None) -> (status, headers,
+    body): a browser's form upload over real HTTP, the fields in order and the file last."""
+    return send_form
+
+
+# --- raw HTTP: a client that writes requests by hand, hangs up, or waits on the server -------
+
+
+def raw_post_head(url: str, content_type: str, length: int, *extra_headers: str) -> bytes:
+    """The head of a POST /uploads/ to url's host, as bytes, for a client sending by hand."""
+    from urllib.parse import urlsplit
+
+    lines = [
+        "POST /uploads/ HTTP/1.1",
+        f"Host: {urlsplit(url).netloc}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {length}",
+        *extra_headers,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def connect(url: str, timeout: float = 10) -> Any:
+    """A TCP socket connected to url's host and port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    return socket.create_connection((address.hostname, address.port), timeout=timeout)
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> None:
+    """Waits until condition() holds; the timeout only keeps a broken server from hanging."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)

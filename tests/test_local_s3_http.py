@@ -18,7 +18,15 @@ import boto3
 import botocore.exceptions
 import pytest
 from botocore.config import Config
-from conftest import S3_TEST_ACCESS_KEY, S3_TEST_ORIGIN, S3_TEST_SECRET_KEY
+from conftest import (
+    S3_TEST_ACCESS_KEY,
+    S3_TEST_ORIGIN,
+    S3_TEST_SECRET_KEY,
+    browser_form,
+    connect,
+    raw_post_head,
+    wait_for,
+)
 
 import local_s3
 import signer
@@ -35,17 +43,6 @@ def boto3_client(server, secret=S3_TEST_SECRET_KEY):
         aws_secret_access_key=secret,
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
-
-
-def post_form(url, fields, data, encode_form, filename="upload.bin"):
-    """POST a form with urllib, as a browser would: fields in order, then the file."""
-    content_type, body = encode_form([*fields.items(), ("file", (filename, data))])
-    request = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
 
 
 def our_form(server, key, max_bytes=10_000_000):
@@ -67,9 +64,9 @@ def md5_etag(data):
 # --- botocore, the reference client -------------------------------------------------------------
 
 
-def test_botocore_presigned_post_is_accepted(running_s3, encode_form):
+def test_botocore_presigned_post_is_accepted(running_s3, post_form):
     post = boto3_client(running_s3).generate_presigned_post("uploads", "from/botocore.txt")
-    status, headers, body = post_form(post["url"], post["fields"], b"hello botocore", encode_form)
+    status, headers, body = post_form(post["url"], post["fields"], b"hello botocore")
 
     assert (status, body) == (204, b"")
     stored = local_s3.stored_object(running_s3.config, "uploads", "from/botocore.txt")
@@ -77,7 +74,7 @@ def test_botocore_presigned_post_is_accepted(running_s3, encode_form):
     assert headers["ETag"] == md5_etag(b"hello botocore")
 
 
-def test_botocore_presigned_post_with_conditions_and_filename_variable(running_s3, encode_form):
+def test_botocore_presigned_post_with_conditions_and_filename_variable(running_s3, post_form):
     post = boto3_client(running_s3).generate_presigned_post(
         "uploads",
         "user/eric/${filename}",
@@ -88,7 +85,7 @@ def test_botocore_presigned_post_with_conditions_and_filename_variable(running_s
             ["content-length-range", 1, 100],
         ],
     )
-    status, _, body = post_form(post["url"], post["fields"], b"\x89PNG", encode_form, "cat.png")
+    status, _, body = post_form(post["url"], post["fields"], b"\x89PNG", filename="cat.png")
 
     assert status == 201
     assert b"<Key>user/eric/cat.png</Key>" in body
@@ -96,23 +93,22 @@ def test_botocore_presigned_post_with_conditions_and_filename_variable(running_s
     assert stored.content_type == "image/png"
 
 
-def test_botocore_presigned_post_over_its_range_is_entity_too_large(running_s3, encode_form):
+def test_botocore_presigned_post_over_its_range_is_entity_too_large(running_s3, post_form):
     post = boto3_client(running_s3).generate_presigned_post(
         "uploads", "small.txt", Conditions=[["content-length-range", 1, 10]]
     )
-    status, _, body = post_form(post["url"], post["fields"], b"x" * 11, encode_form)
+    status, _, body = post_form(post["url"], post["fields"], b"x" * 11)
 
     assert status == 400
     assert b"<Code>EntityTooLarge</Code>" in body
     assert local_s3.list_objects(running_s3.config) == []
 
 
-def test_botocore_presigned_get_url_works(running_s3, encode_form):
+def test_botocore_presigned_get_url_works(running_s3, post_form):
     post_form(
         our_form(running_s3, "docs/a b+c.txt")["url"],
         our_form(running_s3, "docs/a b+c.txt")["fields"],
         b"readable",
-        encode_form,
     )
     url = boto3_client(running_s3).generate_presigned_url(
         "get_object", Params={"Bucket": "uploads", "Key": "docs/a b+c.txt"}, ExpiresIn=60
@@ -122,9 +118,9 @@ def test_botocore_presigned_get_url_works(running_s3, encode_form):
         assert response.headers["ETag"] == md5_etag(b"readable")
 
 
-def test_botocore_signed_head_object_works_and_reports_missing_keys(running_s3, encode_form):
+def test_botocore_signed_head_object_works_and_reports_missing_keys(running_s3, post_form):
     form = our_form(running_s3, "checked.bin")
-    post_form(form["url"], form["fields"], b"12345", encode_form)
+    post_form(form["url"], form["fields"], b"12345")
     client = boto3_client(running_s3)
 
     head = client.head_object(Bucket="uploads", Key="checked.bin")
@@ -141,9 +137,9 @@ def test_botocore_head_object_with_the_wrong_secret_is_forbidden(running_s3):
     assert refused.value.response["Error"]["Code"] == "403"
 
 
-def test_botocore_get_object_reads_the_bytes(running_s3, encode_form):
+def test_botocore_get_object_reads_the_bytes(running_s3, post_form):
     form = our_form(running_s3, "read/me.txt")
-    post_form(form["url"], form["fields"], b"through boto3", encode_form)
+    post_form(form["url"], form["fields"], b"through boto3")
 
     response = boto3_client(running_s3).get_object(Bucket="uploads", Key="read/me.txt")
     assert response["Body"].read() == b"through boto3"
@@ -184,12 +180,12 @@ def test_botocore_put_and_get_bucket_cors_round_trip(running_s3):
 # --- concurrency --------------------------------------------------------------------------------
 
 
-def test_parallel_uploads_to_different_keys_are_all_stored_intact(running_s3, encode_form):
+def test_parallel_uploads_to_different_keys_are_all_stored_intact(running_s3, post_form):
     payloads = {f"parallel/{n}.bin": bytes([n]) * (50_000 + n) for n in range(12)}
 
     def upload(key):
         form = our_form(running_s3, key)
-        return post_form(form["url"], form["fields"], payloads[key], encode_form)[0]
+        return post_form(form["url"], form["fields"], payloads[key])[0]
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert list(pool.map(upload, payloads)) == [201] * len(payloads)
@@ -200,12 +196,12 @@ def test_parallel_uploads_to_different_keys_are_all_stored_intact(running_s3, en
     assert local_s3.leftover_files(running_s3.config) == []
 
 
-def test_parallel_uploads_to_the_same_key_leave_exactly_one_whole_upload(running_s3, encode_form):
+def test_parallel_uploads_to_the_same_key_leave_exactly_one_whole_upload(running_s3, post_form):
     versions = [bytes([n]) * 300_000 for n in range(10)]
     form = our_form(running_s3, "contended.bin")
 
     def upload(data):
-        return post_form(form["url"], form["fields"], data, encode_form)[0]
+        return post_form(form["url"], form["fields"], data)[0]
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         assert list(pool.map(upload, versions)) == [201] * len(versions)
@@ -217,10 +213,10 @@ def test_parallel_uploads_to_the_same_key_leave_exactly_one_whole_upload(running
     assert len(local_s3.list_objects(running_s3.config)) == 1
 
 
-def test_reads_during_rewrites_always_see_one_whole_version(running_s3, encode_form):
+def test_reads_during_rewrites_always_see_one_whole_version(running_s3, post_form):
     versions = [bytes([n]) * 200_000 for n in range(6)]
     form = our_form(running_s3, "busy.bin")
-    post_form(form["url"], form["fields"], versions[0], encode_form)
+    post_form(form["url"], form["fields"], versions[0])
     credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
     object_url = signer.object_url("uploads", "busy.bin", REGION, running_s3.url)
 
@@ -230,9 +226,7 @@ def test_reads_during_rewrites_always_see_one_whole_version(running_s3, encode_f
             return response.read()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        writes = pool.map(
-            lambda data: post_form(form["url"], form["fields"], data, encode_form), versions
-        )
+        writes = pool.map(lambda data: post_form(form["url"], form["fields"], data), versions)
         reads = list(pool.map(read, range(12)))
         list(writes)
     assert all(body in versions for body in reads)
@@ -241,57 +235,34 @@ def test_reads_during_rewrites_always_see_one_whole_version(running_s3, encode_f
 # --- a client that hangs up, or sends too much -------------------------------------------------
 
 
-def raw_post_head(server, content_type, length, *extra_headers):
-    address = urlsplit(server.url)
-    lines = [
-        "POST /uploads/ HTTP/1.1",
-        f"Host: {address.netloc}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {length}",
-        *extra_headers,
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def connect(server):
-    address = urlsplit(server.url)
-    return socket.create_connection((address.hostname, address.port), timeout=10)
-
-
-def wait_for(condition, what, timeout=30):
-    """Waits until condition() holds; the timeout only keeps a broken server from hanging."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
-
-
 def test_client_disconnecting_mid_upload_leaves_no_object_and_no_temporary_file(
-    running_s3, encode_form
+    running_s3, post_form
 ):
     """The upload is under way (its temporary file exists) when the client hangs up; then the
     temporary file goes, no object appears, and the server stores the next upload."""
     form = our_form(running_s3, "abandoned.bin")
-    content_type, body = encode_form([*form["fields"].items(), ("file", ("a", b"z" * 2_000_000))])
-    with connect(running_s3) as connection:
-        connection.sendall(raw_post_head(running_s3, content_type, len(body)) + body[:1_000_000])
+    content_type, body = browser_form(form["fields"], b"z" * 2_000_000, "a")
+    with connect(running_s3.url) as connection:
+        connection.sendall(
+            raw_post_head(running_s3.url, content_type, len(body)) + body[:1_000_000]
+        )
         wait_for(lambda: local_s3.leftover_files(running_s3.config), "the upload began")
     wait_for(lambda: not local_s3.leftover_files(running_s3.config), "the upload discarded")
 
     assert local_s3.list_objects(running_s3.config) == []
-    status, _, _ = post_form(form["url"], form["fields"], b"still serving", encode_form)
+    status, _, _ = post_form(form["url"], form["fields"], b"still serving")
     assert status == 201
 
 
 def test_upload_over_its_maximum_is_answered_while_the_client_is_still_sending(
-    running_s3, encode_form
+    running_s3,
 ):
     """The body streams to the app: at the policy's maximum the answer goes out at once, and
     then the connection is closed, as S3 closes it after EntityTooLarge."""
     form = our_form(running_s3, "too/big.bin", max_bytes=1_000_000)
-    content_type, body = encode_form([*form["fields"].items(), ("file", ("a", b"z" * 20_000_000))])
-    head = raw_post_head(running_s3, content_type, len(body), f"Origin: {S3_TEST_ORIGIN}")
-    with connect(running_s3) as connection:
+    content_type, body = browser_form(form["fields"], b"z" * 20_000_000, "a")
+    head = raw_post_head(running_s3.url, content_type, len(body), f"Origin: {S3_TEST_ORIGIN}")
+    with connect(running_s3.url) as connection:
         connection.sendall(head)
         sent = 0
         while sent < len(body) and not select.select([connection], [], [], 0)[0]:
@@ -313,7 +284,7 @@ def test_upload_over_its_maximum_is_answered_while_the_client_is_still_sending(
 
 def test_chunked_upload_is_missing_content_length_as_on_s3(running_s3):
     """S3 takes an upload's size from Content-Length; a chunked body has none."""
-    with connect(running_s3) as connection:
+    with connect(running_s3.url) as connection:
         connection.sendall(
             b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
             b"Content-Type: multipart/form-data; boundary=x\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -330,14 +301,12 @@ def test_body_over_the_server_limit_is_refused_before_the_app(tmp_path):
     config = local_s3.S3Config(
         data_dir=tmp_path / "data", buckets=("uploads",), credentials={}, max_body_bytes=1000
     )
-    with local_s3.LocalS3(config) as server:
-        address = urlsplit(server.url)
-        with socket.create_connection((address.hostname, address.port), timeout=10) as client:
-            client.sendall(
-                b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
-                b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
-            )
-            status_line = client.makefile("rb").readline()
+    with local_s3.LocalS3(config) as server, connect(server.url) as client:
+        client.sendall(
+            b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
+        )
+        status_line = client.makefile("rb").readline()
     assert status_line.split()[1] == b"413"
     assert local_s3.leftover_files(config) == []
 
@@ -350,13 +319,13 @@ def fd_names():
     return [fd for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
 
 
-def test_server_stops_and_leaves_no_thread_socket_or_port(tmp_path, encode_form):
+def test_server_stops_and_leaves_no_thread_socket_or_port(tmp_path):
     threads_before, sockets_before = set(threading.enumerate()), open_sockets()
     config = local_s3.S3Config(data_dir=tmp_path / "data", buckets=("uploads",), credentials={})
     server = local_s3.LocalS3(config).start()
     address = urlsplit(server.url)
-    with connect(server) as connection:  # a connection the server is still serving at stop
-        connection.sendall(raw_post_head(server, "multipart/form-data; boundary=x", 100))
+    with connect(server.url) as connection:  # a connection the server is still serving at stop
+        connection.sendall(raw_post_head(server.url, "multipart/form-data; boundary=x", 100))
         server.stop()
 
     assert set(threading.enumerate()) <= threads_before

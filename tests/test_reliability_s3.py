@@ -32,7 +32,15 @@ from urllib.parse import urlsplit
 
 import leak_scan
 import pytest
-from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+from conftest import (
+    S3_TEST_ACCESS_KEY,
+    S3_TEST_SECRET_KEY,
+    browser_form,
+    connect,
+    raw_post_head,
+    send_form,
+    wait_for,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +52,7 @@ REGION = "us-east-1"
 KEY = "fuzz/object.bin"
 CONTENT = bytes(range(256)) * 4
 BOUNDARY = "ReliabilityBoundary7MA4YWxk"
+FORM_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -61,19 +70,10 @@ def signed_form(credentials, now, key=KEY, endpoint="http://localhost", max_byte
     )  # fmt: skip
 
 
-def part(name: str, value: bytes, filename: str | None = None) -> bytes:
-    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
-    if filename:
-        head += "Content-Type: application/octet-stream\r\n"
-    return head.encode() + b"\r\n" + value + b"\r\n"
-
-
 def form_body(fields: dict[str, str], content: bytes) -> tuple[bytes, int]:
     """A browser's body for the form and file, and where the file's bytes start in it."""
-    head = b"".join(part(name, value.encode()) for name, value in fields.items())
-    head += part("file", b"", "object.bin")[:-2]
-    return head + content + f"\r\n--{BOUNDARY}--\r\n".encode(), len(head)
+    _, body = browser_form(fields, content, "object.bin", BOUNDARY)
+    return body, len(body) - len(content) - len(f"\r\n--{BOUNDARY}--\r\n")
 
 
 def snapshot(config: local_s3.S3Config) -> dict[str, str]:
@@ -105,7 +105,7 @@ def assert_s3_error(status: int, body: bytes) -> str:
 # ---- fuzzing: malformed and mutated multipart bodies (WebTest) ---------------------------------
 
 CONTENT_TYPES = [
-    f"multipart/form-data; boundary={BOUNDARY}",
+    FORM_TYPE,
     f'multipart/form-data; boundary="{BOUNDARY}"',
     f"multipart/form-data; charset=utf-8; boundary={BOUNDARY}",
     "multipart/form-data",
@@ -313,23 +313,21 @@ def test_stress_random_bodies(shared_s3, body, content_type):
 # ---- real HTTP helpers -------------------------------------------------------------------------
 
 
-def address_of(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname, parts.port
-
-
-def request_head(url: str, length: int) -> bytes:
-    host, port = address_of(url)
-    return (
-        f"POST /uploads/ HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
-    ).encode()
-
-
 def real_form(url: str, key: str, credentials=None, max_bytes=100 * 1024**2) -> dict[str, str]:
     credentials = credentials or signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
     return signed_form(credentials, None, key=key, endpoint=url, max_bytes=max_bytes)["fields"]
+
+
+def request_head(url: str, length: int) -> bytes:
+    """This file's upload head by hand: a form with BOUNDARY, the connection closed after it."""
+    return raw_post_head(url, FORM_TYPE, length, "Connection: close")
+
+
+def post_key(url: str, key: str, content: bytes, credentials=None) -> tuple[int, bytes]:
+    """Sign a form for `key` and upload `content` with it over HTTP: (status, body)."""
+    fields = real_form(url, key, credentials)
+    status, _, body = send_form(f"{url}/uploads/", fields, content, "object.bin")
+    return status, body
 
 
 def read_answer(connection: socket.socket) -> tuple[int, bytes]:
@@ -357,6 +355,14 @@ def deleted_open_files() -> int:
 # ---- faults: clients that hang up --------------------------------------------------------------
 
 
+def held_connections(url: str) -> int:
+    """TCP connections to url's port that the server has not closed (queued or served), from
+    /proc/net/tcp: its side SYN_RECV, ESTABLISHED or CLOSE_WAIT (the client hung up already)."""
+    port = f":{urlsplit(url).port:04X}"
+    rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(row[1].endswith(port) and row[3] in ("01", "03", "08") for row in rows)
+
+
 def hang_up(connection: socket.socket, style: str) -> None:
     if style == "reset":  # RST instead of FIN: SO_LINGER with a zero timeout
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -377,13 +383,13 @@ def disconnect_rounds(server: local_s3.LocalS3, rounds: int, size: int, seed: in
     for round_number in range(rounds):
         cut = chooser.choice(landmarks) + chooser.randint(-200, 200)
         cut = max(1, min(cut, len(request) - 1))
-        with socket.create_connection(address_of(server.url), timeout=10) as connection:
+        with connect(server.url) as connection:
             connection.sendall(request[:cut])
             hang_up(connection, chooser.choice(["close", "reset", "half-close"]))
         if round_number % 10 == 9:
-            time.sleep(0.05)
+            wait_for(lambda: not held_connections(server.url), "the server let go of them")
         outcome["tried"] += 1
-    time.sleep(0.3)
+    wait_for(lambda: not held_connections(server.url), "the server let go of every connection")
     outcome["objects"] = len(local_s3.list_objects(server.config))
     outcome["leftovers"] = len(local_s3.leftover_files(server.config))
     return outcome
@@ -396,7 +402,7 @@ def test_fifty_clients_hanging_up_mid_upload_leave_no_object_and_no_temporary_fi
     assert deleted_open_files() <= spooled_before
     content = b"still serving"
     body, _ = form_body(real_form(running_s3.url, "after.bin"), content)
-    with socket.create_connection(address_of(running_s3.url), timeout=10) as connection:
+    with connect(running_s3.url) as connection:
         connection.sendall(request_head(running_s3.url, len(body)) + body)
         assert read_answer(connection)[0] == 201
 
@@ -406,13 +412,14 @@ def test_client_hanging_up_after_the_whole_body_still_gets_a_whole_object(runnin
     uploads = {f"sent-{n}.bin": os.urandom(200_000 + n) for n in range(10)}
     for key, content in uploads.items():
         body, _ = form_body(real_form(running_s3.url, key), content)
-        with socket.create_connection(address_of(running_s3.url), timeout=10) as connection:
+        with connect(running_s3.url) as connection:
             connection.sendall(request_head(running_s3.url, len(body)) + body)
             hang_up(connection, "close")  # a reset could discard bytes the server had not read
-    deadline = time.monotonic() + 10
-    while len(local_s3.list_objects(running_s3.config)) < len(uploads):
-        assert time.monotonic() < deadline, "uploads never completed"
-        time.sleep(0.05)
+    wait_for(
+        lambda: len(local_s3.list_objects(running_s3.config)) == len(uploads),
+        "every upload stored",
+        timeout=10,
+    )
     settle(running_s3.config)
     for key, content in uploads.items():
         assert (
@@ -451,14 +458,6 @@ def written_so_far(config: local_s3.S3Config) -> int:
     return written
 
 
-def wait_for(condition, what: str, timeout: float = 30) -> None:
-    """Waits until condition() holds; the timeout only keeps a broken server from hanging."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
-
-
 def hashing_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == "local-s3-md5"]
 
@@ -468,7 +467,7 @@ def test_the_file_is_written_while_it_arrives(running_s3):
     content = os.urandom(8 * 1024**2)
     body, start = form_body(real_form(running_s3.url, "halves.bin"), content)
     middle = start + len(content) // 2
-    with socket.create_connection(address_of(running_s3.url), timeout=30) as connection:
+    with connect(running_s3.url, timeout=30) as connection:
         connection.sendall(request_head(running_s3.url, len(body)) + body[:middle])
         wait_for(lambda: written_so_far(running_s3.config) >= len(content) // 4, "a write")
         connection.sendall(body[middle:])
@@ -485,7 +484,7 @@ def test_a_fast_client_and_a_slow_disk_keep_a_few_mb_in_memory(running_s3, slow_
         with ThreadPoolExecutor(max_workers=1) as pool:
             upload = pool.submit(streamed_upload, running_s3.url, "slow.bin", 32 * 1024**2, 3)
             wait_for(lambda: written_so_far(running_s3.config) > 0, "the upload began")
-            connection = http.client.HTTPConnection(*address_of(running_s3.url), timeout=10)
+            connection = http.client.HTTPConnection(urlsplit(running_s3.url).netloc, timeout=10)
             connection.request("GET", "/uploads/other.bin")
             assert connection.getresponse().status == 403  # unsigned: AccessDenied, as on S3
             connection.close()
@@ -509,7 +508,7 @@ def test_a_client_hanging_up_while_the_app_reads_leaves_nothing_and_no_thread(
     worker is free again to store the next upload."""
     s3 = start_s3(threads=1)
     body, _ = form_body(real_form(s3.url, "cut.bin"), os.urandom(30 * 1024**2))
-    with socket.create_connection(address_of(s3.url), timeout=10) as connection:
+    with connect(s3.url) as connection:
         connection.sendall(request_head(s3.url, len(body)) + body[: 10 * 1024**2])
         wait_for(lambda: written_so_far(s3.config) > 0, "the app is writing the file")
         hang_up(connection, style)
@@ -517,12 +516,12 @@ def test_a_client_hanging_up_while_the_app_reads_leaves_nothing_and_no_thread(
     wait_for(lambda: not hashing_threads(), "the hashing thread ended")
 
     assert local_s3.list_objects(s3.config) == []
-    assert post_form(s3.url, "next.bin", b"next")[0] == 201
+    assert post_key(s3.url, "next.bin", b"next")[0] == 201
 
 
 def test_request_headers_over_s3s_8_kb_are_refused_before_the_app(running_s3):
     head = request_head(running_s3.url, 10).replace(b"\r\n\r\n", b"\r\nX-Pad: ")
-    with socket.create_connection(address_of(running_s3.url), timeout=10) as connection:
+    with connect(running_s3.url) as connection:
         connection.sendall(head + b"a" * 9000 + b"\r\n\r\n" + b"x" * 10)
         status_line = connection.makefile("rb").readline()
     assert status_line.split()[1] == b"413"
@@ -580,7 +579,7 @@ def upload_then_kill(s3: S3Process, key: str, content: bytes, fraction: float, p
     fields = real_form(s3.url, key, s3.credentials)
     body, _ = form_body(fields, content)
     request = request_head(s3.url, len(body)) + body
-    with socket.create_connection(address_of(s3.url), timeout=30) as connection:
+    with connect(s3.url, timeout=30) as connection:
         connection.sendall(request[: int(len(request) * fraction)])
         time.sleep(pause)
         answered = select.select([connection], [], [], 0)[0]
@@ -598,7 +597,7 @@ def kill_rounds(data_dir: Path, rounds: int, size: int, seed: int) -> dict:
     chooser = random.Random(seed)
     first = S3Process(data_dir)
     kept = os.urandom(500_000)
-    status = post_over_socket(first, "kept.bin", kept)
+    status = post_key(first.url, "kept.bin", kept, first.credentials)[0]
     first.kill()
     assert status == 201
     outcome = {"kills": 0, "answered": 0, "complete": 0, "absent": 0, "corrupt": 0, "lost": 0}
@@ -639,13 +638,6 @@ def local_config(data_dir: Path) -> local_s3.S3Config:
     return local_s3.S3Config(data_dir, ("uploads",), {})
 
 
-def post_over_socket(s3: S3Process, key: str, content: bytes) -> int:
-    body, _ = form_body(real_form(s3.url, key, s3.credentials), content)
-    with socket.create_connection(address_of(s3.url), timeout=30) as connection:
-        connection.sendall(request_head(s3.url, len(body)) + body)
-        return read_answer(connection)[0]
-
-
 def test_sigkill_mid_upload_then_restart_shows_only_whole_objects(tmp_path):
     outcome = kill_rounds(tmp_path / "data", rounds=6, size=8_000_000, seed=9)
     print(f"\nSIGKILL rounds: {outcome}")
@@ -659,7 +651,7 @@ def test_restart_removes_what_a_killed_upload_left_and_keeps_every_object(tmp_pa
         tmp_path / "data", ("uploads",), {S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY}
     )
     with local_s3.LocalS3(config) as s3:
-        assert post_form(s3.url, "kept.bin", b"kept")[0] == 201
+        assert post_key(s3.url, "kept.bin", b"kept")[0] == 201
     (config.data_dir / ".tmp" / "0123abcd.part").write_bytes(b"half an upl")
     (config.data_dir / "blobs" / "feedface").write_bytes(b"a blob no record names")
     with local_s3.LocalS3(config):
@@ -679,13 +671,6 @@ def test_stress_sigkill_mid_50_mb_uploads_fifty_times(tmp_path):
 # ---- faults: a full disk -----------------------------------------------------------------------
 
 
-def post_form(url: str, key: str, content: bytes) -> tuple[int, bytes]:
-    body, _ = form_body(real_form(url, key), content)
-    with socket.create_connection(address_of(url), timeout=30) as connection:
-        connection.sendall(request_head(url, len(body)) + body)
-        return read_answer(connection)
-
-
 def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tiny_disk, caplog):
     config = local_s3.S3Config(
         data_dir=tiny_disk("2m") / "data",
@@ -694,14 +679,14 @@ def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tiny_disk, capl
     )
     first = os.urandom(900_000)
     with local_s3.LocalS3(config) as s3:
-        assert post_form(s3.url, "photo.bin", first)[0] == 201
+        assert post_key(s3.url, "photo.bin", first)[0] == 201
         for key, size in [("big.bin", 3_000_000), ("photo.bin", 1_500_000)]:
-            status, body = post_form(s3.url, key, os.urandom(size))
+            status, body = post_key(s3.url, key, os.urandom(size))
             assert (status, ET.fromstring(body).findtext("Code")) == (500, "InternalError")
         assert local_s3.stored_object(config, "uploads", "photo.bin").path.read_bytes() == first
         assert local_s3.stored_object(config, "uploads", "big.bin") is None
         assert_only_whole_objects(config)
-        assert post_form(s3.url, "small.bin", b"fits")[0] == 201
+        assert post_key(s3.url, "small.bin", b"fits")[0] == 201
     logged = [record.getMessage() for record in caplog.records if record.name == "local_s3"]
     assert logged == ["no space left to store uploads: No space left on device"] * 2
 
@@ -720,7 +705,7 @@ def fill_rounds(disk: Path, rounds: int, seed: int) -> dict:
             with contextlib.suppress(OSError), filler.open("wb") as file:
                 file.write(bytes(chooser.randint(0, 1_900_000)))
             content = chooser.randbytes(chooser.randint(1, 2_000_000))
-            status, body = post_form(s3.url, "k.bin", content)
+            status, body = post_key(s3.url, "k.bin", content)
             refused = status == 500 and ET.fromstring(body).findtext("Code") == "InternalError"
             outcome["stored" if status == 201 else "refused" if refused else "other"] += 1
             stored = local_s3.stored_object(config, "uploads", "k.bin")
@@ -751,7 +736,7 @@ def test_a_disk_full_at_the_final_flush_leaves_no_temporary_file(tiny_disk):
         for pages in range(-4, 3):  # free space around the file's size, a 4 KB page at a time
             free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
             (disk / "filler").write_bytes(bytes(max(0, free - len(content) - pages * 4096)))
-            status, _ = post_form(s3.url, "k.bin", content)
+            status, _ = post_key(s3.url, "k.bin", content)
             assert status in (201, 500)
             assert_only_whole_objects(config)
             (disk / "filler").unlink()
@@ -787,7 +772,7 @@ def streamed_upload(url: str, key: str, size: int, seed: int) -> tuple[str, str,
             yield chunk
         yield tail
 
-    connection = http.client.HTTPConnection(*address_of(url), timeout=300)
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=300)
     length = len(head) + size + len(tail)
     headers = {
         "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
