@@ -29,6 +29,10 @@ SHUTDOWN_SECONDS = 1  # how long stop() lets requests in flight finish before cu
 # the whole body is in; closed instead, the answer goes out at the policy's maximum while the
 # client is still sending, and S3 itself closes the connection after EntityTooLarge.
 KEEP_ALIVE_CONNECTIONS = 0
+# How often cheroot's accept loop wakes to expire idle connections, and so how long stop()
+# waits for it to notice (cheroot's default, 0.5 s, is half a second per stop).
+# https://cheroot.cherrypy.dev/en/latest/pkg/cheroot.server.html
+POLL_SECONDS = 0.02
 
 
 class LocalS3:
@@ -70,6 +74,7 @@ class LocalS3:
         server.max_request_body_size = self.config.max_body_bytes + MAX_FORM_OVERHEAD
         server.max_request_header_size = MAX_REQUEST_HEADER_BYTES
         server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
+        server.expiration_interval = POLL_SECONDS
         return server
 
     def stop(self) -> None:
