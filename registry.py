@@ -1,71 +1,249 @@
-"""The list of recorded uploads, in SQLite.
+"""The list of recorded uploads, kept in the bucket itself, so the app has no state to lose.
 
-Its interface is three calls (add, get, recent) so that it can move into S3 itself without the
-web app noticing.
+Each verified upload is one small JSON object under UPLOAD_REGISTRY_PREFIX. Any number of app
+instances with the same secret see the same list, and a host whose disk is wiped on every
+deploy (a Heroku-style dyno) loses nothing. Listing is one ListObjectsV2 request, then the
+records themselves; a record never changes once written, so each instance keeps the ones it
+has read and fetches only new ones.
+
+Record keys sort newest first: ListObjectsV2 returns keys in ascending order of their UTF-8
+bytes, so a key starts with the upload's time subtracted from a constant.
+https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import s3_client
+from settings import Config
+
 RECENT_UPLOADS = 50
-COLUMNS = ("key", "filename", "size", "etag", "content_type", "created_at")
-# A full disk or a locked database; the caller answers 503 and the object stays safe in S3.
-RegistryError = sqlite3.Error
+# Inverted times keep ten digits until the year 2286, so they sort as numbers do.
+LATEST_SECOND = 9_999_999_999
+FIELDS = {"key": str, "filename": str, "size": int, "etag": str, "content_type": str}
+FIELDS_WITH_TIME = {**FIELDS, "created_at": str}
+# Records are immutable: an instance keeps this many it has read; a link check holds a minute.
+CACHED_RECORDS = 10_000
+OBJECT_SEEN_SECONDS = 60
+# Reading 50 records one after another costs 50 round trips to S3; 8 at a time, about 7.
+FETCHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="registry")
+LEGACY_DATABASE = "uploads.sqlite3"
+
+
+class RegistryError(Exception):
+    """The registry could not be read or written; `status` is the app's answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of the list, newest first; `next` continues it (S3's continuation token)."""
+
+    uploads: list[dict[str, Any]]
+    next: str | None
+
+
+def record_key(prefix: str, upload_key: str, created: datetime) -> str:
+    """PREFIX/<inverted seconds>-<hash of the upload key>.json: newest first, and the same
+    upload (same key, same time in S3) always gives the same record, so recording is idempotent.
+    """
+    inverted = LATEST_SECOND - int(created.timestamp())
+    digest = hashlib.sha256(upload_key.encode()).hexdigest()[:16]
+    return f"{prefix}/{inverted:010d}-{digest}.json"
+
+
+def upload_time(last_modified: str, fallback: datetime) -> datetime:
+    """S3's Last-Modified (an HTTP date) of the upload; the request's time if S3 sends none."""
+    try:
+        return parsedate_to_datetime(last_modified).astimezone(UTC)
+    except (TypeError, ValueError):
+        return fallback
+
+
+def parse_record(body: bytes, record: str, prefix: str) -> dict[str, Any]:
+    """A record as written by `add`, or ValueError: a registry object that is not one of ours
+    (hand-edited, truncated, foreign) is an error for that entry, never for the whole list."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    for name, kind in FIELDS_WITH_TIME.items():
+        if type(value.get(name)) is not kind:
+            raise ValueError(f"its {name} is missing or not a {kind.__name__}")
+    if not value["key"].startswith(prefix + "/") or not record.endswith(record_suffix(value)):
+        raise ValueError("it names an object this registry did not record")
+    return {name: value[name] for name in FIELDS_WITH_TIME}
+
+
+def record_suffix(record: Mapping[str, Any]) -> str:
+    return "-" + hashlib.sha256(record["key"].encode()).hexdigest()[:16] + ".json"
+
+
+def listed_keys(body: bytes) -> tuple[list[str], str | None]:
+    """Keys and the continuation token from a ListBucketResult, namespaced or not: S3-compatible
+    servers differ there, and only the element names are the protocol."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        raise RegistryError(502, "S3 sent a listing that is not valid XML.") from None
+    keys, token, truncated = [], None, False
+    for element in root.iter():
+        name = element.tag.rpartition("}")[2]
+        if name == "Key" and element.text:
+            keys.append(element.text)
+        elif name == "NextContinuationToken":
+            token = element.text
+        elif name == "IsTruncated":
+            truncated = (element.text or "").strip() == "true"
+    return keys, token if truncated else None
 
 
 class UploadRegistry:
-    """One short connection per call, WAL so that readers never wait for a writer."""
+    """The registry of one bucket: `add` writes a record, `recent` reads a page of them."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.prefix = config.registry_prefix
+        self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
 
-    @classmethod
-    def create(cls, path: Path) -> UploadRegistry:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        registry = cls(path)
-        with registry.connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS uploads (key TEXT PRIMARY KEY, filename TEXT NOT NULL,"
-                " size INTEGER NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL,"
-                " created_at TEXT NOT NULL)"
-            )
-        return registry
+    def add(self, record: Mapping[str, Any], created: datetime, now: datetime) -> str:
+        """PUT the record (a few hundred bytes of JSON); returns its key."""
+        name = record_key(self.prefix, record["key"], created)
+        body = json.dumps(record, ensure_ascii=False, sort_keys=True).encode()
+        headers = {"Content-Type": "application/json"}
+        reply = self._send("PUT", name, headers=headers, body=body, now=now)
+        if reply.status != 200:
+            raise RegistryError(503, "The file is in S3 but could not be recorded; try again.")
+        self._remember(name, dict(record))
+        return name
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=5)
-        db.row_factory = sqlite3.Row
+    def recent(self, now: datetime, continuation: str | None = None) -> Listing:
+        """One ListObjectsV2 on the prefix, then the records not read before, in parallel.
+        A record whose upload has gone from S3 is dropped: the list never shows a dead link."""
+        query = {"list-type": "2", "prefix": self.prefix + "/", "max-keys": str(RECENT_UPLOADS)}
+        if continuation:
+            query["continuation-token"] = continuation
+        reply = self._send("GET", "", query=query, now=now)
+        if reply.status != 200:
+            raise RegistryError(502, f"S3 answered {reply.status} when listing the uploads.")
+        names, token = listed_keys(reply.body)
+        entries = list(FETCHERS.map(lambda name: self._entry(name, now), names))
+        return Listing([entry for entry in entries if entry is not None], token)
+
+    def _entry(self, name: str, now: datetime) -> dict[str, Any] | None:
         try:
-            with db:
-                yield db
-        finally:
-            db.close()
+            record = self._record(name, now)
+        except ValueError as error:
+            return {"record": name, "error": f"This entry of the upload list is broken: {error}."}
+        except (RegistryError, s3_client.S3Failure) as failure:
+            return {"record": name, "error": failure.message}
+        if record is None or not self._still_there(record["key"], now):
+            return None
+        return record
 
-    def add(self, record: Mapping[str, Any]) -> None:
-        """Insert, or update when the same key is reported again (the last upload wins)."""
-        with self.connect() as db:
-            db.execute(
-                "INSERT INTO uploads VALUES (:key, :filename, :size, :etag, :content_type,"
-                " :created_at) ON CONFLICT(key) DO UPDATE SET filename=excluded.filename,"
-                " size=excluded.size, etag=excluded.etag, content_type=excluded.content_type,"
-                " created_at=excluded.created_at",
-                {column: record[column] for column in COLUMNS},
-            )
+    def _record(self, name: str, now: datetime) -> dict[str, Any] | None:
+        with self._lock:
+            if name in self._records:
+                self._records.move_to_end(name)
+                return self._records[name]
+        reply = self._send("GET", name, now=now)
+        if reply.status == 404:  # removed between the listing and now
+            return None
+        if reply.status != 200:
+            raise s3_client.S3Failure(502, f"S3 answered {reply.status} for this entry.")
+        record = parse_record(reply.body, name, self.config.key_prefix)
+        self._remember(name, record)
+        return record
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self.connect() as db:
-            row = db.execute("SELECT * FROM uploads WHERE key = ?", (key,)).fetchone()
-            return dict(row) if row else None
+    def _still_there(self, key: str, now: datetime) -> bool:
+        """HEAD the upload at most once a minute: 404, or 403 (S3's answer for a missing key
+        without s3:ListBucket on it), means gone; a failure to ask keeps the entry."""
+        if time.monotonic() - self._seen.get(key, -OBJECT_SEEN_SECONDS) < OBJECT_SEEN_SECONDS:
+            return True
+        try:
+            s3_client.head_object(self.config, key, now)
+        except s3_client.S3Failure as failure:
+            return failure.status != 404
+        self._seen[key] = time.monotonic()
+        return True
 
-    def recent(self, limit: int = RECENT_UPLOADS) -> list[dict[str, Any]]:
-        with self.connect() as db:
-            rows = db.execute(
-                "SELECT * FROM uploads ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
-            )
-            return [dict(row) for row in rows]
+    def _remember(self, name: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._records[name] = record
+            while len(self._records) > CACHED_RECORDS:
+                self._records.popitem(last=False)
+            self._seen[record["key"]] = time.monotonic()
+            if len(self._seen) > CACHED_RECORDS:
+                self._seen.clear()
+
+    def _send(self, method: str, key: str, **request: Any) -> s3_client.Reply:
+        try:
+            return s3_client.send(self.config, method, key, **request)
+        except s3_client.S3Failure as failure:
+            raise RegistryError(failure.status, failure.message) from None
+
+
+# ---- From the SQLite registry of earlier versions: `python server.py migrate` ----------------
+
+
+def legacy_rows(path: Path) -> Iterable[dict[str, Any]]:
+    """The rows of an uploads.sqlite3 written by an earlier version, read-only."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        yield from (dict(row) for row in db.execute("SELECT * FROM uploads"))
+    finally:
+        db.close()
+
+
+def migrate(path: Path, registry: UploadRegistry, now: datetime) -> int:
+    """Copy every row into the registry (idempotent: the same row gives the same record), then
+    rename the file so a restart does not offer the migration again. Returns the row count."""
+    count = 0
+    for row in legacy_rows(path):
+        record = {name: row[name] for name in FIELDS_WITH_TIME}
+        created = datetime.fromisoformat(record["created_at"].replace("Z", "+00:00"))
+        registry.add(record, created, now)
+        count += 1
+    path.rename(path.with_name(path.name + ".migrated"))
+    return count
+
+
+def migrate_command(config: Config, legacy: Path) -> int:
+    """`python server.py migrate`: says what it copied, or why it stopped; the exit status."""
+    if not legacy.is_file():
+        print(f"Nothing to migrate: there is no {legacy}.")
+        return 0
+    try:
+        count = migrate(legacy, UploadRegistry(config), datetime.now(UTC))
+    except RegistryError as error:
+        print(f"Migration stopped: {error.message}", file=sys.stderr)
+        return 1
+    print(
+        f"Copied {count} uploads from {legacy} into s3://{config.bucket}/"
+        f"{config.registry_prefix}/; the file is now {legacy.name}.migrated."
+    )
+    return 0

@@ -1,7 +1,8 @@
 """The app's own requests to S3, signed with SigV4 and bounded by a deadline.
 
-Today the app only asks S3 about an uploaded object (`head_object`); every request goes
-through `send`, which signs it, refuses to follow redirects and gives up at the deadline.
+The app asks S3 about an uploaded object (`head_object`) and reads and writes its upload list
+in the bucket (registry.py); every request goes through `send`, which signs it, refuses to
+follow redirects and gives up at the deadline.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ObjectInfo:
     etag: str
     content_type: str
     metadata: dict[str, str]
+    last_modified: str  # an HTTP date, as S3 sends it
 
 
 def head_object(config: Config, key: str, now: datetime) -> ObjectInfo:
@@ -111,6 +113,7 @@ def object_info(headers: Mapping[str, str]) -> ObjectInfo:
         etag=headers.get("ETag", ""),
         content_type=headers.get("Content-Type", s3_rules.DEFAULT_CONTENT_TYPE),
         metadata=metadata,
+        last_modified=headers.get("Last-Modified", ""),
     )
 
 

@@ -31,6 +31,7 @@ import bottle
 import jinja2
 
 import filenames
+import registry
 import s3_client
 import s3_rules
 import serving
@@ -61,7 +62,7 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> b
         clock=clock or (lambda: datetime.now(UTC)),
         secrets=tokens.Secrets.derive(config.credentials.secret_key),
         limiter=RateLimiter(config.rate_limit) if config.rate_limit else None,
-        registry=UploadRegistry.create(config.data_dir / "uploads.sqlite3"),
+        registry=UploadRegistry(config),
         page=templates().get_template("index.html"),
         headers=security_headers(s3_origin(config)),
     )
@@ -123,13 +124,18 @@ VENDOR_FILES = {
 def page() -> str:
     app, moment = state(), now()
     config = app.config
+    try:
+        uploads, uploads_error = recent_uploads(app, moment, None)["uploads"], None
+    except AppError as error:
+        uploads, uploads_error = [], error.message
     return app.page.render(
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
         nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
-        uploads=[with_download_url(config, record, moment) for record in app.registry.recent()],
-        notice=page_notice(app.registry, request_query()),
+        uploads=uploads,
+        uploads_error=uploads_error,
+        notice=page_notice(config, request_query(), moment),
     )
 
 
@@ -147,11 +153,16 @@ class Notice(NamedTuple):
     is_error: bool = False
 
 
-def page_notice(registry: UploadRegistry, query: Mapping[str, str]) -> Notice | None:
-    """The line shown after the no-JavaScript form's redirect back to the page."""
-    if query.get("uploaded"):
-        record = registry.get(query["uploaded"])
-        return Notice(f"Uploaded {record['filename']}") if record else None
+def page_notice(config: Config, query: Mapping[str, str], moment: datetime) -> Notice | None:
+    """The line shown after the no-JavaScript form's redirect back to the page; the name is
+    the one S3 holds for an upload of ours, never text from the query."""
+    key = query.get("uploaded", "")
+    if key.startswith(config.key_prefix + "/"):
+        try:
+            info = s3_client.head_object(config, key, moment)
+        except s3_client.S3Failure:
+            return None
+        return Notice(f"Uploaded {upload_record(key, info, moment)['filename']}")
     if query.get("error"):
         return Notice("Upload not recorded: " + query["error"][:200], is_error=True)
     return None
@@ -317,8 +328,17 @@ def register_upload() -> dict[str, Any]:
 
 
 def list_uploads() -> dict[str, Any]:
-    app, moment = state(), now()
-    return {"uploads": [with_download_url(app.config, r, moment) for r in app.registry.recent()]}
+    """A page of the list, newest first; `next` asks for the following page."""
+    return recent_uploads(state(), now(), request_query().get("continuation") or None)
+
+
+def recent_uploads(app: AppState, moment: datetime, continuation: str | None) -> dict[str, Any]:
+    try:
+        listing = app.registry.recent(moment, continuation=continuation)
+    except RegistryError as error:
+        raise AppError(error.status, error.message) from None
+    uploads = [with_download_url(app.config, entry, moment) for entry in listing.uploads]
+    return {"uploads": uploads, "next": listing.next}
 
 
 def upload_done() -> None:
@@ -370,17 +390,19 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
         raise AppError(409, "The ETag does not match the object stored in S3.")
     if not 1 <= info.size <= app.config.max_bytes:
         raise AppError(409, "The stored object's size is outside the allowed range.")
-    record = upload_record(key, info, moment)
+    created = registry.upload_time(info.last_modified, moment)
+    record = upload_record(key, info, created)
     try:
-        app.registry.add(record)
-    except RegistryError as error:  # a full disk or a locked database: the object is safe in S3
-        LOG.error("could not record upload %s: %s", key, error)
+        app.registry.add(record, created, moment)
+    except RegistryError as error:  # the object is safe in S3; registering again is harmless
+        LOG.error("could not record upload %s: %s", key, error.message)
         raise AppError(503, "The file is in S3 but could not be recorded; try again.") from None
     return with_download_url(app.config, record, moment)
 
 
-def upload_record(key: str, info: s3_client.ObjectInfo, moment: datetime) -> dict[str, Any]:
-    """What the list shows, from S3's answer: the name as S3 stored it, else the key's last part."""
+def upload_record(key: str, info: s3_client.ObjectInfo, created: datetime) -> dict[str, Any]:
+    """What the list shows, from S3's answer: the name as S3 stored it, else the key's last part;
+    the time is S3's, so recording the same upload again writes the same record."""
     filename = filenames.clean_filename(
         filenames.decode_metadata(info.metadata.get("filename", ""))
     )
@@ -390,7 +412,7 @@ def upload_record(key: str, info: s3_client.ObjectInfo, moment: datetime) -> dic
         "size": info.size,
         "etag": normalise_etag(info.etag),
         "content_type": info.content_type,
-        "created_at": iso_utc(moment),
+        "created_at": iso_utc(created),
     }
 
 
@@ -400,7 +422,10 @@ def normalise_etag(etag: str) -> str:
 
 
 def with_download_url(config: Config, record: Mapping[str, Any], moment: datetime) -> dict:
-    """Add a presigned GET URL (1 hour), so uploads in private buckets can be opened."""
+    """Add a presigned GET URL (1 hour), so uploads in private buckets can be opened; an entry
+    of the list that is broken has no link."""
+    if "error" in record:
+        return dict(record)
     url = signer.object_url(config.bucket, record["key"], config.region, config.endpoint)
     download = signer.presign_url(
         config.credentials, "GET", url, config.region, expires_in=DOWNLOAD_URL_LIFETIME, now=moment
@@ -568,8 +593,9 @@ EMBEDDED_REGION = "us-east-1"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C."""
-    arguments().parse_args(argv)
+    """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C
+    (or, with `migrate`, copy an old SQLite upload list into the bucket and stop)."""
+    command = arguments().parse_args(argv).command
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = Config.from_env(os.environ, Path(".env"))
@@ -579,18 +605,30 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if config.bucket is None:
             config = start_embedded_s3(config, stack)
+        legacy = config.data_dir / registry.LEGACY_DATABASE
+        if command == "migrate":
+            return registry.migrate_command(config, legacy)
+        if legacy.is_file():
+            LOG.warning("%s holds an older upload list: `python server.py migrate`", legacy)
         if not (HERE / "node_modules").is_dir():
             LOG.warning("node_modules is missing, so the page has no scripts: run `make run`.")
         return serving.serve(create_app(config), config, banner(config))
 
 
 def arguments() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description="Direct-to-S3 browser uploads. Settings come from the environment, or from a "
         ".env file (KEY=VALUE lines) in the current folder; the environment wins.",
         epilog="environment variables:\n" + "\n".join(settings.help_lines()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["migrate"],
+        help="migrate: copy DATA_DIR/uploads.sqlite3 of an earlier version into the bucket",
+    )
+    return parser
 
 
 def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:

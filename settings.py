@@ -94,6 +94,16 @@ def read_key_prefix(name: str, text: str | None) -> str:
     return prefix
 
 
+def check_disjoint(key_prefix: str, registry_prefix: str) -> None:
+    """No upload key may ever land in the registry: neither prefix may contain the other."""
+    a, b = key_prefix + "/", registry_prefix + "/"
+    if a.startswith(b) or b.startswith(a):
+        raise ConfigError(
+            f"UPLOAD_KEY_PREFIX {key_prefix!r} and UPLOAD_REGISTRY_PREFIX {registry_prefix!r} "
+            "overlap; give them different first folders, such as uploads and registry."
+        )
+
+
 def read_rate_limit(name: str, text: str | None) -> RateLimit | None:
     text = text or ""
     if text.strip().lower() in ("0", "off"):
@@ -238,6 +248,13 @@ SETTINGS: tuple[Setting, ...] = (
         "object keys start with PREFIX/YYYY/MM/DD/",
     ),
     Setting(
+        "UPLOAD_REGISTRY_PREFIX",
+        "registry",
+        "registry_prefix",
+        read_key_prefix,
+        "the upload list is kept in the bucket under PREFIX/, apart from the uploads",
+    ),
+    Setting(
         "UPLOAD_POLICY_TTL",
         "300",
         "policy_ttl",
@@ -300,7 +317,7 @@ SETTINGS: tuple[Setting, ...] = (
         "data",
         "data_dir",
         read_path,
-        "folder for the upload list and the embedded S3's objects",
+        "folder of the embedded S3's objects (and of an old uploads.sqlite3 to migrate)",
     ),
     Setting(
         "WAITRESS_THREADS",
@@ -334,6 +351,7 @@ class Config:
     max_bytes: int
     allowed_types: tuple[str, ...]
     key_prefix: str
+    registry_prefix: str
     policy_ttl: int
     rate_limit: RateLimit | None
     acl: str | None
@@ -356,6 +374,7 @@ class Config:
         text = {s.name: values.get(s.name) or s.default for s in SETTINGS}
         fields = {s.field: s.read(s.name, text[s.name]) for s in SETTINGS if s.field}
         external = fields["bucket"] is not None
+        check_disjoint(fields["key_prefix"], fields["registry_prefix"])
         return cls(
             credentials=read_credentials(text) if external else None,
             region=read_region(text) if external else "us-east-1",

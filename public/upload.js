@@ -232,6 +232,11 @@
 
   function uploadItem(upload) {
     const item = document.createElement("li");
+    if (upload.error) {
+      item.className = "upload upload-broken";
+      item.textContent = upload.error;
+      return item;
+    }
     const link = document.createElement("a");
     const name = document.createElement("span");
     const meta = document.createElement("span");

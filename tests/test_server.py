@@ -14,6 +14,7 @@ import re
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +36,7 @@ import filenames
 import local_s3
 import rate_limit
 import registry
+import s3_client
 import server
 import serving
 import signer
@@ -290,22 +292,6 @@ def test_every_answer_carries_each_security_header_once(client) -> None:
             assert names.count(name) == 1, (answer.request.path, name)
         static = answer.request.path.startswith(("/static/", "/vendor/"))
         assert names.count("Cache-Control") == (0 if static else 1), answer.request.path
-
-
-def test_page_escapes_a_filename_with_markup(client, config) -> None:
-    store = registry.UploadRegistry.create(config.data_dir / "uploads.sqlite3")
-    record = {
-        "key": "uploads/2026/12/02/x.jpg",
-        "filename": "<script>alert(1)</script>.jpg",
-        "size": 3,
-        "etag": "abc",
-        "content_type": "image/jpeg",
-        "created_at": "2026-12-02T01:02:03Z",
-    }
-    store.add(record)
-    page = client.get("/").text
-    assert "<script>alert(1)</script>" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in page
 
 
 def test_page_shows_the_notice_for_an_error_redirect_as_an_alert(client) -> None:
@@ -676,8 +662,10 @@ def test_registration_is_502_when_s3_answers_garbage(config, clock, garbage_serv
     assert response.json == {"error": "S3 sent an answer that is not valid HTTP."}
 
 
-def test_list_is_empty_at_first(client) -> None:
-    assert client.get("/uploads").json == {"uploads": []}
+def test_list_is_a_clear_502_when_s3_is_unreachable(client) -> None:
+    response = client.get("/uploads", status=502)
+    assert response.json == {"error": "S3 could not be reached to check the upload."}
+    assert "The list of uploads could not be read" in client.get("/").text
 
 
 def test_no_js_redirect_with_a_forged_token_goes_back_with_an_error(client) -> None:
@@ -730,9 +718,14 @@ def test_readme_read_the_code_table_names_every_source_file_once() -> None:
 def test_readme_iam_policy_and_cors_rule_match_what_the_app_needs() -> None:
     section = readme_section("Using real S3, MinIO, R2 or Ceph")
     iam, cors = (json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S))
-    (statement,) = iam["Statement"]
-    assert sorted(statement["Action"]) == ["s3:GetObject", "s3:PutObject"]
-    assert statement["Resource"] == "arn:aws:s3:::my-upload-bucket/uploads/*"
+    objects, listing = iam["Statement"]
+    assert sorted(objects["Action"]) == ["s3:GetObject", "s3:PutObject"]
+    bucket = "arn:aws:s3:::my-upload-bucket"
+    defaults = Config.from_env({}, None)
+    prefixes = (defaults.key_prefix, defaults.registry_prefix)
+    assert objects["Resource"] == [f"{bucket}/{prefix}/*" for prefix in prefixes]
+    assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", bucket)
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{prefixes[1]}/*"}}
     (rule,) = cors["CORSRules"]
     assert rule["AllowedOrigins"] == [Config.from_env({}, None).app_origin]
     assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD", "POST"]
@@ -846,7 +839,7 @@ def test_registration_is_409_when_the_etag_differs(live, upload) -> None:
     wrong = {"key": sent["key"], "etag": '"' + "0" * 32 + '"', "token": sent["token"]}
     response = report(live, wrong, 409)
     assert response.json == {"error": "The ETag does not match the object stored in S3."}
-    assert live.get("/uploads").json == {"uploads": []}
+    assert live.get("/uploads").json == {"uploads": [], "next": None}
 
 
 def test_registration_accepts_an_etag_without_quotes(live, upload) -> None:
@@ -978,7 +971,7 @@ def test_main_serves_the_page_with_the_embedded_s3_and_stops_on_ctrl_c(tmp_path)
         f"S3: http://127.0.0.1:{s3_port} (embedded local S3)\n"
     )
     assert output.rstrip().endswith("Stopped.")
-    assert (tmp_path / "data" / "uploads.sqlite3").is_file()
+    assert [path.name for path in (tmp_path / "data").iterdir()] == ["s3"]  # the app's own: none
 
 
 def wait_for(url: str, attempts: int = 100) -> bytes:
@@ -1018,3 +1011,169 @@ def test_quiet_channel_still_sends_an_answer_larger_than_waitress_buffer() -> No
             connection.request("GET", "/")
             assert connection.getresponse().read() == chunk * 64
         connection.close()
+
+
+# ---- the upload list, kept in the bucket (registry.py) ---------------------------------------
+
+
+def register(client: webtest.TestApp, sent: dict, status: int = 201) -> webtest.TestResponse:
+    body = {"key": sent["key"], "etag": sent["etag"], "token": sent["token"]}
+    return report(client, body, status)
+
+
+def registry_objects(s3: local_s3.LocalS3) -> list[str]:
+    return sorted(o.key for o in local_s3.list_objects(s3.config) if o.key.startswith("registry/"))
+
+
+def test_list_is_empty_at_first(live) -> None:
+    assert live.get("/uploads").json == {"uploads": [], "next": None}
+
+
+def test_a_registered_upload_is_one_json_record_in_the_bucket(live, upload, s3) -> None:
+    sent = upload(b"hello", filename="a.txt", content_type="text/plain")
+    registered = register(live, sent).json["upload"]
+    (name,) = registry_objects(s3)
+    stored = local_s3.stored_object(s3.config, "uploads", name)
+    assert stored.content_type == "application/json"
+    record = json.loads(stored.path.read_bytes())
+    assert record == {k: v for k, v in registered.items() if k != "url"}
+    assert re.fullmatch(r"registry/[0-9]{10}-[0-9a-f]{16}\.json", name)
+
+
+def test_registering_the_same_upload_twice_writes_one_record(live, upload, s3) -> None:
+    sent = upload(b"hello", filename="a.txt", content_type="text/plain")
+    first, again = register(live, sent).json, register(live, sent).json
+    assert without_signature(first["upload"]) == without_signature(again["upload"])
+    assert len(registry_objects(s3)) == 1
+    assert len(live.get("/uploads").json["uploads"]) == 1
+
+
+def test_record_keys_sort_newest_first() -> None:
+    earlier = datetime(2026, 12, 4, 10, 0, 0, tzinfo=UTC)
+    later = earlier + timedelta(seconds=1)
+    names = [registry.record_key("registry", "uploads/k", moment) for moment in (later, earlier)]
+    assert names == sorted(names)
+
+
+def test_the_list_reads_the_records_of_every_instance(config, s3, upload) -> None:
+    """Two apps with the same secret share nothing but the bucket, and see the same list."""
+    first = app_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    second = app_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    sent = upload(b"shared", filename="s.txt", content_type="text/plain")
+    register(first, sent)
+    assert [u["key"] for u in second.get("/uploads").json["uploads"]] == [sent["key"]]
+
+
+def test_the_list_pages_with_s3s_continuation_token(live, upload, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "RECENT_UPLOADS", 2)
+    keys = []
+    for number in range(3):
+        sent = upload(b"x" * (number + 1), filename=f"{number}.txt", content_type="text/plain")
+        register(live, sent)
+        keys.append(sent["key"])
+    first = live.get("/uploads").json
+    second = live.get("/uploads", {"continuation": first["next"]}).json
+    listed = [u["key"] for u in first["uploads"] + second["uploads"]]
+    assert sorted(listed) == sorted(keys) and len(first["uploads"]) == 2
+    assert second["next"] is None
+
+
+def test_an_upload_deleted_from_s3_leaves_the_list(live, upload, s3, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "OBJECT_SEEN_SECONDS", 0)
+    sent = upload(b"bye", filename="gone.txt", content_type="text/plain")
+    register(live, sent)
+    local_s3.stored_object(s3.config, "uploads", sent["key"]).path.unlink()
+    assert live.get("/uploads").json["uploads"] == []
+
+
+def test_a_broken_record_is_an_error_for_that_entry_only(config, live, upload, s3) -> None:
+    sent = upload(b"ok", filename="ok.txt", content_type="text/plain")
+    register(live, sent)
+    broken = "registry/0000000000-0000000000000000.json"
+    put_object(config, s3, broken, b"{not json")
+    entries = live.get("/uploads").json["uploads"]
+    assert [e.get("key") for e in entries] == [None, sent["key"]]
+    assert entries[0] == {
+        "record": broken,
+        "error": "This entry of the upload list is broken: not valid JSON.",
+    }
+    assert "This entry of the upload list is broken" in live.get("/").text
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ("[]", "not a JSON object"),
+        ('{"key": "uploads/x"}', "its filename is missing or not a str"),
+        ("[" * 100_000, "not valid JSON"),
+    ],
+)
+def test_records_that_are_not_ours_are_refused(record, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        registry.parse_record(record.encode(), "registry/1-x.json", "uploads")
+
+
+def test_a_record_naming_an_object_outside_the_upload_prefix_is_refused() -> None:
+    record = {"key": "registry/evil", "filename": "f", "size": 1, "etag": "e"}
+    record.update(content_type="text/plain", created_at="2026-12-04T00:00:00Z")
+    name = registry.record_key("registry", "registry/evil", APP_NOW)
+    with pytest.raises(ValueError, match="did not record"):
+        registry.parse_record(json.dumps(record).encode(), name, "uploads")
+
+
+def test_a_registry_key_is_never_signed_for_upload(live) -> None:
+    """The signing endpoint only chooses keys below UPLOAD_KEY_PREFIX, and a key token for any
+    other key is refused, so no client can write or register into the registry."""
+    form = ask_for_form(live).json
+    assert form["key"].startswith("uploads/")
+    forged = {"key": "registry/0-x.json", "etag": "e", "token": form["token"]}
+    assert report(live, forged, 403).json == {"error": "This key was not issued by this server."}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"UPLOAD_REGISTRY_PREFIX": "uploads"}, "overlap"),
+        ({"UPLOAD_REGISTRY_PREFIX": "uploads/registry"}, "overlap"),
+        ({"UPLOAD_KEY_PREFIX": "registry/files"}, "overlap"),
+    ],
+)
+def test_upload_and_registry_prefixes_must_not_overlap(environ, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env(environ, None)
+
+
+def put_object(config: Config, s3: local_s3.LocalS3, key: str, body: bytes) -> None:
+    """An object written with the app's own credentials, as a hand edit of the bucket would."""
+    target = dataclasses.replace(config, endpoint=s3.url, s3_timeout=5)
+    assert s3_client.send(target, "PUT", key, body=body, now=datetime.now(UTC)).status == 200
+
+
+def test_migrate_copies_an_old_sqlite_list_into_the_bucket_once(config, s3, tmp_path, capsys):
+    legacy = tmp_path / "uploads.sqlite3"
+    with sqlite3.connect(legacy) as db:
+        db.execute(
+            "CREATE TABLE uploads (key TEXT PRIMARY KEY, filename TEXT NOT NULL, size INTEGER"
+            " NOT NULL, etag TEXT NOT NULL, content_type TEXT NOT NULL, created_at TEXT NOT NULL)"
+        )
+        for number in range(3):
+            row = (f"uploads/2025/01/0{number + 1}/{number}.txt", f"{number}.txt", 1, "e")
+            db.execute(
+                "INSERT INTO uploads VALUES (?, ?, ?, ?, 'text/plain', ?)",
+                (*row, f"2025-01-0{number + 1}T00:00:00Z"),
+            )
+    db.close()
+    target = dataclasses.replace(config, endpoint=s3.url, s3_timeout=5)
+    assert registry.migrate_command(target, legacy) == 0
+    assert capsys.readouterr().out == (
+        f"Copied 3 uploads from {legacy} into s3://uploads/registry/; "
+        "the file is now uploads.sqlite3.migrated.\n"
+    )
+    names = registry_objects(s3)
+    assert len(names) == 3 and not legacy.exists()
+    records = [
+        json.loads(local_s3.stored_object(s3.config, "uploads", n).path.read_bytes()) for n in names
+    ]
+    assert [r["filename"] for r in records] == ["2.txt", "1.txt", "0.txt"]  # newest first
+    assert registry.migrate_command(target, legacy) == 0
+    assert capsys.readouterr().out == f"Nothing to migrate: there is no {legacy}.\n"
