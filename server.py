@@ -454,9 +454,10 @@ def request_header(name: str) -> str:
 
 
 def request_origin() -> str:
-    """This app's origin as the browser sees it (scheme and Host header)."""
+    """This app's origin as the browser sees it: PUBLIC_URL when set (behind a platform's HTTPS
+    router the request itself says http), else the request's scheme and Host header."""
     parts = bottle.request.urlparts
-    return f"{parts.scheme}://{parts.netloc}"
+    return state().config.public_url or f"{parts.scheme}://{parts.netloc}"
 
 
 def s3_origin(config: Config) -> str:

@@ -74,6 +74,18 @@ def read_endpoint(name: str, endpoint: str | None) -> str | None:
     return endpoint.rstrip("/")
 
 
+def read_public_url(name: str, url: str | None) -> str | None:
+    """An origin only (scheme, host, optional port): it is compared with the browser's Origin."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+        raise ConfigError(f"{name} {url!r} must be an origin such as https://uploads.example.com.")
+    if parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{name} {url!r} must be an origin such as https://uploads.example.com.")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def read_allowed_types(name: str, text: str | None) -> tuple[str, ...]:
     patterns = tuple(item.strip().lower() for item in (text or "").split(",") if item.strip())
     for pattern in patterns:
@@ -299,6 +311,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("PORT", "8080", "port", whole_number(1, 65535), "port the app listens on"),
     Setting(
+        "PUBLIC_URL",
+        None,
+        "public_url",
+        read_public_url,
+        "the app's origin behind a platform's HTTPS router, e.g. https://uploads.example.com",
+    ),
+    Setting(
         "TRUSTED_PROXY",
         None,
         "trusted_proxy",
@@ -360,6 +379,7 @@ class Config:
     host: str
     public_host: str | None
     port: int
+    public_url: str | None
     trusted_proxy: str | None
     s3_port: int
     data_dir: Path
@@ -391,7 +411,9 @@ class Config:
 
     @property
     def app_origin(self) -> str:
-        return f"http://{self.browser_host}:{self.port}"
+        """The origin browsers load the page from: PUBLIC_URL when a platform's router (TLS,
+        port 443) stands in front, else this server's own address."""
+        return self.public_url or f"http://{self.browser_host}:{self.port}"
 
 
 def read_credentials(text: Mapping[str, str | None]) -> signer.Credentials:
