@@ -144,10 +144,14 @@ def unreachable(reason: object, deadline: float) -> S3Failure:
 
 
 def opener(config: Config) -> urllib.request.OpenerDirector:
+    return OPENERS[config.embedded]
+
+
+def build_opener(embedded: bool) -> urllib.request.OpenerDirector:
     """No redirects; no proxy for the embedded S3, which is always on this machine; and the
-    timeout bounds the whole exchange."""
+    timeout bounds the whole exchange. Built once: the handlers keep no state per request."""
     handlers = [NoRedirects(), DeadlineHTTPHandler(), DeadlineHTTPSHandler()]
-    handlers += [urllib.request.ProxyHandler({})] * config.embedded
+    handlers += [urllib.request.ProxyHandler({})] * embedded
     return urllib.request.build_opener(*handlers)
 
 
@@ -207,3 +211,6 @@ class DeadlineHTTPHandler(urllib.request.HTTPHandler):
 class DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(DeadlineHTTPSConnection, request, context=self._context)
+
+
+OPENERS = {embedded: build_opener(embedded) for embedded in (False, True)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -422,15 +423,26 @@ def normalise_etag(etag: str) -> str:
 
 
 def with_download_url(config: Config, record: Mapping[str, Any], moment: datetime) -> dict:
-    """Add a presigned GET URL (1 hour), so uploads in private buckets can be opened; an entry
-    of the list that is broken has no link."""
+    """Add a presigned GET URL, so uploads in private buckets can be opened; an entry of the
+    list that is broken has no link."""
     if "error" in record:
         return dict(record)
-    url = signer.object_url(config.bucket, record["key"], config.region, config.endpoint)
-    download = signer.presign_url(
-        config.credentials, "GET", url, config.region, expires_in=DOWNLOAD_URL_LIFETIME, now=moment
+    return {**record, "url": download_url(config, record["key"], moment.replace(second=0))}
+
+
+@functools.lru_cache(maxsize=4096)
+def download_url(config: Config, key: str, signed_at: datetime) -> str:
+    """A link valid for an hour from the start of the minute: every list asked for within that
+    minute reuses it, instead of presigning 50 links per request."""
+    url = signer.object_url(config.bucket, key, config.region, config.endpoint)
+    return signer.presign_url(
+        config.credentials,
+        "GET",
+        url,
+        config.region,
+        expires_in=DOWNLOAD_URL_LIFETIME,
+        now=signed_at.replace(microsecond=0),
     )
-    return {**record, "url": download}
 
 
 def see_other(location: str) -> None:
