@@ -75,6 +75,7 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> b
     app.route("/s3_credentials", "GET", s3_credentials)
     app.route("/uploads", "POST", register_upload)
     app.route("/uploads", "GET", list_uploads)
+    app.route("/uploads/links", "POST", upload_links)
     app.route("/uploads/done", "GET", upload_done)
     app.route("/healthz", "GET", healthz)
     app.default_error_handler = error_page
@@ -125,10 +126,12 @@ VENDOR_FILES = {
 def page() -> str:
     app, moment = state(), now()
     config = app.config
-    try:
-        uploads, uploads_error = recent_uploads(app, moment, None)["uploads"], None
-    except AppError as error:
-        uploads, uploads_error = [], error.message
+    uploads, uploads_error = [], None
+    if config.auth is not None:  # the list of every upload is for logged-in users only
+        try:
+            uploads = recent_uploads(app, moment, None)["uploads"]
+        except AppError as error:
+            uploads_error = error.message
     return app.page.render(
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
@@ -136,6 +139,7 @@ def page() -> str:
         nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
         uploads=uploads,
         uploads_error=uploads_error,
+        list_all=config.auth is not None,
         notice=page_notice(config, request_query(), moment),
     )
 
@@ -152,6 +156,7 @@ def limits(config: Config) -> dict[str, Any]:
 class Notice(NamedTuple):
     text: str
     is_error: bool = False
+    url: str = ""
 
 
 def page_notice(config: Config, query: Mapping[str, str], moment: datetime) -> Notice | None:
@@ -163,7 +168,8 @@ def page_notice(config: Config, query: Mapping[str, str], moment: datetime) -> N
             info = s3_client.head_object(config, key, moment)
         except s3_client.S3Failure:
             return None
-        return Notice(f"Uploaded {upload_record(key, info, moment)['filename']}")
+        name = upload_record(key, info, moment)["filename"]
+        return Notice(f"Uploaded {name}", url=download_url(config, key, moment.replace(second=0)))
     if query.get("error"):
         return Notice("Upload not recorded: " + query["error"][:200], is_error=True)
     return None
@@ -180,7 +186,7 @@ def nojs_form(config: Config, keys: tokens.Secrets, moment: datetime, origin: st
     https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
     """
     key = object_key(config.key_prefix, moment, uuid.uuid4(), extension="")
-    redirect = f"{origin}/uploads/done?token={tokens.key_token(keys, key)}"
+    redirect = f"{origin}/uploads/done?token={tokens.key_token(keys, key, moment)}"
     return signer.presigned_post(
         config.credentials,
         **post_target(config, key),
@@ -226,7 +232,7 @@ def s3_credentials() -> dict[str, Any]:
         now=moment,
     )
     expires_at = moment + timedelta(seconds=app.config.policy_ttl)
-    token = tokens.key_token(app.secrets, key)
+    token = tokens.key_token(app.secrets, key, moment)
     return {**form, "key": key, "expires_at": iso_utc(expires_at), "token": token}
 
 
@@ -316,6 +322,7 @@ def iso_utc(moment: datetime) -> str:
 # ---- Upload registration: POST /uploads, GET /uploads, GET /uploads/done ---------------------
 
 MAX_REGISTRATION_BYTES = 4096
+MAX_LINKS_REQUEST_BYTES = 32 * 1024  # 50 keys and their tokens, with room to spare
 DOWNLOAD_URL_LIFETIME = 3600
 
 
@@ -329,8 +336,29 @@ def register_upload() -> dict[str, Any]:
 
 
 def list_uploads() -> dict[str, Any]:
-    """A page of the list, newest first; `next` asks for the following page."""
+    """A page of the list of every upload, newest first; `next` asks for the following page.
+    It hands out links to everyone's files, so only behind UPLOAD_AUTH's login."""
+    if state().config.auth is None:
+        raise AppError(403, "The list of every upload needs UPLOAD_AUTH; the page shows yours.")
     return recent_uploads(state(), now(), request_query().get("continuation") or None)
+
+
+def upload_links() -> dict[str, Any]:
+    """Fresh download links for the uploads this browser recorded, each proven by its own key
+    token: a browser renews the links to its own files and to no one else's."""
+    app, moment = state(), now()
+    refuse_cross_site(app.secrets, moment)
+    body = read_json(bottle.request, MAX_LINKS_REQUEST_BYTES)
+    entries = body.get("uploads") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or len(entries) > registry.RECENT_UPLOADS:
+        raise AppError(400, 'The body must be {"uploads": [{"key", "token"}, ...]}.')
+    proofs = [(e["key"], e["token"]) for e in entries if is_key_proof(e)]
+    mine = [key for key, token in proofs if tokens.key_token_valid(app.secrets, key, token, moment)]
+    return {"links": {key: download_url(app.config, key, moment.replace(second=0)) for key in mine}}
+
+
+def is_key_proof(entry: object) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(n), str) for n in ("key", "token"))
 
 
 def recent_uploads(app: AppState, moment: datetime, continuation: str | None) -> dict[str, Any]:
@@ -365,23 +393,28 @@ def healthz() -> dict[str, str]:
 
 def parse_registration(request: bottle.BaseRequest) -> tuple[str, str, str]:
     """The JSON body {"key", "etag", "token"}, all strings; anything else is a 400."""
-    if request.content_type.split(";")[0].strip() != "application/json":
-        raise AppError(400, "The body must be JSON (Content-Type: application/json).")
-    if request.content_length > MAX_REGISTRATION_BYTES:
-        raise AppError(400, "The body is too large for an upload report.")
-    try:
-        body = json.loads(request.body.read(MAX_REGISTRATION_BYTES))
-    except ValueError:
-        raise AppError(400, "The body is not valid JSON.") from None
+    body = read_json(request, MAX_REGISTRATION_BYTES)
     fields = ("key", "etag", "token")
     if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
         raise AppError(400, "The body must be a JSON object with string key, etag and token.")
     return body["key"], body["etag"], body["token"]
 
 
+def read_json(request: bottle.BaseRequest, max_bytes: int) -> Any:
+    """A small JSON body, or a 400 saying what is wrong with it."""
+    if request.content_type.split(";")[0].strip() != "application/json":
+        raise AppError(400, "The body must be JSON (Content-Type: application/json).")
+    if request.content_length > max_bytes:
+        raise AppError(400, "The body is too large for this request.")
+    try:
+        return json.loads(request.body.read(max_bytes))
+    except ValueError:
+        raise AppError(400, "The body is not valid JSON.") from None
+
+
 def record_upload(app: AppState, key: str, etag: str, token: str, moment: datetime) -> dict:
     """Trust nothing the browser says: the key must be ours, and S3 must confirm the object."""
-    if not tokens.key_token_valid(app.secrets, key, token):
+    if not tokens.key_token_valid(app.secrets, key, token, moment):
         raise AppError(403, "This key was not issued by this server.")
     try:
         info = s3_client.head_object(app.config, key, moment)

@@ -2,8 +2,9 @@
 
 A *page token* proves a request comes from a page this server served (checked on every
 `/s3_credentials` and `POST /uploads`); a *key token* proves this server chose an object key
-(checked when the browser reports the upload). Both are keyed by secrets derived from the AWS
-secret key, so they survive restarts with no extra setting.
+for this browser (checked when the browser reports the upload, and when it asks for fresh
+links to its own uploads). Both carry their time and expire, and both are keyed by secrets
+derived from the AWS secret key, so they survive restarts with no extra setting.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 PAGE_TOKEN_LIFETIME = timedelta(hours=12)
+# Long enough to register after a retry or a reload, and to renew the links of what this
+# browser uploaded for a week; a token copied out of a browser opens nothing after that.
+KEY_TOKEN_LIFETIME = timedelta(days=7)
 CLOCK_SKEW_SECONDS = 60
 PAGE_TOKEN_ISSUED = re.compile(r"[0-9]{1,12}")
 
@@ -37,13 +41,24 @@ class Secrets:
         return "Secrets(...)"
 
 
-def key_token(keys: Secrets, key: str) -> str:
-    """Proof that this server issued `key`: HMAC-SHA256, so no session is needed."""
-    return hmac.new(keys.key_token, key.encode(), hashlib.sha256).hexdigest()
+def key_token(keys: Secrets, key: str, moment: datetime) -> str:
+    """ "<unix time issued>.<HMAC of time and key>": this server chose `key`, at that time."""
+    issued = str(int(moment.timestamp()))
+    return f"{issued}.{key_mac(keys, issued, key)}"
 
 
-def key_token_valid(keys: Secrets, key: str, token: str) -> bool:
-    return hmac.compare_digest(key_token(keys, key).encode(), token.encode())
+def key_token_valid(keys: Secrets, key: str, token: str, moment: datetime) -> bool:
+    """Signed by us for this key, and issued at most KEY_TOKEN_LIFETIME ago."""
+    issued, _, mac = token.partition(".")
+    if not PAGE_TOKEN_ISSUED.fullmatch(issued):
+        return False
+    age = moment.timestamp() - int(issued)
+    in_time = -CLOCK_SKEW_SECONDS <= age <= KEY_TOKEN_LIFETIME.total_seconds()
+    return hmac.compare_digest(key_mac(keys, issued, key).encode(), mac.encode()) and in_time
+
+
+def key_mac(keys: Secrets, issued: str, key: str) -> str:
+    return hmac.new(keys.key_token, f"{issued}\n{key}".encode(), hashlib.sha256).hexdigest()
 
 
 def issue_page_token(keys: Secrets, moment: datetime) -> str:

@@ -273,8 +273,51 @@
     return (extension || upload.content_type.split("/").pop()).slice(0, 4).toUpperCase();
   }
 
+  // Behind a login (config.listAll) the list is every upload; otherwise it is what this browser
+  // uploaded, kept in localStorage with each key's token, which renews the links (they expire).
+  const OWN_UPLOADS = "s3-direct-upload.own-uploads.v1";
+  const OWN_UPLOADS_KEPT = 50;
+
+  function ownUploads() {
+    try {
+      const kept = JSON.parse(localStorage.getItem(OWN_UPLOADS) || "[]");
+      const complete = (entry) => entry && entry.upload && entry.token;
+      return Array.isArray(kept) ? kept.filter(complete) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  function rememberUpload(upload, token) {
+    const others = ownUploads().filter((entry) => entry.upload.key !== upload.key);
+    const kept = [{ upload, token }, ...others].slice(0, OWN_UPLOADS_KEPT);
+    try {
+      localStorage.setItem(OWN_UPLOADS, JSON.stringify(kept));
+    } catch {
+      // Storage full or disabled: the list still shows this upload until the page is left.
+    }
+  }
+
+  async function ownUploadsWithLinks() {
+    const own = ownUploads();
+    if (!own.length) {
+      return [];
+    }
+    const proofs = own.map(({ upload, token }) => ({ key: upload.key, token }));
+    const { links } = await callApp("/uploads/links", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ uploads: proofs }),
+    });
+    return own
+      .filter(({ upload }) => links[upload.key])
+      .map(({ upload }) => ({ ...upload, url: links[upload.key] }));
+  }
+
   async function refreshUploads() {
-    const { uploads } = await callApp("/uploads");
+    const uploads = config.listAll
+      ? (await callApp("/uploads")).uploads
+      : await ownUploadsWithLinks();
     document.getElementById("uploads").replaceChildren(...uploads.map(uploadItem));
     document.getElementById("uploads-empty").hidden = uploads.length > 0;
   }
@@ -382,6 +425,7 @@
     setStatus(row, "Stored in S3; registering…", "working");
     try {
       const { upload } = await registerUpload(credentials, parsePostResponse(xhr, credentials));
+      rememberUpload(upload, credentials.token);
       showDone(row, upload);
     } catch (error) {
       showFailure(row, "", error.message);
@@ -509,4 +553,8 @@
   // Dropping a file outside the zone should not navigate away from the page.
   $(document).on("dragover drop", (event) => event.preventDefault());
   $(enhance);
+  if (!config.listAll) {
+    const warn = (error) => console.warn("Could not list your uploads:", error.message);
+    $(() => refreshUploads().catch(warn));
+  }
 })(jQuery);

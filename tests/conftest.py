@@ -25,11 +25,15 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 
-# `make stress` sets HYPOTHESIS_PROFILE=stress; otherwise Hypothesis keeps its own default
-# (or its built-in "ci" profile when the CI variable is set).
+# `make stress` sets HYPOTHESIS_PROFILE=stress; CI gets Hypothesis's built-in "ci" profile
+# (set by the CI variable); elsewhere "dev": its defaults, without the 200 ms deadline per
+# example, which fails a test for the machine being busy, not for what the test checks.
 settings.register_profile("stress", max_examples=5_000, deadline=None)
+settings.register_profile("dev", deadline=None)
 if "HYPOTHESIS_PROFILE" in os.environ:
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+elif "CI" not in os.environ:
+    settings.load_profile("dev")
 
 
 @pytest.fixture(scope="session")
@@ -220,6 +224,21 @@ def app_config(**fields: Any) -> Any:
 
 
 APP_SECRET = "APP-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
+
+
+OWNER = ("owner", "owner-password/not-a-real-one")
+
+
+def logged_in_owner(config: Any) -> tuple[Any, dict[str, str]]:
+    """`config` behind UPLOAD_AUTH's Basic login, and the WSGI environ of its owner logged in:
+    the list of every upload is shown only behind a login."""
+    import base64
+
+    from settings import read_upload_auth
+
+    auth = read_upload_auth("UPLOAD_AUTH", "basic:{}:{}".format(*OWNER))
+    header = "Basic " + base64.b64encode(":".join(OWNER).encode()).decode()
+    return dataclasses.replace(config, auth=auth), {"HTTP_AUTHORIZATION": header}
 
 
 def free_port() -> int:

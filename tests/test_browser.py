@@ -6,7 +6,6 @@ browser posts each file straight to it, exactly as it would to Amazon S3.
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import struct
@@ -15,7 +14,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +32,7 @@ from playwright.sync_api import (
     expect,
 )
 
+import registry
 import server
 import signer
 from settings import Config
@@ -80,8 +80,8 @@ class Site:
             raise
 
     def uploads(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.origin}/uploads", timeout=5) as reply:
-            return json.load(reply)["uploads"]
+        """The upload list in the bucket, newest first, as the app reads it."""
+        return registry.UploadRegistry(self.config).recent(datetime.now(UTC)).uploads
 
 
 @pytest.fixture
@@ -192,8 +192,25 @@ def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -
 
     page.reload()
 
+    expect(page.locator("#uploads .upload")).to_have_count(2)
     assert page.inner_text("#uploads") == listed_by_script
     assert "TXT\nnotes.txt\n1.5 KB · text/plain" in listed_by_script
+
+
+def test_another_browser_sees_none_of_my_uploads(site: Site, page: Page, browser: Browser):
+    """Without UPLOAD_AUTH each browser lists what it uploaded itself, never anyone else's."""
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("mine.txt", "text/plain", b"mine")])
+    expect(page.locator("#uploads .upload")).to_have_count(1)
+    context = browser.new_context()
+    try:
+        stranger = context.new_page()
+        stranger.goto(site.origin)
+        expect(stranger.locator("#uploads-empty")).to_be_visible()
+        expect(stranger.locator("#uploads .upload")).to_have_count(0)
+    finally:
+        context.close()
+    assert [upload["filename"] for upload in site.uploads()] == ["mine.txt"]
 
 
 def test_protocol_panel_shows_the_last_exchange_with_the_signature_shortened(
@@ -429,9 +446,11 @@ def test_plain_form_uploads_without_javascript(site: Site, browser: Browser) -> 
         page.wait_for_url(re.compile(re.escape(f"{site.origin}/?uploaded=")))
 
         key = parse_qs(urlsplit(page.url).query)["uploaded"][0]
-        expect(page.locator(".notice")).to_have_text("Uploaded scan.pdf")
-        expect(page.locator("#uploads .upload")).to_have_count(1)
-        assert md5(site.read_object(key)) == md5(content)
+        expect(page.locator(".notice")).to_have_text("Uploaded scan.pdf · open it")
+        link = page.get_by_role("link", name="open it").get_attribute("href")
+        with urllib.request.urlopen(link, timeout=5) as download:
+            assert md5(download.read()) == md5(content)
+        assert [upload["key"] for upload in site.uploads()] == [key]
     finally:
         context.close()
 

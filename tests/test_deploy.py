@@ -3,6 +3,7 @@ one bucket, each a real process talking HTTP to a real local S3."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import subprocess
@@ -12,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import leak_scan
-from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, free_port, send_form, wait_for
+from conftest import OWNER, S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, free_port, send_form, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+LOGIN = {"Authorization": "Basic " + base64.b64encode(":".join(OWNER).encode()).decode()}
 
 
 def platform_environment(s3_url: str, port: int) -> dict[str, str]:
@@ -29,6 +31,7 @@ def platform_environment(s3_url: str, port: int) -> dict[str, str]:
         "AWS_ENDPOINT_URL_S3": s3_url,
         "AWS_ACCESS_KEY_ID": S3_TEST_ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET_KEY,
+        "UPLOAD_AUTH": "basic:{}:{}".format(*OWNER),  # the list of every upload needs a login
     }
 
 
@@ -54,15 +57,17 @@ def answers(url: str) -> bool:
     return False
 
 
-def call(url: str, token: str, body: dict | None = None) -> dict:
+def call(url: str, token: str | None = None, body: dict | None = None) -> dict:
+    """A JSON request as the owner's browser sends it (logged in, with the page's token)."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"X-Upload-Token": token, "Content-Type": "application/json"}
+    headers = {"X-Upload-Token": token or "", "Content-Type": "application/json", **LOGIN}
     with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=10) as reply:
         return json.loads(reply.read())
 
 
 def page_token(app_url: str) -> str:
-    with urllib.request.urlopen(app_url + "/", timeout=10) as page:
+    request = urllib.request.Request(app_url + "/", headers=LOGIN)
+    with urllib.request.urlopen(request, timeout=10) as page:
         html = page.read().decode()
     script = html.partition('id="upload-config"')[2].partition(">")[2].partition("</script>")[0]
     return json.loads(script)["pageToken"]
@@ -84,8 +89,7 @@ def register(app_url: str, sent: dict) -> dict:
 
 
 def listed(app_url: str) -> list[str]:
-    with urllib.request.urlopen(app_url + "/uploads", timeout=10) as reply:
-        return [upload["key"] for upload in json.loads(reply.read())["uploads"]]
+    return [upload["key"] for upload in call(app_url + "/uploads")["uploads"]]
 
 
 def procfile_command() -> str:
@@ -112,7 +116,7 @@ def test_public_url_is_the_origin_the_app_accepts_behind_a_platform_router(runni
         token = page_token(app_url)
         request = urllib.request.Request(
             f"{app_url}/s3_credentials?filename=a.txt&content_type=text/plain&size=1",
-            headers={"X-Upload-Token": token, "Origin": "https://uploads.example.test"},
+            headers={"X-Upload-Token": token, "Origin": "https://uploads.example.test", **LOGIN},
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200

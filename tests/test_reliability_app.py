@@ -29,7 +29,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 import webtest
-from conftest import APP_NOW, Clock, app_config
+from conftest import APP_NOW, Clock, app_config, logged_in_owner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -108,7 +108,7 @@ def assert_signed_within_limits(form: dict[str, Any], config: Config, now: datet
     expiration = datetime.fromisoformat(policy["expiration"])
     assert now < expiration <= now + timedelta(seconds=config.policy_ttl)
     assert form["expires_at"] == expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert tokens.key_token_valid(KEYS, form["key"], form["token"])
+    assert tokens.key_token_valid(KEYS, form["key"], form["token"], now)
     filename = fields["x-amz-meta-filename"]
     assert filename.isascii() and filename.isprintable() and len(filename) <= 1024
 
@@ -246,7 +246,7 @@ issued_key = st.builds(
 
 
 def registration(key: str, etag: Any, token_ok: bool, extra: dict) -> bytes:
-    token = tokens.key_token(KEYS, key) if token_ok else "0" * 64
+    token = tokens.key_token(KEYS, key, APP_NOW) if token_ok else "0" * 64
     return json.dumps({"key": key, "etag": etag, "token": token, **extra}).encode()
 
 
@@ -574,21 +574,45 @@ NOT_ISSUED = "This key was not issued by this server."
     [
         ("uploads/2026/12/02/mine.jpg", "0" * 64),
         ("uploads/2026/12/02/mine.jpg", ""),
-        ("uploads/2026/12/02/mine.jpg", tokens.key_token(KEYS, "uploads/2026/12/02/other.jpg")),
+        (
+            "uploads/2026/12/02/mine.jpg",
+            tokens.key_token(KEYS, "uploads/2026/12/02/other.jpg", APP_NOW),
+        ),
         (
             "uploads/2026/12/02/mine.jpg",
             tokens.key_token(
-                tokens.Secrets.derive("another server"), "uploads/2026/12/02/mine.jpg"
+                tokens.Secrets.derive("another server"), "uploads/2026/12/02/mine.jpg", APP_NOW
             ),
         ),
         (
             "uploads/2026/12/02/mine.jpg",
-            tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg").upper(),
+            tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg", APP_NOW - timedelta(days=8)),
         ),
-        ("../uploads/2026/12/02/mine.jpg", tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg")),
+        (
+            "uploads/2026/12/02/mine.jpg",
+            tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg", APP_NOW + timedelta(hours=1)),
+        ),
+        (
+            "uploads/2026/12/02/mine.jpg",
+            tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg", APP_NOW).upper(),
+        ),
+        (
+            "../uploads/2026/12/02/mine.jpg",
+            tokens.key_token(KEYS, "uploads/2026/12/02/mine.jpg", APP_NOW),
+        ),
         ("uploads/2026/12/02/mine.jpg", "é" * 64),
     ],
-    ids=["zeros", "empty", "other-key", "other-server", "uppercase", "traversal", "non-ascii"],
+    ids=[
+        "zeros",
+        "empty",
+        "other-key",
+        "other-server",
+        "expired",
+        "from-the-future",
+        "uppercase",
+        "traversal",
+        "non-ascii",
+    ],
 )
 def test_registration_needs_a_key_this_server_issued(client, key, token):
     body = {"key": key, "etag": '"d41d8cd98f00b204e9800998ecf8427e"', "token": token}
@@ -810,7 +834,11 @@ def test_a_slow_s3_gets_a_clear_504_before_s3_answers(config, answer):
     request (a late answer would have been a 201; a finished drip, a 502)."""
     with fake_s3(answer) as (endpoint, finished):
         client = app_client(dataclasses.replace(config, endpoint=endpoint, s3_timeout=1))
-        body = {"key": "uploads/k", "etag": '"e"', "token": tokens.key_token(KEYS, "uploads/k")}
+        body = {
+            "key": "uploads/k",
+            "etag": '"e"',
+            "token": tokens.key_token(KEYS, "uploads/k", APP_NOW),
+        }
         response = client.post_json("/uploads", body, headers=token_header(), status=504)
         s3_still_holding = not finished.is_set()
     assert response.json == {"error": "S3 did not answer in time; try again."}
@@ -819,7 +847,11 @@ def test_a_slow_s3_gets_a_clear_504_before_s3_answers(config, answer):
 
 def test_s3_down_is_a_clear_502_without_waiting_for_the_timeout(config):
     """Refused at once: not the 504 the app answers once S3_TIMEOUT has passed."""
-    body = {"key": "uploads/k", "etag": '"e"', "token": tokens.key_token(KEYS, "uploads/k")}
+    body = {
+        "key": "uploads/k",
+        "etag": '"e"',
+        "token": tokens.key_token(KEYS, "uploads/k", APP_NOW),
+    }
     response = app_client(config).post_json("/uploads", body, headers=token_header(), status=502)
     assert response.json == {"error": "S3 could not be reached to check the upload."}
 
@@ -845,8 +877,10 @@ def test_a_bucket_too_full_for_the_upload_list_is_a_503_and_a_retry_records_it(
         tiny_disk("2m"), ("uploads",), {CREDENTIALS.access_key: SECRET}, cors_origins=("*",)
     )
     with local_s3.LocalS3(s3_config) as s3:
-        config = app_config(credentials=CREDENTIALS, endpoint=s3.url, rate_limit=None)
-        client = webtest.TestApp(server.create_app(config))  # the real clock, as S3 uses
+        config, login = logged_in_owner(
+            app_config(credentials=CREDENTIALS, endpoint=s3.url, rate_limit=None)
+        )
+        client = webtest.TestApp(server.create_app(config), extra_environ=login)  # real clock
         headers = token_header(datetime.now(UTC))
         form = client.get(f"/s3_credentials?{form_query()}", headers=headers).json
         assert post_form(form["url"], form["fields"], b"0123456789")[0] == 201

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import webtest
-from conftest import APP_NOW, APP_SECRET, Clock, free_port
+from conftest import APP_NOW, APP_SECRET, Clock, free_port, logged_in_owner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +62,13 @@ def unlimited(config: Config, clock: Clock) -> webtest.TestApp:
 def app_client(config: Config, clock: Clock | None = None) -> webtest.TestApp:
     app = serving.access_log(server.create_app(config, clock=clock))
     return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1"})
+
+
+def owner_client(config: Config, clock: Clock | None = None) -> webtest.TestApp:
+    """The app behind UPLOAD_AUTH, its owner logged in: they may list every upload."""
+    config, login = logged_in_owner(config)
+    app = serving.access_log(server.create_app(config, clock=clock))
+    return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.1", **login})
 
 
 def page_token(client: webtest.TestApp) -> str:
@@ -341,7 +348,8 @@ def test_signing_endpoint_returns_a_form_for_a_server_chosen_key(client, config)
     ]
     assert (fields["key"], fields["Content-Type"]) == (answer["key"], "image/jpeg")
     assert fields["x-amz-meta-filename"] == "Holiday Photo.JPG"
-    assert answer["token"] == tokens.key_token(tokens.Secrets.derive(APP_SECRET), answer["key"])
+    keys = tokens.Secrets.derive(APP_SECRET)
+    assert answer["token"] == tokens.key_token(keys, answer["key"], APP_NOW)
 
 
 def test_policy_pins_type_size_range_and_expiry(client) -> None:
@@ -566,12 +574,10 @@ def report(client, body, status, headers=None):
     return client.post_json("/uploads", body, headers=sent, status=status)
 
 
-def issued(key: str = "uploads/2026/12/02/f00d.txt") -> dict[str, str]:
-    return {
-        "key": key,
-        "etag": '"abc"',
-        "token": tokens.key_token(tokens.Secrets.derive(APP_SECRET), key),
-    }
+def issued(key: str = "uploads/2026/12/02/f00d.txt", moment: datetime = APP_NOW) -> dict:
+    """A report for a key this app issued at `moment` (the fixed clock's time by default)."""
+    keys = tokens.Secrets.derive(APP_SECRET)
+    return {"key": key, "etag": '"abc"', "token": tokens.key_token(keys, key, moment)}
 
 
 @pytest.mark.parametrize(
@@ -662,7 +668,8 @@ def test_registration_is_502_when_s3_answers_garbage(config, clock, garbage_serv
     assert response.json == {"error": "S3 sent an answer that is not valid HTTP."}
 
 
-def test_list_is_a_clear_502_when_s3_is_unreachable(client) -> None:
+def test_list_is_a_clear_502_when_s3_is_unreachable(config) -> None:
+    client = owner_client(config)
     response = client.get("/uploads", status=502)
     assert response.json == {"error": "S3 could not be reached to check the upload."}
     assert "The list of uploads could not be read" in client.get("/").text
@@ -758,8 +765,9 @@ def s3(tmp_path: Path, config: Config) -> Iterator[local_s3.LocalS3]:
 
 @pytest.fixture
 def live(config: Config, s3: local_s3.LocalS3) -> webtest.TestApp:
-    """The app against the local S3, on the real clock: S3 checks policy expiry against it."""
-    return app_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    """The app against the local S3, on the real clock (S3 checks policy expiry against it),
+    its owner logged in."""
+    return owner_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
 
 
 @pytest.fixture
@@ -815,7 +823,7 @@ def without_signature(record: dict) -> dict:
 
 
 def test_registration_is_404_when_the_object_is_not_in_s3(live) -> None:
-    response = report(live, issued(), 404)
+    response = report(live, issued(moment=datetime.now(UTC)), 404)
     assert response.json == {"error": "The object was not found in S3 (S3 answered 404)."}
 
 
@@ -826,7 +834,7 @@ def test_registration_is_404_when_s3_refuses_the_app_credentials(config, s3) -> 
     body = {
         "key": key,
         "etag": "e",
-        "token": tokens.key_token(tokens.Secrets.derive(wrong.secret_key), key),
+        "token": tokens.key_token(tokens.Secrets.derive(wrong.secret_key), key, datetime.now(UTC)),
     }
     response = report(client, body, 404)
     assert response.json == {
@@ -1057,8 +1065,8 @@ def test_record_keys_sort_newest_first() -> None:
 
 def test_the_list_reads_the_records_of_every_instance(config, s3, upload) -> None:
     """Two apps with the same secret share nothing but the bucket, and see the same list."""
-    first = app_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
-    second = app_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    first = owner_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    second = owner_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
     sent = upload(b"shared", filename="s.txt", content_type="text/plain")
     register(first, sent)
     assert [u["key"] for u in second.get("/uploads").json["uploads"]] == [sent["key"]]
@@ -1177,3 +1185,53 @@ def test_migrate_copies_an_old_sqlite_list_into_the_bucket_once(config, s3, tmp_
     assert [r["filename"] for r in records] == ["2.txt", "1.txt", "0.txt"]  # newest first
     assert registry.migrate_command(target, legacy) == 0
     assert capsys.readouterr().out == f"Nothing to migrate: there is no {legacy}.\n"
+
+
+# ---- who sees which uploads --------------------------------------------------------------------
+
+
+def test_the_list_of_every_upload_needs_upload_auth(config, s3, live, upload) -> None:
+    sent = upload(b"private", filename="private-notes.txt", content_type="text/plain")
+    register(live, sent)
+    anyone = app_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    refused = anyone.get("/uploads", status=403)
+    assert refused.json == {
+        "error": "The list of every upload needs UPLOAD_AUTH; the page shows yours."
+    }
+    assert "private-notes.txt" not in anyone.get("/").text
+    assert "private-notes.txt" in live.get("/").text
+
+
+def ask_for_links(client: webtest.TestApp, uploads: object, status: int = 200):
+    headers = {"X-Upload-Token": page_token(client)}
+    return client.post_json("/uploads/links", {"uploads": uploads}, headers=headers, status=status)
+
+
+def test_a_browser_renews_the_links_of_its_own_uploads_and_no_one_elses(client, clock) -> None:
+    keys = tokens.Secrets.derive(APP_SECRET)
+    mine, other, old = (f"uploads/2026/12/02/{name}.txt" for name in ("mine", "other", "old"))
+    proofs = [
+        {"key": mine, "token": tokens.key_token(keys, mine, APP_NOW)},
+        {"key": other, "token": tokens.key_token(keys, mine, APP_NOW)},
+        {"key": old, "token": tokens.key_token(keys, old, APP_NOW - timedelta(days=8))},
+        {"key": 7, "token": None},
+    ]
+    links = ask_for_links(client, proofs).json["links"]
+    assert list(links) == [mine]
+    assert urlsplit(links[mine]).path == f"/uploads/{mine}"
+    assert "X-Amz-Signature=" in links[mine]
+
+
+@pytest.mark.parametrize(
+    "uploads",
+    [None, "uploads/x", {"key": "k"}, [{"key": "k", "token": "t"}] * 51],
+    ids=["missing", "a-string", "an-object", "too-many"],
+)
+def test_a_links_request_that_is_not_a_short_list_is_refused(client, uploads) -> None:
+    response = ask_for_links(client, uploads, status=400)
+    assert response.json == {"error": 'The body must be {"uploads": [{"key", "token"}, ...]}.'}
+
+
+def test_links_are_only_for_our_own_page(client) -> None:
+    response = client.post_json("/uploads/links", {"uploads": []}, status=403)
+    assert response.json["error"].startswith("The X-Upload-Token header is missing")
