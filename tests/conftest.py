@@ -88,6 +88,44 @@ def s3_app(s3_config):
 
 
 @pytest.fixture
+def make_s3_app(s3_config):
+    """make_s3_app(**changes) -> the local S3 of s3_config with `changes` under WebTest, as
+    s3_app: e.g. object_ownership="BucketOwnerEnforced" for a bucket configured that way."""
+    import webtest
+
+    import local_s3
+
+    def make(**changes):
+        app = local_s3.create_app(dataclasses.replace(s3_config, **changes))
+        return webtest.TestApp(app, extra_environ={"HTTP_HOST": "localhost"})
+
+    return make
+
+
+def signed_s3_request(app, credentials, now, method, path, body=b"", headers=None, status="*"):
+    """A request to the local S3 under WebTest (at http://localhost) signed in its
+    Authorization header, as the app's own requests are."""
+    import signer
+
+    url = f"http://localhost{path}"
+    signed = signer.sign_request(
+        credentials, method, url, "us-east-1", headers=headers, payload=body, now=now
+    )
+    signed = {k: v for k, v in signed.items() if k != "host"}
+    headers = {**(headers or {}), **signed, "Host": "localhost"}
+    return app.request(path, method=method, body=body, headers=headers, status=status)
+
+
+def error_of(response):
+    """(Code, Message, {other elements}) of an S3 XML error."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(response.body)
+    elements = {child.tag: child.text or "" for child in root}
+    return elements.pop("Code"), elements.pop("Message"), elements
+
+
+@pytest.fixture
 def start_s3(tmp_path):
     """start_s3(threads=4, **config) -> a real LocalS3 on 127.0.0.1 with a free port and the real
     clock (botocore signs with now), serving bucket "uploads"; stopped after the test."""
