@@ -568,8 +568,9 @@ EMBEDDED_REGION = "us-east-1"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C."""
-    arguments().parse_args(argv)
+    """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C
+    (or, with `doctor`, check the bucket's setup: doctor.py)."""
+    args = arguments().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = Config.from_env(os.environ, Path(".env"))
@@ -579,18 +580,26 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if config.bucket is None:
             config = start_embedded_s3(config, stack)
+        if args.command == "doctor":
+            import doctor
+
+            origins = app_origins(config)
+            return doctor.main(config, origins, post_target, sys.stdout, fix_cors=args.fix_cors)
         if not (HERE / "node_modules").is_dir():
             LOG.warning("node_modules is missing, so the page has no scripts: run `make run`.")
         return serving.serve(create_app(config), config, banner(config))
 
 
 def arguments() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description="Direct-to-S3 browser uploads. Settings come from the environment, or from a "
         ".env file (KEY=VALUE lines) in the current folder; the environment wins.",
         epilog="environment variables:\n" + "\n".join(settings.help_lines()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("command", nargs="?", choices=["doctor"], help="check the S3 setup")
+    parser.add_argument("--fix-cors", action="store_true", help="doctor: add the CORS rule")
+    return parser
 
 
 def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
@@ -604,6 +613,7 @@ def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
         credentials={credentials.access_key: credentials.secret_key},
         region=EMBEDDED_REGION,
         cors_origins=app_origins(config),
+        abort_multipart_days=1,  # it keeps no multipart parts, as this rule would on S3
     )
     s3 = stack.enter_context(local_s3.LocalS3(s3_config, host=config.host, port=config.s3_port))
     return replace(

@@ -140,8 +140,7 @@ def start_s3(tmp_path):
                 data_dir=tmp_path / "data",
                 buckets=("uploads",),
                 credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
-                cors_origins=(S3_TEST_ORIGIN,),
-                **config,
+                **{"cors_origins": (S3_TEST_ORIGIN,), **config},
             )
             return running.enter_context(local_s3.LocalS3(settings, threads=threads))
 
@@ -380,3 +379,22 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> No
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"
         time.sleep(0.01)
+
+
+# --- the setup doctor (doctor.py) -------------------------------------------------------------
+
+
+def doctor_output(config: Any, origins: tuple[str, ...], **options: Any) -> tuple[int, str]:
+    """(exit status, report) of `python server.py doctor` against `config`, called in-process
+    with the app's own form signer; the report is scanned for secrets like every response."""
+    import io
+
+    import leak_scan
+
+    import doctor
+    import server
+
+    out = io.StringIO()
+    status = doctor.main(config, origins, server.post_target, out, **options)
+    leak_scan.scan_text("doctor report", out.getvalue())
+    return status, out.getvalue()
