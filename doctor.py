@@ -500,13 +500,17 @@ def report(findings: Iterable[Finding]) -> str:
     for finding in findings:
         lines.append(f"{finding.verdict:<4}  {finding.check}: {finding.sentence}")
         lines += [f"      {line}".rstrip() for line in finding.fix.splitlines()]
-    failures = sum(finding.verdict == FAIL for finding in findings)
-    warnings = sum(finding.verdict == WARN for finding in findings)
-    if failures:
-        lines.append(f"\n{failures} problem(s) would break uploads; {warnings} warning(s).")
+    failures = count(sum(finding.verdict == FAIL for finding in findings), "problem")
+    warnings = count(sum(finding.verdict == WARN for finding in findings), "warning")
+    if failures.startswith("no"):
+        lines.append(f"\nUploads should work ({warnings}).")
     else:
-        lines.append(f"\nUploads should work; {warnings} warning(s).")
+        lines.append(f"\n{failures.capitalize()} would break uploads ({warnings}).")
     return "\n".join(lines)
+
+
+def count(number: int, noun: str) -> str:
+    return f"{number or 'no'} {noun}{'s' * (number != 1)}"
 
 
 def exit_status(findings: Iterable[Finding]) -> int:

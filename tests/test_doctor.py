@@ -80,7 +80,7 @@ def test_a_right_setup_passes_every_check_and_leaves_no_probe(start_s3):
         "Lifecycle": "ok",
     }
     assert local_s3.list_objects(s3.config) == []
-    assert report.endswith("Uploads should work; 0 warning(s).\n")
+    assert report.endswith("\n\nUploads should work (no warnings).\n")
 
 
 def test_the_probe_is_a_one_byte_upload_below_the_prefix_signed_as_the_app_signs(start_s3):
@@ -469,3 +469,46 @@ def test_make_doctor_runs_the_doctor_after_the_same_setup_as_make_run():
 
     assert doctor_rule[1] == run
     assert doctor_rule[2] == "$(PY) server.py doctor $(DOCTOR_ARGS)"
+
+
+# --- the README shows the doctor's real output ---
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def readme_consoles():
+    """(command, output) of each console block in the README's Setup doctor section."""
+    section = (ROOT / "README.md").read_text().split("\n## Setup doctor\n")[1].split("\n## ")[0]
+    return re.findall(r"```console\n\$ (.*?)\n(.*?)\n```", section, re.S)
+
+
+def normalised(text):
+    """The random parts: the probe's UUID and the local S3's port."""
+    return re.sub(r"127\.0\.0\.1:\d+\)", "127.0.0.1:PORT)", UUID.sub("UUID", text)).rstrip("\n")
+
+
+def test_readme_shows_the_doctor_passing_the_embedded_s3(tmp_path):
+    command, shown = readme_consoles()[0]
+    assert command == "python server.py doctor"
+
+    result = run_server(tmp_path, "doctor")
+
+    assert normalised(result.stdout) == normalised(shown)
+
+
+def test_readme_shows_the_doctor_on_a_broken_setup(start_s3, tmp_path):
+    command, shown = readme_consoles()[1]
+    settings, _, program = command.partition(" python ")
+    environment = dict(setting.split("=", 1) for setting in settings.split())
+    s3 = start_s3(object_ownership="BucketOwnerEnforced")
+    put_cors(s3, CORS_WITHOUT_ETAG.replace(b"http://app.test", b"http://127.0.0.1:8080"))
+    environment |= {"AWS_ENDPOINT_URL_S3": s3.url}
+    environment |= {
+        "AWS_ACCESS_KEY_ID": S3_TEST_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET_KEY,
+    }
+
+    result = run_server(tmp_path, *program.split()[1:], **environment)
+
+    assert result.returncode == 1
+    assert normalised(result.stdout) == normalised(shown)
