@@ -35,6 +35,7 @@ CLOCK_WARNING = timedelta(seconds=60)
 PROBE_FILENAME = "doctor-probe.txt"
 PROBE_TYPE = "text/plain"
 PROBE_BODY = b"x"
+PROBE_METADATA = {"filename": filenames.encode_metadata(PROBE_FILENAME)}
 OWNER_ACL = "bucket-owner-full-control"
 UPLOAD_OK = (200, 201, 204)
 
@@ -397,97 +398,113 @@ def run(
     fix_cors: bool = False,
     now: datetime | None = None,
 ) -> list[Finding]:
-    """Every check against the configured bucket. Stops at the first request S3 does not
-    answer in time, and after the checks that the others depend on fail."""
-    now = now or datetime.now(UTC)
+    """Every check against the configured bucket, in order. Stops at the first request S3
+    does not answer in time, and when the credentials or the bucket fail (nothing else can
+    be asked then)."""
+    visit = Visit(config, tuple(origins), post_target, method.upper(), now or datetime.now(UTC))
     findings: list[Finding] = []
     try:
-        ask(config, origins, post_target, method.upper(), fix_cors, now, findings)
+        findings += visit.access()
+        if any(finding.verdict == FAIL for finding in findings[:2]):
+            return [*findings, Finding("Other checks", SKIP, "Not run: fix the above first.")]
+        findings += visit.cors(fix_cors)
+        ownership = visit.send("GET", query={"ownershipControls": ""})
+        findings.append(check_ownership(ownership, config.acl))
+        findings += visit.upload()
+        lifecycle = visit.send("GET", query={"lifecycle": ""})
+        findings.append(check_lifecycle(lifecycle, config.bucket))
     except S3Failure as failure:
         findings.append(unreachable(failure, config))
     return findings
 
 
-def ask(
-    config: Config,
-    origins: Sequence[str],
-    post_target: PostTarget,
-    method: str,
-    fix_cors: bool,
-    now: datetime,
-    findings: list[Finding],
-) -> None:
-    head = s3_client.send(config, "HEAD", "", now=now)
-    clock = check_clock(head, now, config.policy_ttl)
-    if clock.verdict == FAIL and s3_time(head):
-        now = s3_time(head)  # sign with S3's time, so the other checks still say something
-    probe = s3_client.send(config, "GET", probe_key(config.key_prefix), now=now)
-    access = [check_credentials(probe), check_bucket(head, probe, config.bucket, config.region)]
-    findings += [*access, clock]
-    if any(finding.verdict == FAIL for finding in access):
-        findings.append(Finding("Other checks", SKIP, "Not run: fix the problems above first."))
-        return
-    cors = s3_client.send(config, "GET", "", {"cors": ""}, now=now)
-    cors_finding = check_cors(cors, origins, method, config.acl)
-    if fix_cors and cors_finding.verdict == FAIL:
-        fixed = put_cors(config, cors, origins, method, now)
-        findings.append(check_cors_fixed(fixed))
+@dataclass
+class Visit:
+    """One run's requests, all signed at `now`: S3's own time once the clock check fails, so
+    the checks after it still say something."""
+
+    config: Config
+    origins: tuple[str, ...]
+    post_target: PostTarget
+    method: str
+    now: datetime
+
+    def send(
+        self,
+        method: str,
+        key: str = "",
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Reply:
+        return s3_client.send(self.config, method, key, query, headers, body, now=self.now)
+
+    def access(self) -> list[Finding]:
+        """HEAD the bucket (its region, S3's Date), then GET a key that does not exist."""
+        head = self.send("HEAD")
+        clock = check_clock(head, self.now, self.config.policy_ttl)
+        if clock.verdict == FAIL and s3_time(head):
+            self.now = s3_time(head)
+        probe = self.send("GET", probe_key(self.config.key_prefix))
+        bucket = check_bucket(head, probe, self.config.bucket, self.config.region)
+        return [check_credentials(probe), bucket, clock]
+
+    def cors(self, fix: bool) -> list[Finding]:
+        """GetBucketCors; with --fix-cors, PutBucketCors and the rules read again."""
+        reply = self.send("GET", query={"cors": ""})
+        finding = check_cors(reply, self.origins, self.method, self.config.acl)
+        if not fix or finding.verdict != FAIL:
+            return [finding]
+        fixed = self.put_cors(cors_with_rule(reply, self.origins, self.method))
         if fixed.status == 200:
-            cors = s3_client.send(config, "GET", "", {"cors": ""}, now=now)
-            cors_finding = check_cors(cors, origins, method, config.acl)
-    findings.append(cors_finding)
-    ownership = s3_client.send(config, "GET", "", {"ownershipControls": ""}, now=now)
-    findings.append(check_ownership(ownership, config.acl))
-    key = probe_key(config.key_prefix)
-    upload = upload_probe(config, post_target, method, key, now)
-    findings.append(check_upload(upload, method, key))
-    if upload.status in UPLOAD_OK:
-        removed = s3_client.send(config, "DELETE", key, now=now)
-        findings.append(check_cleanup(removed, config.bucket, key))
-    lifecycle = s3_client.send(config, "GET", "", {"lifecycle": ""}, now=now)
-    findings.append(check_lifecycle(lifecycle, config.bucket))
+            reply = self.send("GET", query={"cors": ""})
+            finding = check_cors(reply, self.origins, self.method, self.config.acl)
+        return [check_cors_fixed(fixed), finding]
 
+    def put_cors(self, body: bytes) -> Reply:
+        """PutBucketCors requires Content-MD5 (or a checksum header).
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html"""
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        headers = {"Content-MD5": md5, "Content-Type": "application/xml"}
+        return self.send("PUT", query={"cors": ""}, headers=headers, body=body)
 
-def put_cors(
-    config: Config, cors: Reply, origins: Sequence[str], method: str, now: datetime
-) -> Reply:
-    """PutBucketCors requires Content-MD5 (or a checksum header).
-    https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html"""
-    body = cors_with_rule(cors, origins, method)
-    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-    headers = {"Content-MD5": md5, "Content-Type": "application/xml"}
-    return s3_client.send(config, "PUT", "", {"cors": ""}, headers, body, now=now)
+    def upload(self) -> list[Finding]:
+        """The 1-byte probe, then DeleteObject."""
+        key = probe_key(self.config.key_prefix)
+        reply = self.post_probe(key) if self.method == "POST" else self.put_probe(key)
+        findings = [check_upload(reply, self.method, key)]
+        if reply.status in UPLOAD_OK:
+            findings.append(check_cleanup(self.send("DELETE", key), self.config.bucket, key))
+        return findings
 
+    def post_probe(self, key: str) -> Reply:
+        """Signed exactly as the app signs a browser's form (server.s3_credentials)."""
+        form = signer.presigned_post(
+            self.config.credentials,
+            **self.post_target(self.config, key),
+            content_type=PROBE_TYPE,
+            metadata=PROBE_METADATA,
+            success_action_status="201",
+            now=self.now,
+        )
+        return s3_client.post_form(self.config, form, PROBE_BODY, PROBE_FILENAME)
 
-def upload_probe(
-    config: Config, post_target: PostTarget, method: str, key: str, now: datetime
-) -> Reply:
-    """One byte, signed exactly as the app signs a browser's upload."""
-    metadata = {"filename": filenames.encode_metadata(PROBE_FILENAME)}
-    if method == "PUT":
+    def put_probe(self, key: str) -> Reply:
+        """A presigned PUT covering the exact length, type, filename and ACL (issue 16's PUT)."""
+        config = self.config
         headers = {"Content-Length": str(len(PROBE_BODY)), "Content-Type": PROBE_TYPE}
-        headers |= {f"x-amz-meta-{k}": v for k, v in metadata.items()}
+        headers |= {f"x-amz-meta-{name}": value for name, value in PROBE_METADATA.items()}
         headers |= {"x-amz-acl": config.acl} if config.acl else {}
-        url = signer.object_url(config.bucket, key, config.region, config.endpoint)
         url = signer.presign_url(
             config.credentials,
             "PUT",
-            url,
+            signer.object_url(config.bucket, key, config.region, config.endpoint),
             config.region,
             headers=headers,
             expires_in=config.policy_ttl,
-            now=now,
+            now=self.now,
         )
         return s3_client.put_presigned(config, url, headers, PROBE_BODY)
-    form = signer.presigned_post(
-        config.credentials,
-        **post_target(config, key),
-        content_type=PROBE_TYPE,
-        metadata=metadata,
-        success_action_status="201",
-        now=now,
-    )
-    return s3_client.post_form(config, form, PROBE_BODY, PROBE_FILENAME)
 
 
 # ---- The report ------------------------------------------------------------------------------
