@@ -3,6 +3,7 @@ each way a real bucket can be (wrong region, skewed clock, CORS without ETag, no
 ACLs disabled while S3_ACL is set, no such bucket, bad credentials, no S3 at all)."""
 
 import dataclasses
+import json
 import os
 import re
 import socket
@@ -355,6 +356,48 @@ def test_settings_the_credentials_may_not_read_are_warnings(start_s3, action, ch
 
     assert (status, verdicts(report)[check]) == (0, "warn")
     assert words in report
+
+
+def test_with_only_the_two_permissions_uploads_need_the_doctor_warns_and_passes(start_s3):
+    """The README's IAM policy: s3:PutObject and s3:GetObject on the prefix, nothing else."""
+    optional = {
+        "s3:ListBucket",
+        "s3:GetBucketCORS",
+        "s3:GetBucketOwnershipControls",
+        "s3:GetLifecycleConfiguration",
+        "s3:DeleteObject",
+    }
+    s3 = start_s3(denied_actions=frozenset(optional))
+
+    status, report = doctor_on(s3)
+
+    assert status == 0
+    assert verdicts(report) == {
+        "Credentials": "ok",
+        "Bucket": "ok",
+        "Clock": "ok",
+        "CORS": "warn",
+        "ACLs": "ok",
+        "Upload": "ok",
+        "Cleanup": "warn",
+        "Lifecycle": "warn",
+    }
+
+
+def test_the_readme_cors_rule_is_the_one_the_doctor_recommends():
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r'```json\n(\{\n  "CORSRules".*?)```', readme, re.S)[1]
+
+    rule = doctor.cors_rule_for(["http://127.0.0.1:8080"], "POST")
+
+    assert json.loads(shown) == {"CORSRules": [rule]}
+
+
+def test_help_lists_the_doctor_command(tmp_path):
+    result = run_server(tmp_path, "--help")
+
+    assert "{doctor}" in result.stdout
+    assert "--fix-cors" in result.stdout
 
 
 # --- no S3 at all: said within the timeout ---
