@@ -122,7 +122,12 @@ CREDENTIAL_PROBLEMS = {
     ),
 }
 # S3 refuses these before it looks at the signature.
-NOT_AUTHENTICATED = ("AuthorizationHeaderMalformed", "PermanentRedirect", "NoSuchBucket")
+NOT_AUTHENTICATED = (
+    "AuthorizationHeaderMalformed",
+    "PermanentRedirect",
+    "NoSuchBucket",
+    "RequestTimeTooSkewed",
+)
 
 
 def check_credentials(probe: Reply) -> Finding:

@@ -452,6 +452,15 @@ def test_a_permanent_redirect_without_a_region_names_the_endpoint():
     assert "photos.s3.amazonaws.com" in finding.sentence
 
 
+@pytest.mark.parametrize(
+    "code", ["RequestTimeTooSkewed", "AuthorizationHeaderMalformed", "NoSuchBucket"]
+)
+def test_credentials_are_not_judged_when_s3_refused_before_checking_them(code):
+    probe = reply(403, f"<Error><Code>{code}</Code></Error>".encode())
+
+    assert doctor.check_credentials(probe).verdict == "skip"
+
+
 def test_expired_session_credentials_are_explained():
     probe = reply(400, b"<Error><Code>ExpiredToken</Code><Message>x</Message></Error>")
 
