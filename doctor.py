@@ -27,7 +27,7 @@ import signer
 from local_s3.cors import CorsRule, cors_configuration_xml, matching_rule, parse_cors_configuration
 from local_s3.errors import S3Error
 from s3_client import Reply, S3Failure
-from s3_rules import MAX_CLOCK_SKEW
+from s3_rules import BUCKET_OWNER_ENFORCED, MAX_CLOCK_SKEW, OWNER_ENFORCED_ACL
 from settings import Config
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -36,7 +36,6 @@ PROBE_FILENAME = "doctor-probe.txt"
 PROBE_TYPE = "text/plain"
 PROBE_BODY = b"x"
 PROBE_METADATA = {"filename": filenames.encode_metadata(PROBE_FILENAME)}
-OWNER_ACL = "bucket-owner-full-control"
 UPLOAD_OK = (200, 201, 204)
 
 
@@ -311,7 +310,7 @@ def check_ownership(reply: Reply, acl: str | None) -> Finding:
         sentence = f"Object Ownership could not be read ({said(reply)}); S3_ACL={acl} may fail."
         fix = "Allow s3:GetBucketOwnershipControls, or check Object Ownership in the S3 console."
         return Finding("ACLs", WARN, sentence, fix)
-    if found == "BucketOwnerEnforced" and acl != OWNER_ACL:
+    if found == BUCKET_OWNER_ENFORCED and acl != OWNER_ENFORCED_ACL:
         sentence = f"S3_ACL is {acl}, but the bucket has ACLs disabled (bucket owner enforced)."
         fix = "Unset S3_ACL and grant access with a bucket policy, or enable ACLs on the bucket."
         return Finding("ACLs", FAIL, sentence, fix)

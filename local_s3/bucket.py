@@ -11,9 +11,7 @@ from __future__ import annotations
 from local_s3.config import S3Config
 from local_s3.cors import S3_XMLNS
 from local_s3.errors import XML_DECLARATION, S3Error, xml_elements
-
-BUCKET_OWNER_ENFORCED = "BucketOwnerEnforced"
-OWNER_ACL = "bucket-owner-full-control"
+from s3_rules import BUCKET_OWNER_ENFORCED, OWNER_ENFORCED_ACL
 
 
 def region_header(config: S3Config) -> dict[str, str]:
@@ -27,7 +25,7 @@ def check_acl_allowed(config: S3Config, acl: str | None) -> None:
     ACL but bucket-owner-full-control fails with 400 AccessControlListNotSupported.
     https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-ownership-error-responses.html
     """
-    if config.object_ownership == BUCKET_OWNER_ENFORCED and acl not in (None, OWNER_ACL):
+    if config.object_ownership == BUCKET_OWNER_ENFORCED and acl not in (None, OWNER_ENFORCED_ACL):
         raise S3Error("AccessControlListNotSupported")
 
 
