@@ -14,14 +14,16 @@ NODE_STAMP := node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 BENCH_TOOLS := /usr/bin/wrk /usr/bin/curl
 PYTEST_ARGS ?=
+DOCTOR_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-.PHONY: help setup run test lint format bench stress
+.PHONY: help setup run doctor test lint format bench stress
 
 help:
 	@echo "make run     set everything up and start the app against the embedded local S3"
+	@echo "make doctor  check the S3 setup (S3_BUCKET, or a fresh embedded S3); DOCTOR_ARGS=--fix-cors"
 	@echo "make test    set everything up, lint, and run the whole test suite (PYTEST_ARGS=...)"
 	@echo "make bench   run every bench/bench_*.py script"
 	@echo "make stress  run the long tests marked 'stress'"
@@ -31,6 +33,10 @@ setup: $(DEV_STAMP) $(NODE_STAMP) $(CHROMIUM)
 
 run: $(RUNTIME_STAMP) $(NODE_STAMP)
 	$(PY) server.py
+
+# Exits non-zero when something would break uploads; DOCTOR_ARGS=--fix-cors applies the CORS rule.
+doctor: $(RUNTIME_STAMP) $(NODE_STAMP)
+	$(PY) server.py doctor $(DOCTOR_ARGS)
 
 test: setup
 	$(VENV)/bin/ruff check .

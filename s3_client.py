@@ -1,14 +1,17 @@
 """The app's own requests to S3, signed with SigV4 and bounded by a deadline.
 
 The app asks S3 about an uploaded object (`head_object`) and reads and writes its upload list
-in the bucket (registry.py); every request goes through `send`, which signs it, refuses to
-follow redirects and gives up at the deadline.
+in the bucket (registry.py); the setup doctor (doctor.py) asks about the bucket and uploads a
+probe the way a browser does (`post_form`, `put_presigned`). Every request goes through
+`exchange`, which refuses to follow redirects and gives up at the deadline; `send` signs a
+request first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import secrets
 import socket
 import threading
 import time
@@ -18,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import s3_rules
@@ -87,6 +91,39 @@ def send(
     request = urllib.request.Request(
         url, body or None, {**(headers or {}), **signed}, method=method
     )
+    return exchange(config, request)
+
+
+def post_form(config: Config, form: Mapping[str, Any], content: bytes, filename: str) -> Reply:
+    """A browser's form upload (POST Object) of a signed form `{url, fields}`: the fields in
+    order, then the file, as multipart/form-data."""
+    boundary = secrets.token_hex(16)
+    body = multipart_body(form["fields"], content, filename, boundary)
+    content_type = f"multipart/form-data; boundary={boundary}"
+    request = urllib.request.Request(form["url"], body, {"Content-Type": content_type}, "POST")
+    return exchange(config, request)
+
+
+def multipart_body(
+    fields: Mapping[str, str], content: bytes, filename: str, boundary: str
+) -> bytes:
+    """RFC 7578: one part per field, the file last (S3 ignores fields after it)."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+    parts.append(f"{head}\r\nContent-Type: application/octet-stream\r\n\r\n")
+    return "".join(parts).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+
+
+def put_presigned(config: Config, url: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    """A browser's PUT to a presigned URL, with exactly the headers it signed."""
+    return exchange(config, urllib.request.Request(url, body, dict(headers), method="PUT"))
+
+
+def exchange(config: Config, request: urllib.request.Request) -> Reply:
+    """Any HTTP answer, as it came; S3Failure (502 or 504) when S3 is not reached in time."""
     deadline = time.monotonic() + config.s3_timeout
     try:
         with opener(config).open(request, timeout=config.s3_timeout) as answer:

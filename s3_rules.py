@@ -55,6 +55,12 @@ CANNED_ACLS = frozenset(
     }
 )
 
+# Object Ownership "bucket owner enforced" disables ACLs: an upload may then name no ACL, or
+# only this one, else S3 answers 400 AccessControlListNotSupported.
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-ownership-error-responses.html
+BUCKET_OWNER_ENFORCED = "BucketOwnerEnforced"
+OWNER_ENFORCED_ACL = "bucket-owner-full-control"
+
 # IAM access key ids: "Length Constraints: Minimum length of 16. Maximum length of 128.
 # Pattern: [\w]+". AWS's own are 20 upper-case letters and digits (AKIA... long-term, ASIA...
 # temporary), which is the shape the local S3 gives its own.

@@ -640,8 +640,9 @@ EMBEDDED_REGION = "us-east-1"
 
 def main(argv: list[str] | None = None) -> int:
     """Read the settings, start the embedded S3 if no bucket is set, and serve until Ctrl-C
-    (or, with `migrate`, copy an old SQLite upload list into the bucket and stop)."""
-    command = arguments().parse_args(argv).command
+    (or, with `migrate`, copy an old SQLite upload list into the bucket; with `doctor`, check
+    the bucket's setup: doctor.py)."""
+    args = arguments().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = Config.from_env(os.environ, Path(".env"))
@@ -652,8 +653,13 @@ def main(argv: list[str] | None = None) -> int:
         if config.bucket is None:
             config = start_embedded_s3(config, stack)
         legacy = config.data_dir / registry.LEGACY_DATABASE
-        if command == "migrate":
+        if args.command == "migrate":
             return registry.migrate_command(config, legacy)
+        if args.command == "doctor":
+            import doctor
+
+            origins = app_origins(config)
+            return doctor.main(config, origins, post_target, sys.stdout, fix_cors=args.fix_cors)
         if legacy.is_file():
             LOG.warning("%s holds an older upload list: `python server.py migrate`", legacy)
         if not (HERE / "node_modules").is_dir():
@@ -671,9 +677,11 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["migrate"],
-        help="migrate: copy DATA_DIR/uploads.sqlite3 of an earlier version into the bucket",
+        choices=["doctor", "migrate"],
+        help="doctor: check the S3 setup; migrate: copy an old DATA_DIR/uploads.sqlite3 "
+        "into the bucket",
     )
+    parser.add_argument("--fix-cors", action="store_true", help="doctor: add the CORS rule")
     return parser
 
 
@@ -688,6 +696,7 @@ def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
         credentials={credentials.access_key: credentials.secret_key},
         region=EMBEDDED_REGION,
         cors_origins=app_origins(config),
+        abort_multipart_days=1,  # it keeps no multipart parts, as this rule would on S3
     )
     s3 = stack.enter_context(local_s3.LocalS3(s3_config, host=config.host, port=config.s3_port))
     return replace(

@@ -1,5 +1,6 @@
-"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD/PUT Object, CORS
-(the configured origins, or the bucket's rules set with PUT ?cors).
+"""An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD/PUT/DELETE Object,
+CORS (the configured origins, or the bucket's rules set with PUT ?cors), and what the setup
+doctor asks about a bucket (HeadBucket, ownership controls, lifecycle: bucket.py).
 
 It is not a stand-in that accepts anything. Every upload is checked the way Amazon S3 checks it
 (form fields, policy document, SigV4 signature, expiry, each policy condition, the size range)

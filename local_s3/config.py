@@ -29,6 +29,11 @@ class S3Config:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = MAX_POST_OBJECT_BYTES
     clock: Callable[[], datetime] = field(default=utc_now, compare=False, repr=False)
+    # What `python server.py doctor` asks about, each settable to configure a bucket wrongly:
+    object_ownership: str | None = None  # "BucketOwnerEnforced": ACLs disabled
+    abort_multipart_days: int | None = None  # a lifecycle rule aborting incomplete uploads
+    post_object: bool = True  # False: refuse browser POST, as Cloudflare R2 does
+    denied_actions: frozenset[str] = frozenset()  # e.g. {"s3:DeleteObject"}: AccessDenied
 
 
 def new_credentials() -> tuple[str, str]:

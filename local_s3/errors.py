@@ -22,6 +22,7 @@ class ErrorCode(NamedTuple):
 
 # fmt: off
 ERRORS: Mapping[str, ErrorCode] = {
+    "AccessControlListNotSupported": ErrorCode(400, "The bucket does not allow ACLs"),
     "AccessDenied": ErrorCode(403, "Access Denied"),
     "AuthorizationHeaderMalformed": ErrorCode(
         400, "The authorization header that you provided is not valid."),
@@ -64,8 +65,12 @@ ERRORS: Mapping[str, ErrorCode] = {
     "NoSuchBucket": ErrorCode(404, "The specified bucket does not exist"),
     "NoSuchCORSConfiguration": ErrorCode(404, "The CORS configuration does not exist"),
     "NoSuchKey": ErrorCode(404, "The specified key does not exist."),
+    "NoSuchLifecycleConfiguration": ErrorCode(
+        404, "The lifecycle configuration does not exist"),
     "NotImplemented": ErrorCode(
         501, "A header you provided implies functionality that is not implemented"),
+    "OwnershipControlsNotFoundError": ErrorCode(
+        404, "The bucket ownership controls were not found"),
     "PreconditionFailed": ErrorCode(
         412, "At least one of the pre-conditions you specified did not hold"),
     "RequestTimeout": ErrorCode(

@@ -13,12 +13,19 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import bottle
 
 import signer
+from local_s3.bucket import (
+    check_acl_allowed,
+    lifecycle_xml,
+    ownership_controls_xml,
+    region_header,
+)
 from local_s3.config import S3Config
 from local_s3.cors import (
     MAX_CORS_XML_BYTES,
@@ -48,11 +55,14 @@ from local_s3.objects import (
     put_fields,
 )
 from local_s3.policy import expand_filename, verify_post_form
-from local_s3.sigv4 import authenticate, check_payload_hash
+from local_s3.sigv4 import SignedRequest, authenticate, check_payload_hash
 from local_s3.storage import ObjectStore, StoredObject, Upload
 
 LOG = logging.getLogger("local_s3")
 XML_CONTENT_TYPE = {"Content-Type": "application/xml"}
+# Cloudflare R2 implements no POST Object: 501 NotImplemented with this message, as reported
+# in https://github.com/opslane/opslane/issues/194 (AWS documents no such answer).
+POST_NOT_IMPLEMENTED = "Presigned post requests are not yet implemented"
 
 
 def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) -> bottle.Bottle:
@@ -68,6 +78,9 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
         ("/<bucket>/", "POST", routes.post_object),
         ("/<bucket>/<key:path>", ["GET", "HEAD"], routes.get_object),
         ("/<bucket>/<key:path>", "PUT", routes.put_object),
+        ("/<bucket>/<key:path>", "DELETE", routes.delete_object),
+        ("/<bucket>", "HEAD", routes.head_bucket),
+        ("/<bucket>/", "HEAD", routes.head_bucket),
         ("/<bucket>", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/<key:path>", "OPTIONS", routes.cors_preflight),
@@ -95,6 +108,8 @@ class S3Routes:
         """POST Object: stream the form, verify it when the file begins, store atomically."""
         now = self.clock()
         self.require_bucket(bucket)
+        if not self.config.post_object:
+            raise S3Error("NotImplemented", POST_NOT_IMPLEMENTED)
         content_length(bottle.request.environ)
         with self.store.upload() as upload:
             post = PostObject(self.config, bucket, now, upload)
@@ -128,6 +143,7 @@ class S3Routes:
             raise S3Error("AccessDenied")
         fields = put_fields(environ, checked_key(key))
         attributes = object_attributes(fields)
+        check_acl_allowed(self.config, fields.get("acl"))
         content_md5 = checked_content_md5(fields.get("content-md5"))
         with self.store.upload() as upload:
             check_payload_hash(signed, receive_put_body(environ, upload, self.config))
@@ -135,6 +151,25 @@ class S3Routes:
             record = {"bucket": bucket, "key": key, "last_modified": now.isoformat()}
             stored = self.store.commit(upload, {**record, **attributes})
         return bottle.HTTPResponse(status=200, headers={"ETag": stored.etag})
+
+    def delete_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """DeleteObject, signed only: 204 whether or not the key existed, as S3 answers.
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html"""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = self.authorize(now, "s3:DeleteObject")
+        check_payload_hash(signed, signer.EMPTY_SHA256)
+        self.store.delete(bucket, checked_key(key))
+        return bottle.HTTPResponse(status=204)
+
+    def head_bucket(self, bucket: str) -> bottle.HTTPResponse:
+        """HeadBucket: 200 for a signed request; every answer names the region (see
+        bucket_headers), none has a body."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = self.authorize(now, "s3:ListBucket")
+        check_payload_hash(signed, signer.EMPTY_SHA256)
+        return bottle.HTTPResponse(status=200)
 
     def cors_preflight(self, bucket: str, key: str = "") -> bottle.HTTPResponse:
         self.require_bucket(bucket)
@@ -144,7 +179,22 @@ class S3Routes:
         """GET /BUCKET?cors (GetBucketCors), or ?list-type=2 (ListObjectsV2)."""
         if bottle.request.query.get("list-type") == "2" and "cors" not in bottle.request.query:
             return self.list_objects_v2(bucket)
+        if "ownershipControls" in bottle.request.query:
+            return self.bucket_setting(
+                bucket, "s3:GetBucketOwnershipControls", ownership_controls_xml
+            )
+        if "lifecycle" in bottle.request.query:
+            return self.bucket_setting(bucket, "s3:GetLifecycleConfiguration", lifecycle_xml)
         return self.bucket_cors(bucket)
+
+    def bucket_setting(
+        self, bucket: str, action: str, answer: Callable[[S3Config, str], bytes]
+    ) -> bottle.HTTPResponse:
+        """GET ?ownershipControls or ?lifecycle: the configured setting as S3's XML."""
+        now = self.clock()
+        self.require_bucket(bucket)
+        check_payload_hash(self.authorize(now, action), signer.EMPTY_SHA256)
+        return bottle.HTTPResponse(answer(self.config, bucket), 200, XML_CONTENT_TYPE)
 
     def list_objects_v2(self, bucket: str) -> bottle.HTTPResponse:
         """ListObjectsV2, signed requests only: S3 lists a bucket to its owner's grants alone."""
@@ -168,8 +218,7 @@ class S3Routes:
         environ, method = bottle.request.environ, bottle.request.method
         if "cors" not in bottle.request.query:
             raise S3Error("MethodNotAllowed", Method=method, ResourceType="BUCKET")
-        if authenticate(environ, self.config, now) is None:
-            raise S3Error("AccessDenied")
+        self.authorize(now, "s3:PutBucketCORS" if method == "PUT" else "s3:GetBucketCORS")
         if method == "PUT":
             self.store.set_cors_rules(bucket, parse_cors_configuration(cors_body(environ)))
             return bottle.HTTPResponse(status=200)
@@ -186,6 +235,14 @@ class S3Routes:
             self.require_bucket(bucket)
         resource = "OBJECT" if key else "BUCKET" if bucket else "SERVICE"
         raise S3Error("MethodNotAllowed", Method=bottle.request.method, ResourceType=resource)
+
+    def authorize(self, now: datetime, action: str) -> SignedRequest:
+        """A signed request for an action these credentials may take; AccessDenied otherwise
+        (`denied_actions` plays a policy without that permission)."""
+        signed = authenticate(bottle.request.environ, self.config, now)
+        if signed is None or action in self.config.denied_actions:
+            raise S3Error("AccessDenied")
+        return signed
 
     def require_bucket(self, bucket: str) -> None:
         if bucket not in self.config.buckets:
@@ -219,12 +276,22 @@ def s3_response(routes: S3Routes) -> Callable:
             rules = routes.cors_rules(str(kwargs.get("bucket", "")))
             rule = matching_rule(rules, origin, bottle.request.method)
             response.headers.update(cors_headers(rule, origin))
+            response.headers.update(bucket_headers(routes.config, kwargs))
+            response.set_header("Date", format_datetime(routes.clock().astimezone(UTC), True))
             response.set_header("x-amz-request-id", request_id)
             return response
 
         return wrapper
 
     return decorate
+
+
+def bucket_headers(config: S3Config, route: Mapping[str, object]) -> dict[str, str]:
+    """HeadBucket's answers, errors included, name the bucket's region."""
+    bucket = route.get("bucket")
+    if bottle.request.method != "HEAD" or "key" in route or bucket not in config.buckets:
+        return {}
+    return region_header(config)
 
 
 def log_failure(error: Exception) -> None:
@@ -257,6 +324,7 @@ class PostObject:
     def on_file(self, fields: dict[str, str], filename: str | None) -> FileSink:
         self.fields = expand_filename(fields, filename)
         policy = verify_post_form(self.fields, self.bucket, self.config, self.now)
+        check_acl_allowed(self.config, self.fields.get("acl"))
         checked_key(self.fields["key"])
         object_attributes(self.fields)
         content_md5 = checked_content_md5(self.fields.get("content-md5"))

@@ -158,6 +158,16 @@ class ObjectStore:
             (self.blob_dir / previous).unlink(missing_ok=True)
         return self._stored(record)
 
+    def delete(self, bucket: str, key: str) -> None:
+        """The record goes first, in the key's turn, so no reader finds a record without its
+        blob; deleting a missing key does nothing, as S3's DeleteObject does."""
+        target = self.record_path(bucket, key)
+        with self._lock_for(target):
+            blob = self._blob_name(target)
+            target.unlink(missing_ok=True)
+        if blob:
+            (self.blob_dir / blob).unlink(missing_ok=True)
+
     def get(self, bucket: str, key: str) -> StoredObject | None:
         try:
             text = self.record_path(bucket, key).read_text(encoding="utf-8")

@@ -92,6 +92,44 @@ def s3_app(s3_config):
 
 
 @pytest.fixture
+def make_s3_app(s3_config):
+    """make_s3_app(**changes) -> the local S3 of s3_config with `changes` under WebTest, as
+    s3_app: e.g. object_ownership="BucketOwnerEnforced" for a bucket configured that way."""
+    import webtest
+
+    import local_s3
+
+    def make(**changes):
+        app = local_s3.create_app(dataclasses.replace(s3_config, **changes))
+        return webtest.TestApp(app, extra_environ={"HTTP_HOST": "localhost"})
+
+    return make
+
+
+def signed_s3_request(app, credentials, now, method, path, body=b"", headers=None, status="*"):
+    """A request to the local S3 under WebTest (at http://localhost) signed in its
+    Authorization header, as the app's own requests are."""
+    import signer
+
+    url = f"http://localhost{path}"
+    signed = signer.sign_request(
+        credentials, method, url, "us-east-1", headers=headers, payload=body, now=now
+    )
+    signed = {k: v for k, v in signed.items() if k != "host"}
+    headers = {**(headers or {}), **signed, "Host": "localhost"}
+    return app.request(path, method=method, body=body, headers=headers, status=status)
+
+
+def error_of(response):
+    """(Code, Message, {other elements}) of an S3 XML error."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(response.body)
+    elements = {child.tag: child.text or "" for child in root}
+    return elements.pop("Code"), elements.pop("Message"), elements
+
+
+@pytest.fixture
 def start_s3(tmp_path):
     """start_s3(threads=4, **config) -> a real LocalS3 on 127.0.0.1 with a free port and the real
     clock (botocore signs with now), serving bucket "uploads"; stopped after the test."""
@@ -106,8 +144,7 @@ def start_s3(tmp_path):
                 data_dir=tmp_path / "data",
                 buckets=("uploads",),
                 credentials={S3_TEST_ACCESS_KEY: S3_TEST_SECRET_KEY},
-                cors_origins=(S3_TEST_ORIGIN,),
-                **config,
+                **{"cors_origins": (S3_TEST_ORIGIN,), **config},
             )
             return running.enter_context(local_s3.LocalS3(settings, threads=threads))
 
@@ -361,3 +398,22 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> No
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"
         time.sleep(0.01)
+
+
+# --- the setup doctor (doctor.py) -------------------------------------------------------------
+
+
+def doctor_output(config: Any, origins: tuple[str, ...], **options: Any) -> tuple[int, str]:
+    """(exit status, report) of `python server.py doctor` against `config`, called in-process
+    with the app's own form signer; the report is scanned for secrets like every response."""
+    import io
+
+    import leak_scan
+
+    import doctor
+    import server
+
+    out = io.StringIO()
+    status = doctor.main(config, origins, server.post_target, out, **options)
+    leak_scan.scan_text("doctor report", out.getvalue())
+    return status, out.getvalue()
