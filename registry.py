@@ -19,7 +19,6 @@ import sqlite3
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -101,22 +100,13 @@ def record_suffix(record: Mapping[str, Any]) -> str:
 
 
 def listed_keys(body: bytes) -> tuple[list[str], str | None]:
-    """Keys and the continuation token from a ListBucketResult, namespaced or not: S3-compatible
-    servers differ there, and only the element names are the protocol."""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        raise RegistryError(502, "S3 sent a listing that is not valid XML.") from None
-    keys, token, truncated = [], None, False
-    for element in root.iter():
-        name = element.tag.rpartition("}")[2]
-        if name == "Key" and element.text:
-            keys.append(element.text)
-        elif name == "NextContinuationToken":
-            token = element.text
-        elif name == "IsTruncated":
-            truncated = (element.text or "").strip() == "true"
-    return keys, token if truncated else None
+    """Keys and the continuation token of a ListBucketResult (when it is truncated)."""
+    root = s3_client.xml_root(body)
+    if root is None:
+        raise RegistryError(502, "S3 sent a listing that is not valid XML.")
+    truncated = s3_client.xml_texts(root, "IsTruncated") == ["true"]
+    token = s3_client.xml_texts(root, "NextContinuationToken")
+    return s3_client.xml_texts(root, "Key"), token[0] if truncated and token else None
 
 
 class UploadRegistry:

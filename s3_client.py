@@ -17,12 +17,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from typing import Any
 from urllib.parse import quote, urlencode
+from xml.sax.saxutils import escape
 
 import s3_rules
 import signer
@@ -251,3 +253,134 @@ class DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
 
 
 OPENERS = {embedded: build_opener(embedded) for embedded in (False, True)}
+
+
+# ---- Multipart uploads: the app starts, checks, completes and aborts; the browser sends parts --
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    initiated: str  # ISO 8601, as S3 writes it
+
+
+def create_multipart_upload(
+    config: Config, key: str, headers: Mapping[str, str], now: datetime
+) -> str:
+    """CreateMultipartUpload with the object's type, metadata and ACL; returns the UploadId."""
+    reply = send(config, "POST", key, {"uploads": ""}, headers, now=now)
+    upload_id = xml_texts(reply.body, "UploadId") if reply.status == 200 else []
+    if not upload_id:
+        raise S3Failure(502, f"S3 answered {reply.status} when starting a multipart upload.")
+    return upload_id[0]
+
+
+def list_parts(config: Config, key: str, upload_id: str, now: datetime) -> list[Part]:
+    """Every part S3 holds for the upload (ListParts, page after page, 1,000 at most each)."""
+    parts: list[Part] = []
+    marker = "0"
+    while True:
+        query = {"uploadId": upload_id, "part-number-marker": marker}
+        reply = send(config, "GET", key, query, now=now)
+        if reply.status != 200:
+            raise multipart_failure(reply, "listing the parts")
+        for part in xml_records(reply.body, "Part"):
+            try:
+                parts.append(Part(int(part["PartNumber"]), part["ETag"], int(part["Size"])))
+            except (KeyError, ValueError):
+                raise S3Failure(502, "S3 listed a part without a number, ETag or size.") from None
+        if xml_texts(reply.body, "IsTruncated") != ["true"]:
+            return parts
+        marker = xml_texts(reply.body, "NextPartNumberMarker")[0]
+
+
+def complete_multipart_upload(
+    config: Config, key: str, upload_id: str, parts: list[Part], now: datetime
+) -> str:
+    """CompleteMultipartUpload with the parts S3 listed; returns the object's ETag.
+
+    S3 may answer 200 and still report an error in the body, so the body decides.
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+    """
+    items = "".join(
+        f"<Part><PartNumber>{p.number}</PartNumber><ETag>{escape(p.etag)}</ETag></Part>"
+        for p in parts
+    )
+    body = f"<CompleteMultipartUpload>{items}</CompleteMultipartUpload>".encode()
+    reply = send(config, "POST", key, {"uploadId": upload_id}, body=body, now=now)
+    etag = xml_texts(reply.body, "ETag") if reply.status == 200 else []
+    if not etag:
+        raise multipart_failure(reply, "completing the upload")
+    return etag[0]
+
+
+def abort_multipart_upload(config: Config, key: str, upload_id: str, now: datetime) -> None:
+    """AbortMultipartUpload: S3 deletes the parts. An upload already gone is no error."""
+    reply = send(config, "DELETE", key, {"uploadId": upload_id}, now=now)
+    if reply.status not in (204, 404):
+        raise multipart_failure(reply, "aborting the upload")
+
+
+def list_multipart_uploads(config: Config, prefix: str, now: datetime) -> list[PendingUpload]:
+    """The multipart uploads in progress below `prefix` (ListMultipartUploads, every page)."""
+    pending: list[PendingUpload] = []
+    markers = {"key-marker": "", "upload-id-marker": ""}
+    while True:
+        reply = send(config, "GET", "", {"uploads": "", "prefix": prefix, **markers}, now=now)
+        if reply.status != 200:
+            raise multipart_failure(reply, "listing the multipart uploads")
+        for upload in xml_records(reply.body, "Upload"):
+            fields = (upload.get(name, "") for name in ("Key", "UploadId", "Initiated"))
+            pending.append(PendingUpload(*fields))
+        if xml_texts(reply.body, "IsTruncated") != ["true"]:
+            return pending
+        markers = {
+            "key-marker": xml_texts(reply.body, "NextKeyMarker")[0],
+            "upload-id-marker": xml_texts(reply.body, "NextUploadIdMarker")[0],
+        }
+
+
+def multipart_failure(reply: Reply, doing: str) -> S3Failure:
+    codes = xml_texts(reply.body, "Code")
+    if codes == ["NoSuchUpload"]:
+        return S3Failure(404, "This upload is not in progress in S3 (finished or cancelled).")
+    said = f" ({codes[0]})" if codes else ""
+    return S3Failure(502, f"S3 answered {reply.status}{said} when {doing}.")
+
+
+def xml_root(body: bytes) -> ET.Element | None:
+    """S3's XML answer, or None when the body is not XML (a HEAD, a proxy's HTML page)."""
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError:
+        return None
+
+
+def xml_elements(root: ET.Element | None, name: str) -> list[ET.Element]:
+    """Every element called `name`, with or without S3's namespace: S3-compatible servers
+    differ there, and only the element names are the protocol."""
+    if root is None:
+        return []
+    return [element for element in root.iter() if element.tag.rpartition("}")[2] == name]
+
+
+def xml_texts(body: bytes | ET.Element | None, name: str) -> list[str]:
+    root = xml_root(body) if isinstance(body, bytes) else body
+    return [element.text or "" for element in xml_elements(root, name)]
+
+
+def xml_records(body: bytes, name: str) -> list[dict[str, str]]:
+    """Each element called `name` as {child name: text}."""
+    return [
+        {child.tag.rpartition("}")[2]: child.text or "" for child in element}
+        for element in xml_elements(xml_root(body), name)
+    ]

@@ -28,6 +28,15 @@ MAX_USER_METADATA_BYTES = 2 * KiB
 # https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
 MAX_POST_OBJECT_BYTES = 5 * GiB
 
+# Multipart upload limits: "Maximum object size 5 TiB; Maximum number of parts per upload
+# 10,000; Part numbers 1 to 10,000 (inclusive); Part size 5 MiB to 5 GiB. There is no minimum
+# size limit on the last part of your multipart upload."
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MAX_OBJECT_BYTES = 5 * 1024 * GiB
+MAX_PARTS = 10_000
+MIN_PART_BYTES = 5 * MiB
+MAX_PART_BYTES = 5 * GiB
+
 # "The form data and boundaries (excluding the contents of the file) cannot exceed 20KB."
 # https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
 MAX_POST_PRE_DATA_BYTES = 20 * KiB

@@ -32,6 +32,7 @@ import bottle
 import jinja2
 
 import filenames
+import parts
 import registry
 import s3_client
 import s3_rules
@@ -77,6 +78,11 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> b
     app.route("/uploads", "GET", list_uploads)
     app.route("/uploads/links", "POST", upload_links)
     app.route("/uploads/done", "GET", upload_done)
+    app.route("/multipart", "POST", start_multipart)
+    app.route("/multipart/urls", "POST", part_urls)
+    app.route("/multipart/parts", "POST", stored_parts)
+    app.route("/multipart/complete", "POST", complete_multipart)
+    app.route("/multipart/abort", "POST", abort_multipart)
     app.route("/healthz", "GET", healthz)
     app.default_error_handler = error_page
     return app
@@ -216,11 +222,10 @@ def s3_credentials() -> dict[str, Any]:
     """A signed form for one file. Other sites are refused before they spend any rate budget."""
     app, moment = state(), now()
     refuse_cross_site(app.secrets, moment)
-    if app.limiter:
-        client = bottle.request.environ.get("REMOTE_ADDR", "")
-        if wait := app.limiter.wait(client, moment.timestamp()):
-            raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
+    spend_rate_budget(app, moment)
     upload = parse_upload_request(request_query(), app.config)
+    if upload.size > s3_rules.MAX_POST_OBJECT_BYTES:
+        raise AppError(413, "A file over 5 GB goes to S3 in parts: POST /multipart.")
     extension = filenames.extension(upload.filename)
     key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension)
     form = signer.presigned_post(
@@ -234,6 +239,14 @@ def s3_credentials() -> dict[str, Any]:
     expires_at = moment + timedelta(seconds=app.config.policy_ttl)
     token = tokens.key_token(app.secrets, key, moment)
     return {**form, "key": key, "expires_at": iso_utc(expires_at), "token": token}
+
+
+def spend_rate_budget(app: AppState, moment: datetime) -> None:
+    """Each signed upload counts against its client's rate limit, however it is asked for."""
+    if app.limiter:
+        client = bottle.request.environ.get("REMOTE_ADDR", "")
+        if wait := app.limiter.wait(client, moment.timestamp()):
+            raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
 
 
 def refuse_cross_site(keys: tokens.Secrets, moment: datetime) -> None:
@@ -307,7 +320,7 @@ def post_target(config: Config, key: str) -> dict[str, Any]:
         "region": config.region,
         "endpoint": config.endpoint,
         "min_bytes": 1,
-        "max_bytes": config.max_bytes,
+        "max_bytes": min(config.max_bytes, s3_rules.MAX_POST_OBJECT_BYTES),
         "acl": config.acl,
         "expires_in": config.policy_ttl,
     }
@@ -484,6 +497,68 @@ def see_other(location: str) -> None:
     raise bottle.HTTPResponse(status=303, headers={"Location": location})
 
 
+# ---- Large files: POST /multipart, then /multipart/urls|parts|complete|abort (parts.py) -----
+
+MAX_MULTIPART_REQUEST_BYTES = 8 * 1024
+
+
+def start_multipart() -> dict[str, Any]:
+    """The server starts the upload for a key it chooses; the browser then sends the parts."""
+    app, moment = state(), now()
+    refuse_cross_site(app.secrets, moment)
+    spend_rate_budget(app, moment)
+    body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES)
+    fields = {k: str(v) for k, v in body.items()} if isinstance(body, dict) else {}
+    upload = parse_upload_request(fields, app.config)
+    key = object_key(
+        app.config.key_prefix, moment, uuid.uuid4(), filenames.extension(upload.filename)
+    )
+    started = s3_call(parts.start, app.config, app.secrets, key, upload, moment)
+    return {**started, "key_token": tokens.key_token(app.secrets, key, moment)}
+
+
+def part_urls() -> dict[str, Any]:
+    app, moment, upload, body = multipart_request()
+    return s3_call(parts.part_urls, app.config, upload, body.get("parts"), moment)
+
+
+def stored_parts() -> dict[str, Any]:
+    app, moment, upload, _ = multipart_request()
+    return s3_call(parts.stored_parts, app.config, upload, moment)
+
+
+def complete_multipart() -> dict[str, Any]:
+    """Completed by the server from S3's own list of parts, then checked and registered."""
+    app, moment, upload, _ = multipart_request()
+    etag = s3_call(parts.complete, app.config, upload, moment)
+    key_token = tokens.key_token(app.secrets, upload.key, moment)
+    bottle.response.status = 201
+    return {"upload": record_upload(app, upload.key, etag, key_token, moment)}
+
+
+def abort_multipart() -> dict[str, Any]:
+    app, moment, upload, _ = multipart_request()
+    return s3_call(parts.abort, app.config, upload, moment)
+
+
+def multipart_request() -> tuple[AppState, datetime, parts.MultipartUpload, dict[str, Any]]:
+    """Our page, and an upload this server started (its token says so)."""
+    app, moment = state(), now()
+    refuse_cross_site(app.secrets, moment)
+    body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES)
+    body = body if isinstance(body, dict) else {}
+    upload = s3_call(parts.proven_upload, app.secrets, body, moment)
+    return app, moment, upload, body
+
+
+def s3_call(function: Callable[..., Any], *args: Any) -> Any:
+    """A step of parts.py; its refusals and S3's failures become the app's JSON errors."""
+    try:
+        return function(*args)
+    except (s3_client.S3Failure, parts.PartsError) as failure:
+        raise AppError(failure.status, failure.message) from None
+
+
 # ---- Requests and responses: what every handler reads and every answer carries --------------
 
 
@@ -655,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
         legacy = config.data_dir / registry.LEGACY_DATABASE
         if args.command == "migrate":
             return registry.migrate_command(config, legacy)
+        if args.command == "cleanup":
+            return cleanup(config)
         if args.command == "doctor":
             import doctor
 
@@ -667,6 +744,17 @@ def main(argv: list[str] | None = None) -> int:
         return serving.serve(create_app(config), config, banner(config))
 
 
+def cleanup(config: Config) -> int:
+    """Abort the multipart uploads this app started over a day ago; say how many."""
+    try:
+        count = parts.cleanup(config, datetime.now(UTC))
+    except s3_client.S3Failure as failure:
+        print(f"Cleanup stopped: {failure.message}", file=sys.stderr)
+        return 1
+    print(f"Aborted {count} multipart uploads started over a day ago below {config.key_prefix}/.")
+    return 0
+
+
 def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Direct-to-S3 browser uploads. Settings come from the environment, or from a "
@@ -677,9 +765,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["doctor", "migrate"],
-        help="doctor: check the S3 setup; migrate: copy an old DATA_DIR/uploads.sqlite3 "
-        "into the bucket",
+        choices=["cleanup", "doctor", "migrate"],
+        help="cleanup: abort multipart uploads older than a day; doctor: check the S3 setup; "
+        "migrate: copy an old DATA_DIR/uploads.sqlite3 into the bucket",
     )
     parser.add_argument("--fix-cors", action="store_true", help="doctor: add the CORS rule")
     return parser

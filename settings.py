@@ -242,8 +242,29 @@ SETTINGS: tuple[Setting, ...] = (
         "UPLOAD_MAX_BYTES",
         "10485760",
         "max_bytes",
-        whole_number(1, s3_rules.MAX_POST_OBJECT_BYTES),
-        "largest file accepted, in bytes (10 MB)",
+        whole_number(1, s3_rules.MAX_OBJECT_BYTES),
+        "largest file accepted, in bytes (10 MB; up to 5 TiB, over 5 GB in parts)",
+    ),
+    Setting(
+        "UPLOAD_MULTIPART_THRESHOLD",
+        str(64 * s3_rules.MiB),
+        "multipart_threshold",
+        whole_number(s3_rules.MIN_PART_BYTES, s3_rules.MAX_POST_OBJECT_BYTES),
+        "files larger than this, in bytes, go in parts (64 MiB), resumable",
+    ),
+    Setting(
+        "UPLOAD_PART_SIZE",
+        str(8 * s3_rules.MiB),
+        "part_size",
+        whole_number(s3_rules.MIN_PART_BYTES, s3_rules.MAX_PART_BYTES),
+        "bytes per part (8 MiB; at least S3's 5 MiB; grows for files over 10,000 parts)",
+    ),
+    Setting(
+        "UPLOAD_PARALLEL_PARTS",
+        "4",
+        "parallel_parts",
+        whole_number(1, 16),
+        "parts of one file the browser sends at once",
     ),
     Setting(
         "UPLOAD_ALLOWED_TYPES",
@@ -368,6 +389,9 @@ class Config:
     region: str
     endpoint: str | None
     max_bytes: int
+    multipart_threshold: int
+    part_size: int
+    parallel_parts: int
     allowed_types: tuple[str, ...]
     key_prefix: str
     registry_prefix: str

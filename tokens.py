@@ -29,12 +29,14 @@ class Secrets:
 
     key_token: bytes
     page_token: bytes
+    multipart_token: bytes
 
     @classmethod
     def derive(cls, secret_key: str) -> Secrets:
         return cls(
             hmac.digest(secret_key.encode(), b"upload-key-token/v1", "sha256"),
             hmac.digest(secret_key.encode(), b"upload-page-token/v1", "sha256"),
+            hmac.digest(secret_key.encode(), b"upload-multipart-token/v1", "sha256"),
         )
 
     def __repr__(self) -> str:
@@ -43,22 +45,43 @@ class Secrets:
 
 def key_token(keys: Secrets, key: str, moment: datetime) -> str:
     """ "<unix time issued>.<HMAC of time and key>": this server chose `key`, at that time."""
-    issued = str(int(moment.timestamp()))
-    return f"{issued}.{key_mac(keys, issued, key)}"
+    return timed_token(keys.key_token, key, moment)
 
 
 def key_token_valid(keys: Secrets, key: str, token: str, moment: datetime) -> bool:
     """Signed by us for this key, and issued at most KEY_TOKEN_LIFETIME ago."""
+    return timed_token_valid(keys.key_token, key, token, moment)
+
+
+def multipart_token(keys: Secrets, fields: tuple[str, ...], moment: datetime) -> str:
+    """Proof that this server started a multipart upload: key, UploadId, size and part size."""
+    return timed_token(keys.multipart_token, "\n".join(fields), moment)
+
+
+def multipart_token_valid(
+    keys: Secrets, fields: tuple[str, ...], token: str, moment: datetime
+) -> bool:
+    return timed_token_valid(keys.multipart_token, "\n".join(fields), token, moment)
+
+
+def timed_token(secret: bytes, message: str, moment: datetime) -> str:
+    issued = str(int(moment.timestamp()))
+    return f"{issued}.{timed_mac(secret, issued, message)}"
+
+
+def timed_token_valid(secret: bytes, message: str, token: str, moment: datetime) -> bool:
     issued, _, mac = token.partition(".")
     if not PAGE_TOKEN_ISSUED.fullmatch(issued):
         return False
     age = moment.timestamp() - int(issued)
     in_time = -CLOCK_SKEW_SECONDS <= age <= KEY_TOKEN_LIFETIME.total_seconds()
-    return hmac.compare_digest(key_mac(keys, issued, key).encode(), mac.encode()) and in_time
+    return (
+        hmac.compare_digest(timed_mac(secret, issued, message).encode(), mac.encode()) and in_time
+    )
 
 
-def key_mac(keys: Secrets, issued: str, key: str) -> str:
-    return hmac.new(keys.key_token, f"{issued}\n{key}".encode(), hashlib.sha256).hexdigest()
+def timed_mac(secret: bytes, issued: str, message: str) -> str:
+    return hmac.new(secret, f"{issued}\n{message}".encode(), hashlib.sha256).hexdigest()
 
 
 def issue_page_token(keys: Secrets, moment: datetime) -> str:

@@ -145,6 +145,7 @@ def scanned_server_app(create_app: Callable[..., Any]) -> Callable[..., Any]:
         keys = tokens.Secrets.derive(secret_key)
         add_secret(keys.key_token)
         add_secret(keys.page_token)
+        add_secret(keys.multipart_token)
         return ScannedApp(app, SCANNER, "app")
 
     return create

@@ -396,7 +396,7 @@ def test_the_readme_cors_rule_is_the_one_the_doctor_recommends():
 def test_help_lists_the_doctor_command(tmp_path):
     result = run_server(tmp_path, "--help")
 
-    assert "{doctor,migrate}" in result.stdout
+    assert "{cleanup,doctor,migrate}" in result.stdout
     assert "--fix-cors" in result.stdout
 
 

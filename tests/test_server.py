@@ -44,6 +44,7 @@ import tokens
 from settings import SETTINGS, Config, ConfigError, markdown_table
 
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+TIB5 = 5 * 2**40  # S3's largest object: 5 TiB, in parts
 KEY_FORMAT = re.compile(rf"uploads/[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/{UUID4}(\.[a-z0-9]{{1,10}})?")
 
 
@@ -153,11 +154,19 @@ PREFIX_RULE = "must be /-separated names of letters, digits, '.', '-' and '_', n
             {"AWS_ENDPOINT_URL_S3": "minio:9000"},
             "AWS_ENDPOINT_URL_S3 'minio:9000' is not an http(s):// URL.",
         ),
-        ({"UPLOAD_MAX_BYTES": "10MB"}, f"UPLOAD_MAX_BYTES {WHOLE} 1 to 5368709120, not '10MB'."),
-        ({"UPLOAD_MAX_BYTES": "0"}, f"UPLOAD_MAX_BYTES {WHOLE} 1 to 5368709120, not '0'."),
+        ({"UPLOAD_MAX_BYTES": "10MB"}, f"UPLOAD_MAX_BYTES {WHOLE} 1 to {TIB5}, not '10MB'."),
+        ({"UPLOAD_MAX_BYTES": "0"}, f"UPLOAD_MAX_BYTES {WHOLE} 1 to {TIB5}, not '0'."),
         (
-            {"UPLOAD_MAX_BYTES": "6442450944"},
-            f"UPLOAD_MAX_BYTES {WHOLE} 1 to 5368709120, not '6442450944'.",
+            {"UPLOAD_MAX_BYTES": str(5 * 2**40 + 1)},
+            f"UPLOAD_MAX_BYTES {WHOLE} 1 to {TIB5}, not '{5 * 2**40 + 1}'.",
+        ),
+        (
+            {"UPLOAD_PART_SIZE": str(5 * 2**20 - 1)},
+            f"UPLOAD_PART_SIZE {WHOLE} 5242880 to 5368709120, not '5242879'.",
+        ),
+        (
+            {"UPLOAD_MULTIPART_THRESHOLD": "1000"},
+            f"UPLOAD_MULTIPART_THRESHOLD {WHOLE} 5242880 to 5368709120, not '1000'.",
         ),
         (
             {"UPLOAD_ALLOWED_TYPES": "images"},
