@@ -521,6 +521,49 @@ def test_tampered_upload_is_refused_like_s3_and_leaves_nothing(
     assert_nothing_stored(s3_config)
 
 
+# S3 takes the expiration in ISO 8601, UTC, with a Z: the POST policy page's example is
+# "2007-12-01T12:00:00.000Z" and botocore writes "%Y-%m-%dT%H:%M:%SZ"; anything else (another
+# offset, a space, no seconds) is InvalidPolicyDocument, as S3 answers an outside conformance suite.
+# fmt: off
+EXPIRATIONS = [
+    ("2026-01-01T13:00:00Z", True),
+    ("2026-01-01T13:00:00.000Z", True),
+    ("2026-01-01T13:00:00.402525Z", True),
+    ("2026-01-01T13:00:00.4Z", True),
+    ("2026-01-01 13:00:00.402525+00:00", False),
+    ("2026-01-01T13:00:00+00:00", False),
+    ("2026-01-01T15:00:00+02:00", False),
+    ("2026-01-01T13:00:00", False),
+    ("2026-01-01T13:00:00z", False),
+    ("2026-01-01T13:00Z", False),
+    ("2026-01-01", False),
+    ("2026-01-01T13:00:00.Z", False),
+    ("20260101T130000Z", False),
+    ("2026-13-01T13:00:00Z", False),
+    ("2026-01-01T13:00:00.000Z ", False),
+    ("\uff12026-01-01T13:00:00Z", False),  # a full-width digit is no ASCII digit
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("expiration", "accepted"), EXPIRATIONS)
+def test_policy_expiration_must_be_iso_8601_utc_with_a_z(
+    s3_app, s3_config, forge, encode_form, expiration, accepted
+):
+    fields = {"key": KEY, **auth_fields(forge.credentials, forge.now)}
+    conditions = [{"bucket": "uploads"}, *({name: value} for name, value in fields.items())]
+    policy = {"expiration": expiration, "conditions": conditions}
+    response = send(s3_app, signed_policy(policy)(forge), encode_form)
+
+    if accepted:
+        assert response.status_int == 204
+    else:
+        assert (response.status_int, *error_of(response)[:2]) == bad_policy(
+            f"Invalid 'expiration' value: '{expiration}'"
+        )
+        assert_nothing_stored(s3_config)
+
+
 def test_signature_error_carries_the_string_to_sign_and_never_the_secret(
     s3_app, forge, encode_form
 ):
