@@ -1286,6 +1286,41 @@ def test_a_bug_answers_internal_error_and_logs_no_secret(
     assert_nothing_stored(s3_config)
 
 
+# --- the data folder: private to the user running the local S3 --------------------------------
+
+
+@pytest.fixture(params=[0o000, 0o022, 0o277], ids=lambda mask: f"umask {mask:03o}")
+def umask(request):
+    """The process's umask set to each value for the test (and restored): permissions must not
+    depend on it."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_data_folder_is_0700_and_every_file_in_it_0600_whatever_the_umask(
+    umask, s3_config, form, encode_form, s3_credentials, s3_now
+):
+    import webtest
+
+    from local_s3.__main__ import write_credentials_file
+
+    app = webtest.TestApp(local_s3.create_app(s3_config), extra_environ={"HTTP_HOST": "localhost"})
+    assert send(app, Attempt(with_file(form)), encode_form).status_int == 201
+    assert bucket_cors(app, s3_credentials, s3_now, "PUT", CORS_XML).status_int == 200
+    write_credentials_file(s3_config.data_dir, "AKIDPERMISSIONS00001", "not-a-secret")
+
+    modes = {
+        path.relative_to(s3_config.data_dir).as_posix(): path.stat().st_mode & 0o777
+        for path in [s3_config.data_dir, *s3_config.data_dir.rglob("*")]
+    }
+    assert {"blobs", "objects", "cors", "credentials"} <= modes.keys()
+    assert len([name for name in modes if name.startswith("blobs/")]) == 1
+    assert {name: mode for name, mode in modes.items() if mode != 0o700} == {
+        name: 0o600 for name in modes if not (s3_config.data_dir / name).is_dir()
+    }
+
+
 # --- running it alone ---------------------------------------------------------------------------
 
 
