@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -26,6 +27,7 @@ import local_s3
 import signer
 
 KEY = "uploads/photo.jpg"
+S3_ACCESS_KEY = "AKIDLOCALS3TEST00001"
 BODY = bytes(range(50))  # inside the forms' 10..100 byte range
 REGION = "us-east-1"
 
@@ -881,6 +883,117 @@ def test_get_signed_over_a_body_it_does_not_send_is_a_sha256_mismatch(
     assert elements["S3ComputedContentSHA256"] == signer.EMPTY_SHA256
 
 
+# --- which headers must be signed ---------------------------------------------------------------
+
+NOT_SIGNED = "There were headers present in the request which were not signed"
+
+
+def hand_signed(credentials, now, method, path, headers, signed_names):
+    """Authorization for `headers` (plus x-amz-date and x-amz-content-sha256) naming any
+    SignedHeaders, even ones our signer would never choose, correctly signed over them."""
+    timestamp = signer.amz_date(now)
+    headers = {"host": "localhost", **headers, "x-amz-date": timestamp}
+    headers["x-amz-content-sha256"] = signer.EMPTY_SHA256
+    values = {name: headers.get(name, "") for name in signed_names}
+    scope = signer.credential_scope(timestamp[:8], REGION)
+    request = signer.canonical_request(method, path, "", values, signed_names, signer.EMPTY_SHA256)
+    key = signer.signing_key(credentials.secret_key, timestamp[:8], REGION)
+    signature = signer.signature(key, signer.string_to_sign(timestamp, scope, request))
+    authorization = signer.authorization_header(
+        credentials.access_key, scope, signed_names, signature
+    )
+    return {**headers, "authorization": authorization}
+
+
+def test_presigned_put_with_an_unsigned_acl_header_is_refused_like_s3(
+    s3_app, s3_config, s3_credentials, s3_now
+):
+    url = presigned(OBJECT_URL, s3_credentials, s3_now, method="PUT")
+    response = put(s3_app, url, BODY, {"x-amz-acl": "public-read"})
+
+    code, message, elements = error_of(response)
+    assert (response.status_int, code, message) == (403, "AccessDenied", NOT_SIGNED)
+    assert elements["HeadersNotSigned"] == "x-amz-acl"
+    assert_nothing_stored(s3_config)
+
+
+def test_header_signed_get_with_unsigned_amz_headers_names_them_all(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    headers = signer.sign_request(s3_credentials, "GET", uploaded, REGION, now=s3_now)
+    headers = {k: v for k, v in headers.items() if k != "host"}
+    extra = {"x-amz-meta-b": "1", "X-Amz-Acl": "public-read", "x-amzn-trace-id": "Root=1"}
+    response = s3_app.get(f"/uploads/{KEY}", headers={**headers, **extra}, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message) == ("AccessDenied", NOT_SIGNED)
+    assert elements["HeadersNotSigned"] == "x-amz-acl, x-amz-meta-b"
+
+
+def test_an_unsigned_content_sha256_header_is_tolerated_as_on_s3(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    url = presigned(uploaded, s3_credentials, s3_now)
+    response = s3_app.get(url, headers={"x-amz-content-sha256": signer.UNSIGNED_PAYLOAD})
+
+    assert response.body == BODY
+
+
+def test_a_request_whose_host_is_not_signed_is_refused_like_s3(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    signed = ["x-amz-content-sha256", "x-amz-date"]
+    headers = hand_signed(s3_credentials, s3_now, "GET", f"/uploads/{KEY}", {}, signed)
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message, elements["HeadersNotSigned"]) == ("AccessDenied", NOT_SIGNED, "host")
+
+
+def test_a_presigned_url_whose_host_is_not_signed_is_refused_like_s3(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    url = presigned(uploaded, s3_credentials, s3_now, headers={"x-amz-acl": "private"})
+    url = tamper_query(url, "X-Amz-SignedHeaders", "x-amz-acl")
+    response = s3_app.get(url, headers={"x-amz-acl": "private"}, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message, elements["HeadersNotSigned"]) == ("AccessDenied", NOT_SIGNED, "host")
+
+
+# fmt: off
+SIGNED_HEADER_LISTS = [
+    ("a signed header the request lacks", "host;x-amz-content-sha256;x-amz-date;x-amz-meta-a",
+        (403, "SignatureDoesNotMatch")),
+    ("an upper-case name", "Host;x-amz-content-sha256;x-amz-date",
+        (400, "AuthorizationHeaderMalformed")),
+    ("an empty name", "host;;x-amz-content-sha256;x-amz-date",
+        (400, "AuthorizationHeaderMalformed")),
+    ("a name with a space", "host;x-amz-content-sha256;x-amz-date;my header",
+        (400, "AuthorizationHeaderMalformed")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("signed_headers", "expected"),
+    [row[1:] for row in SIGNED_HEADER_LISTS],
+    ids=[row[0] for row in SIGNED_HEADER_LISTS],
+)
+def test_odd_signed_header_lists_are_s3_errors_never_500(
+    s3_app, uploaded, s3_credentials, s3_now, signed_headers, expected
+):
+    headers = signer.sign_request(s3_credentials, "GET", uploaded, REGION, now=s3_now)
+    old = "SignedHeaders=host;x-amz-content-sha256;x-amz-date"
+    assert old in headers["authorization"]
+    authorization = headers["authorization"].replace(old, f"SignedHeaders={signed_headers}")
+    headers = {**headers, "authorization": authorization}
+    headers.pop("host")
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status="*")
+
+    assert (response.status_int, error_of(response)[0]) == expected
+
+
 # --- PUT Object (signed only) -------------------------------------------------------------------
 
 
@@ -1268,6 +1381,150 @@ def test_arbitrary_query_signatures_never_cause_a_500(s3_app, query):
 
     response = s3_app.get(f"/uploads/{KEY}?{urlencode(query)}", status="*")
     assert response.status_int in (400, 403, 404)
+
+
+# Header values as HTTP carries them: ISO-8859-1 text without control characters.
+HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40)
+ODD_HEADER_NAMES = ["host", "Host", "HOST", "x-amz-date", "x-amz-content-sha256", "x-amz-acl",
+                    "x-amz-meta-a", "content-type", "content-length", "authorization", "",
+                    " ", "x_amz_date", "é", "host "]  # fmt: skip
+# (Not "authorization": a request cannot sign its own signature.)
+WELL_FORMED_NAMES = [
+    name
+    for name in ODD_HEADER_NAMES
+    if re.fullmatch("[a-z0-9-]+", name) and name != "authorization"
+]
+SIGNED_HEADER_LISTS_FUZZ = st.lists(st.sampled_from(ODD_HEADER_NAMES) | HEADER_TEXT, max_size=5)
+FUZZ_CREDENTIAL = (
+    st.sampled_from(
+        [
+            f"{S3_ACCESS_KEY}/20260101/us-east-1/s3/aws4_request",
+            f"{S3_ACCESS_KEY}/20260101/us-east-1/s3",
+            "AKIDUNKNOWN000000000/20260101/us-east-1/s3/aws4_request",
+            f"{S3_ACCESS_KEY}/2026010/us-east-1/s3/aws4_request",
+            "////",
+            "",
+        ]
+    )
+    | HEADER_TEXT
+)
+FUZZ_AUTHORIZATION = (
+    st.builds(
+        "{} Credential={}{}SignedHeaders={}{}Signature={}".format,
+        st.sampled_from([signer.ALGORITHM, "AWS4-HMAC-SHA1", "AWS", ""]),
+        FUZZ_CREDENTIAL,
+        st.sampled_from([",", ", ", ",,", " ", ""]),
+        SIGNED_HEADER_LISTS_FUZZ.map(";".join),
+        st.sampled_from([",", ", ", "="]),
+        st.sampled_from(["0" * 64, ""]) | HEADER_TEXT,
+    )
+    | HEADER_TEXT
+)
+FUZZ_HEADERS = st.fixed_dictionaries(
+    {"authorization": FUZZ_AUTHORIZATION},
+    optional={
+        "x-amz-date": st.sampled_from(["20260101T120000Z", "20260101T12000Z"]) | HEADER_TEXT,
+        "x-amz-content-sha256": st.sampled_from(
+            [signer.EMPTY_SHA256, signer.UNSIGNED_PAYLOAD, "STREAMING-UNSIGNED-PAYLOAD-TRAILER"]
+        )
+        | HEADER_TEXT,
+        "x-amz-acl": HEADER_TEXT,
+        "x-amz-security-token": HEADER_TEXT,
+        "content-type": HEADER_TEXT,
+    },
+)
+PRESIGNED_PARAMETERS = ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                        "X-Amz-SignedHeaders", "X-Amz-Signature",
+                        "X-Amz-Security-Token"]  # fmt: skip
+FUZZ_REQUESTS = st.sampled_from(
+    [("GET", f"/uploads/{KEY}"), ("HEAD", f"/uploads/{KEY}"), ("PUT", f"/uploads/{KEY}"),
+     ("GET", "/uploads?list-type=2"), ("PUT", "/uploads?cors"), ("DELETE", "/uploads?cors")]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=FUZZ_REQUESTS, headers=FUZZ_HEADERS)
+def test_arbitrary_authorization_headers_never_cause_a_500(s3_app, s3_config, request, headers):
+    method, path = request
+    body = b"x" if method == "PUT" else b""
+    response = s3_app.request(path, method=method, headers=headers, body=body, status="*")
+
+    assert response.status_int in (400, 403, 404, 411, 501)
+    assert local_s3.list_objects(s3_config) == []
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    names=st.lists(st.sampled_from(WELL_FORMED_NAMES), min_size=1, max_size=5),
+    present=st.lists(st.sampled_from(["x-amz-acl", "x-amz-meta-a", "content-type"]), max_size=3),
+)
+def test_correctly_signed_requests_are_refused_exactly_when_a_header_is_not_signed(
+    s3_app, s3_credentials, s3_now, names, present
+):
+    """Signed over exactly what the local S3 computes, so only the signed-header rule decides:
+    host and every x-amz-* header present (x-amz-date is), except x-amz-content-sha256."""
+    names = sorted(set(names))
+    extra = {name: "v" for name in present}
+    headers = hand_signed(s3_credentials, s3_now, "GET", f"/uploads/{KEY}", extra, names)
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status="*")
+
+    must_sign = {"host", "x-amz-date", *(name for name in present if name.startswith("x-amz-"))}
+    unsigned = sorted(must_sign - set(names))
+    if unsigned:
+        code, message, elements = error_of(response)
+        assert (response.status_int, code, message) == (403, "AccessDenied", NOT_SIGNED)
+        assert elements["HeadersNotSigned"] == ", ".join(unsigned)
+    else:
+        assert (response.status_int, error_of(response)[0]) == (404, "NoSuchKey")
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(PRESIGNED_PARAMETERS),
+        st.none()
+        | SIGNED_HEADER_LISTS_FUZZ.map(";".join)
+        | FUZZ_CREDENTIAL
+        | st.sampled_from(["0", "604801", "-1", "1e3", "20260101T120000Z", "AWS4-HMAC-SHA256"]),
+        max_size=3,
+    ),
+    method=st.sampled_from(["GET", "HEAD", "PUT"]),
+)
+def test_presigned_urls_with_any_parameter_changed_never_cause_a_500(
+    s3_app, s3_credentials, s3_now, changes, method
+):
+    url = presigned(f"http://localhost/uploads/{KEY}", s3_credentials, s3_now, method=method)
+    for name, value in changes.items():
+        url = tamper_query(url, name, value)
+    response = s3_app.request(url, method=method, body=b"", status="*")
+
+    assert response.status_int < 500
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=FUZZ_REQUESTS, headers=FUZZ_HEADERS)
+def test_arbitrary_authorization_headers_over_real_http_never_cause_a_500(
+    running_s3, request, headers
+):
+    import http.client
+
+    method, path = request
+    connection = http.client.HTTPConnection(urlsplit(running_s3.url).netloc, timeout=10)
+    try:
+        connection.request(method, path, b"x" if method == "PUT" else None, headers)
+        status = connection.getresponse().status
+    finally:
+        connection.close()
+
+    assert status in (400, 403, 404, 411, 501)
 
 
 def test_a_bug_answers_internal_error_and_logs_no_secret(
