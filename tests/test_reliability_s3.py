@@ -528,6 +528,48 @@ def test_request_headers_over_s3s_8_kb_are_refused_before_the_app(running_s3):
     assert local_s3.leftover_files(running_s3.config) == []
 
 
+# ---- slow clients (slowloris): headers a byte at a time, a body trickling in -------------------
+
+
+def os_threads() -> int:
+    """This process's threads as the kernel counts them (every thread, Python's or not)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def slow_clients(url: str, count: int) -> list[socket.socket]:
+    """`count` connections that have begun a request and stall: half mid-headers, half with the
+    headers sent and a form's first bytes of a 100 KB body."""
+    started = []
+    for number in range(count):
+        connection = connect(url)
+        if number % 2:
+            connection.sendall(b"GET /uploads/a HTTP/1.1\r\nHost: slow\r\nX-Slow: a")
+        else:
+            connection.sendall(request_head(url, 100_000) + f"--{BOUNDARY}\r\n".encode())
+        started.append(connection)
+    return started
+
+
+def test_150_slow_clients_neither_lock_others_out_nor_add_threads(start_s3):
+    """The local S3 as server.py runs it (its default pool). The others' requests get their
+    answers within a 5 s client timeout, and the 150 connections start no thread."""
+    s3 = start_s3(threads=local_s3.serving.THREADS)
+    threads_before = (threading.active_count(), os_threads())
+    with contextlib.ExitStack() as stack:
+        for connection in slow_clients(s3.url, 150):
+            stack.callback(connection.close)
+        threads_during = (threading.active_count(), os_threads())
+        connection = http.client.HTTPConnection(urlsplit(s3.url).netloc, timeout=5)
+        connection.request("GET", "/uploads/missing")
+        status = connection.getresponse().status
+        connection.close()
+        upload = post_key(s3.url, "during-slowloris.bin", b"still served")
+
+    assert status == 403
+    assert upload[0] == 201
+    assert threads_during == threads_before
+
+
 # ---- faults: the local S3 killed with SIGKILL mid-upload, then restarted -----------------------
 
 
