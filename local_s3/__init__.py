@@ -25,8 +25,9 @@ a POST without `policy` is an anonymous upload to a private bucket (AccessDenied
 condition on a field that allows only exact matches fails like any unmet condition; a condition
 on a field the form did not send fails; a field sent twice before the file is InvalidArgument;
 the InvalidPolicyDocument texts other than "Invalid Policy: Invalid JSON." are ours; an upload
-over the maximum reports as ProposedSize the bytes received when reading stopped; a body
-without Content-Length (chunked) is MissingContentLength.
+over the maximum reports as ProposedSize the bytes received when reading stopped; a PUT or POST
+without Content-Length is MissingContentLength; a GET, HEAD, DELETE or OPTIONS with a body is
+UnexpectedContent, refused unread; SignedHeaders that are not lowercase names are malformed.
 """
 
 from local_s3.config import S3Config, new_credentials

@@ -209,6 +209,7 @@ def s3_response(routes: S3Routes) -> Callable:
         def wrapper(*args: object, **kwargs: object) -> bottle.HTTPResponse:
             request_id = secrets.token_hex(8).upper()
             try:
+                check_body_framing(bottle.request.environ)
                 response = handler(*args, **kwargs)
             except S3Error as error:
                 response = error_response(error, request_id)
@@ -309,10 +310,23 @@ def object_location(request: bottle.BaseRequest, stored: StoredObject) -> str:
 
 # --- request bodies other than a form: PUT Object, PUT ?cors ---
 
+BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def check_body_framing(environ: Mapping[str, object]) -> None:
+    """Checked before a byte of the body is read. S3 answers Transfer-Encoding: chunked with 501
+    NotImplemented naming the header, whatever the request (it takes a size from Content-Length
+    only), and a body on a request that takes none with UnexpectedContent."""
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        raise S3Error("NotImplemented", Header="Transfer-Encoding")
+    length = str(environ.get("CONTENT_LENGTH") or "0")
+    if environ["REQUEST_METHOD"] in BODILESS_METHODS and (not length.isdigit() or int(length)):
+        raise S3Error("UnexpectedContent")
+
 
 def content_length(environ: Mapping[str, object]) -> int:
-    """S3 takes an upload's length from Content-Length only: a chunked body, with none, is
-    411 MissingContentLength."""
+    """S3 takes an upload's length from Content-Length only: a PUT or POST without one is 411
+    MissingContentLength (a chunked one never gets here: check_body_framing)."""
     value = str(environ.get("CONTENT_LENGTH") or "")
     if not value.isdigit():
         raise S3Error("MissingContentLength")

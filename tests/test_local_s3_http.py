@@ -282,12 +282,12 @@ def test_upload_over_its_maximum_is_answered_while_the_client_is_still_sending(
     assert local_s3.list_objects(running_s3.config) == []
 
 
-def test_chunked_upload_is_missing_content_length_as_on_s3(running_s3):
-    """S3 takes an upload's size from Content-Length; a chunked body has none."""
+def test_upload_without_content_length_is_missing_content_length_as_on_s3(running_s3):
+    """S3 takes an upload's size from Content-Length; a POST that sends none is 411."""
     with connect(running_s3.url) as connection:
         connection.sendall(
-            b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
         )
         reply = http.client.HTTPResponse(connection)
         reply.begin()
