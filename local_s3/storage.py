@@ -13,7 +13,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -65,6 +65,7 @@ class StoredObject:
     headers: Mapping[str, str]
     last_modified: datetime
     path: Path
+    checksum: Mapping[str, str] = field(default_factory=dict)  # {"algorithm", "value"} or {}
 
 
 class BackgroundMD5:
@@ -265,6 +266,7 @@ class ObjectStore:
             headers=record["headers"],
             last_modified=datetime.fromisoformat(record["last_modified"]),
             path=self.blob_dir / Path(record["blob"]).name,
+            checksum=record.get("checksum", {}),
         )
 
 

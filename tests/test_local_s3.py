@@ -1094,6 +1094,143 @@ def test_put_over_the_size_limit_is_entity_too_large(s3_config, s3_credentials, 
     assert_nothing_stored(small)
 
 
+# --- additional checksums (x-amz-checksum-*) in a form and on a PUT -----------------------------
+
+CHECKED = b"123456789"  # the CRC catalogue's check input: its CRC-32 is cbf43926, CRC-32C e3069283
+# The known answers, as S3 wants them: base64 of the digest's bytes, a CRC big-endian.
+CHECKSUMS = {
+    "crc32": base64.b64encode(bytes.fromhex("cbf43926")).decode(),
+    "crc32c": base64.b64encode(bytes.fromhex("e3069283")).decode(),
+    "sha1": base64.b64encode(hashlib.sha1(CHECKED).digest()).decode(),
+    "sha256": base64.b64encode(hashlib.sha256(CHECKED).digest()).decode(),
+}
+OTHER_BYTES = {name: base64.b64encode(bytes(len(base64.b64decode(v)))).decode()
+               for name, v in CHECKSUMS.items()}  # fmt: skip
+
+
+def checksum_form(forge, **fields):
+    return Attempt(with_file(forge.custom({"key": KEY, **fields}), CHECKED))
+
+
+def head_with_checksum_mode(app, credentials, now, mode="ENABLED"):
+    extra = {"x-amz-checksum-mode": mode} if mode else {}
+    headers = signer.sign_request(credentials, "HEAD", OBJECT_URL, REGION, headers=extra, now=now)
+    return app.head(f"/uploads/{KEY}", headers={k: v for k, v in headers.items() if k != "host"})
+
+
+@pytest.mark.parametrize("algorithm", sorted(CHECKSUMS))
+def test_a_form_checksum_is_verified_kept_and_returned_only_in_checksum_mode(
+    s3_app, s3_config, forge, encode_form, s3_credentials, s3_now, algorithm
+):
+    fields = {"x-amz-checksum-algorithm": algorithm.upper(),
+              f"x-amz-checksum-{algorithm}": CHECKSUMS[algorithm]}  # fmt: skip
+    assert send(s3_app, checksum_form(forge, **fields), encode_form).status_int == 204
+
+    stored = local_s3.stored_object(s3_config, "uploads", KEY)
+    assert stored.checksum == {"algorithm": algorithm, "value": CHECKSUMS[algorithm]}
+    plain = head_with_checksum_mode(s3_app, s3_credentials, s3_now, mode=None)
+    assert not [name for name in plain.headers if name.lower().startswith("x-amz-checksum")]
+    enabled = head_with_checksum_mode(s3_app, s3_credentials, s3_now)
+    assert enabled.headers[f"x-amz-checksum-{algorithm}"] == CHECKSUMS[algorithm]
+    assert enabled.headers["x-amz-checksum-type"] == "FULL_OBJECT"
+
+
+@pytest.mark.parametrize("algorithm", sorted(CHECKSUMS))
+def test_a_form_checksum_of_other_bytes_is_bad_digest_and_stores_nothing(
+    s3_app, s3_config, forge, encode_form, algorithm
+):
+    attempt = checksum_form(forge, **{f"x-amz-checksum-{algorithm}": OTHER_BYTES[algorithm]})
+    response = send(s3_app, attempt, encode_form)
+
+    assert (response.status_int, *error_of(response)[:2]) == (
+        400, "BadDigest", f"The {algorithm.upper()} you specified did not match the calculated "
+        "checksum."
+    )  # fmt: skip
+    assert_nothing_stored(s3_config)
+
+
+def invalid(name):
+    return 400, "InvalidRequest", f"Value for {name} header is invalid."
+
+
+# fmt: off
+CHECKSUM_TAMPERS = [
+    ("not base64", {"x-amz-checksum-sha256": "not base64!"}, invalid("x-amz-checksum-sha256")),
+    ("a CRC32's length for SHA-256", {"x-amz-checksum-sha256": CHECKSUMS["crc32"]},
+        invalid("x-amz-checksum-sha256")),
+    ("one byte short", {"x-amz-checksum-crc32c": "AAAA"}, invalid("x-amz-checksum-crc32c")),
+    ("two checksums", {"x-amz-checksum-crc32": CHECKSUMS["crc32"],
+                       "x-amz-checksum-sha1": CHECKSUMS["sha1"]},
+        (400, "InvalidRequest",
+         "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")),
+    ("an algorithm without its value", {"x-amz-checksum-algorithm": "SHA256"},
+        (400, "InvalidRequest", "x-amz-checksum-algorithm specified, but no corresponding "
+                                "x-amz-checksum-* or x-amz-trailer headers were found.")),
+    ("an algorithm other than the value's", {"x-amz-checksum-algorithm": "SHA1",
+                                            "x-amz-checksum-crc32": CHECKSUMS["crc32"]},
+        invalid("x-amz-checksum-algorithm")),
+    ("an unknown algorithm", {"x-amz-checksum-algorithm": "MD5",
+                              "x-amz-checksum-crc32": CHECKSUMS["crc32"]},
+        invalid("x-amz-checksum-algorithm")),
+    ("CRC64NVME, which this S3 cannot compute", {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="},
+        s3_says("NotImplemented")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [row[1:] for row in CHECKSUM_TAMPERS],
+    ids=[row[0] for row in CHECKSUM_TAMPERS],
+)
+def test_a_malformed_form_checksum_is_refused_before_the_file(
+    s3_app, s3_config, forge, encode_form, fields, expected
+):
+    response = send(s3_app, checksum_form(forge, **fields), encode_form)
+
+    assert (response.status_int, *error_of(response)[:2]) == expected
+    assert_nothing_stored(s3_config)
+
+
+def test_a_checksum_field_the_policy_does_not_cover_is_an_extra_field(
+    s3_app, s3_config, forge, encode_form
+):
+    fields = {**forge.custom({"key": KEY}), "x-amz-checksum-sha256": CHECKSUMS["sha256"]}
+    response = send(s3_app, Attempt(with_file(fields, CHECKED)), encode_form)
+
+    assert (response.status_int, *error_of(response)[:2]) == extra("x-amz-checksum-sha256")
+    assert_nothing_stored(s3_config)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (CHECKSUMS["sha256"], 200),
+        (OTHER_BYTES["sha256"], 400),
+        ("AAAA", 400),
+    ],
+    ids=["matching", "other bytes", "malformed"],
+)
+def test_a_put_checksum_header_is_verified_like_a_form_field(
+    s3_app, s3_config, s3_credentials, s3_now, value, expected
+):
+    extra = {"x-amz-sdk-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": value}
+    headers = signer.sign_request(
+        s3_credentials, "PUT", OBJECT_URL, REGION, headers=extra, payload=CHECKED, now=s3_now
+    )
+    response = put(
+        s3_app, f"/uploads/{KEY}", CHECKED, {k: v for k, v in headers.items() if k != "host"}
+    )
+
+    assert response.status_int == expected
+    if expected == 200:
+        assert response.headers["x-amz-checksum-sha256"] == value
+        assert local_s3.stored_object(s3_config, "uploads", KEY).checksum["value"] == value
+    else:
+        assert error_of(response)[0] in ("BadDigest", "InvalidRequest")
+        assert_nothing_stored(s3_config)
+
+
 # --- CORS ---------------------------------------------------------------------------------------
 
 
