@@ -14,10 +14,10 @@ works against AWS. Real S3 is the reference; the rules come from its documentati
 - CORS:        https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
 
 The files follow a request in S3's order: form.py (the multipart form, streamed), policy.py
-(the POST policy) and sigv4.py (signatures), objects.py (what is kept with an object),
-storage.py (stored atomically), cors.py, routes.py (the WSGI app and its answers), errors.py
-(S3's error table) and serving.py (cheroot). Run it alone (the secret key is written to
-DATA/credentials, never printed):
+(the POST policy) and sigv4.py (signatures), checksums.py (x-amz-checksum-*), objects.py
+(what is kept with an object), storage.py (stored atomically), cors.py, routes.py (the WSGI
+app and its answers), errors.py (S3's error table) and serving.py (cheroot). Run it alone (the
+secret key is written to DATA/credentials, never printed):
 
     python -m local_s3 --port 9000 --data ./data --bucket uploads
 
@@ -26,8 +26,9 @@ a POST without `policy` is an anonymous upload to a private bucket (AccessDenied
 condition on a field that allows only exact matches fails like any unmet condition; a condition
 on a field the form did not send fails; a field sent twice before the file is InvalidArgument;
 the InvalidPolicyDocument texts other than "Invalid Policy: Invalid JSON." are ours; an upload
-over the maximum reports as ProposedSize the bytes received when reading stopped; a body
-without Content-Length (chunked) is MissingContentLength.
+over the maximum reports as ProposedSize the bytes received when reading stopped; a PUT or POST
+without Content-Length is MissingContentLength; a GET, HEAD, DELETE or OPTIONS with a body is
+UnexpectedContent, refused unread; SignedHeaders that are not lowercase names are malformed.
 """
 
 from local_s3.config import S3Config, new_credentials

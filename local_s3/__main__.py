@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from local_s3.config import S3Config, new_credentials
 from local_s3.serving import LocalS3
+from local_s3.storage import create_private_file, private_folder
 from s3_rules import BUCKET_NAME
 
 
@@ -69,14 +69,13 @@ def bucket_name(value: str) -> str:
 
 
 def write_credentials_file(data_dir: Path, access_key: str, secret_key: str) -> Path:
-    """AWS's shared-credentials format, readable by its owner only (0600)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "credentials"
+    """AWS's shared-credentials format, readable by its owner only (0600, in a 0700 folder)."""
+    path = private_folder(data_dir) / "credentials"
     path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
+    with create_private_file(path) as file:
         file.write(
-            f"[local-s3]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"
+            f"[local-s3]\naws_access_key_id = {access_key}\n"
+            f"aws_secret_access_key = {secret_key}\n".encode()
         )
     return path
 

@@ -81,6 +81,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "SignatureDoesNotMatch": ErrorCode(
         403, "The request signature we calculated does not match the signature you provided. "
         "Check your key and signing method."),
+    "UnexpectedContent": ErrorCode(400, "This request does not support content."),
     "XAmzContentSHA256Mismatch": ErrorCode(
         400, "The provided 'x-amz-content-sha256' header does not match what was computed."),
 }

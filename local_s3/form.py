@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import multipart
 
+from local_s3.checksums import Checksum, RunningChecksum
 from local_s3.errors import S3Error, invalid_argument
 from local_s3.storage import Upload
 from s3_rules import MAX_POST_PRE_DATA_BYTES
@@ -50,21 +51,35 @@ def read_some(stream, size: int) -> bytes:
 
 class FileSink:
     """Receives the file part, stopping as soon as the running size passes the policy's maximum;
-    at the end, checks the minimum and the Content-MD5 field, if the form sent one."""
+    at the end, checks the minimum, the Content-MD5 field and the x-amz-checksum-* field, if the
+    form sent them (the checksum is computed as the bytes pass, never over a held body)."""
 
-    def __init__(self, upload: Upload, low: int, high: int, content_md5: str | None) -> None:
+    def __init__(
+        self,
+        upload: Upload,
+        low: int,
+        high: int,
+        content_md5: str | None,
+        checksum: RunningChecksum | None = None,
+    ) -> None:
         self.upload, self.low, self.high, self.content_md5 = upload, low, high, content_md5
+        self.checksum = checksum
+        self.verified: Checksum | None = None
 
     def write(self, chunk: bytes) -> None:
         proposed = self.upload.size + len(chunk)
         if proposed > self.high:
             raise S3Error("EntityTooLarge", ProposedSize=proposed, MaxSizeAllowed=self.high)
+        if self.checksum is not None:
+            self.checksum.update(chunk)
         self.upload.write(chunk)
 
     def finish(self) -> None:
         if self.upload.size < self.low:
             raise S3Error("EntityTooSmall", ProposedSize=self.upload.size, MinSizeAllowed=self.low)
         check_content_md5(self.upload, self.content_md5)
+        if self.checksum is not None:
+            self.verified = self.checksum.verify()
 
 
 def checked_content_md5(value: str | None) -> str | None:

@@ -23,6 +23,7 @@ STORED_HEADERS = {
     "content-encoding": "Content-Encoding",
     "expires": "Expires",
 }
+PUT_FIELDS = (*STORED_HEADERS, "content-md5", "x-amz-sdk-checksum-algorithm")
 HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -56,7 +57,7 @@ def object_attributes(fields: Mapping[str, str]) -> dict[str, object]:
 
 def put_fields(environ: Mapping[str, str], key: str) -> dict[str, str]:
     """A PUT's headers as the equivalent POST form fields: Content-Type, x-amz-acl,
-    x-amz-meta-*, Cache-Control and the like, Content-MD5."""
+    x-amz-meta-*, Cache-Control and the like, Content-MD5, x-amz-checksum-*."""
     fields = {"key": key}
     if environ.get("CONTENT_TYPE"):
         fields["content-type"] = environ["CONTENT_TYPE"]
@@ -64,7 +65,7 @@ def put_fields(environ: Mapping[str, str], key: str) -> dict[str, str]:
         header = name[5:].lower().replace("_", "-") if name.startswith("HTTP_") else ""
         if header == "x-amz-acl":
             fields["acl"] = value
-        elif header.startswith("x-amz-meta-") or header in (*STORED_HEADERS, "content-md5"):
+        elif header.startswith(("x-amz-meta-", "x-amz-checksum-")) or header in PUT_FIELDS:
             fields[header] = value
     return fields
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import signer
 from local_s3.config import S3Config
@@ -26,6 +26,10 @@ from local_s3.sigv4 import (
     signatures_match,
 )
 
+# https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
+EXPIRATION = re.compile(
+    r"(?P<seconds>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<fraction>[0-9]+))?Z"
+)
 # "Each form field that you specify in a form (except x-amz-signature, file, policy, and field
 # names that have an x-ignore- prefix) must appear in the list of conditions."
 UNCONDITIONED_FIELDS = frozenset({"policy", "x-amz-signature", "file"})
@@ -129,14 +133,18 @@ def parse_policy(policy_base64: str) -> Policy:
 
 
 def parse_expiration(value: object) -> datetime:
-    """ISO 8601 in GMT, e.g. 2015-12-30T12:00:00.000Z."""
+    """ "The expiration date ... in ISO 8601 UTC date format", e.g. 2007-12-01T12:00:00.000Z:
+    S3 refuses another offset (+00:00, +02:00), a space for the T, or no seconds. How many
+    digits of a second it takes AWS does not say; any, as ISO 8601 allows (kept to the
+    microsecond)."""
+    match = EXPIRATION.fullmatch(value) if isinstance(value, str) else None
     try:
-        expiration = datetime.fromisoformat(str(value))
+        if match:
+            moment = datetime.strptime(match["seconds"], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+            return moment.replace(microsecond=int((match["fraction"] or "0")[:6].ljust(6, "0")))
     except ValueError:
-        raise invalid_policy(f"Invalid 'expiration' value: '{value}'") from None
-    if not isinstance(value, str) or expiration.tzinfo is None:
-        raise invalid_policy(f"Invalid 'expiration' value: '{value}'")
-    return expiration
+        pass  # e.g. month 13
+    raise invalid_policy(f"Invalid 'expiration' value: '{value}'")
 
 
 def parse_condition(item: object) -> Condition:

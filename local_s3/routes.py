@@ -6,6 +6,7 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -25,6 +26,13 @@ from local_s3.bucket import (
     lifecycle_xml,
     ownership_controls_xml,
     region_header,
+)
+from local_s3.checksums import (
+    Checksum,
+    RunningChecksum,
+    requested_checksum,
+    response_headers,
+    running,
 )
 from local_s3.config import S3Config
 from local_s3.cors import (
@@ -131,7 +139,11 @@ class S3Routes:
         if not signed and stored.acl not in ANONYMOUS_READ_ACLS:
             body.close()
             raise S3Error("AccessDenied")
-        return bottle.HTTPResponse(body, 200, object_headers(stored))
+        headers = {
+            **object_headers(stored),
+            **response_headers(stored.checksum, bottle.request.environ),
+        }
+        return bottle.HTTPResponse(body, 200, headers)
 
     def put_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
         """PUT Object with a presigned URL or a signed request; the body streams like a POST's."""
@@ -145,12 +157,15 @@ class S3Routes:
         attributes = object_attributes(fields)
         check_acl_allowed(self.config, fields.get("acl"))
         content_md5 = checked_content_md5(fields.get("content-md5"))
+        checksum = running(requested_checksum(fields, "x-amz-sdk-checksum-algorithm"))
         with self.store.upload() as upload:
-            check_payload_hash(signed, receive_put_body(environ, upload, self.config))
+            check_payload_hash(signed, receive_put_body(environ, upload, self.config, checksum))
             check_content_md5(upload, content_md5)
+            verified = checksum.verify() if checksum else None
             record = {"bucket": bucket, "key": key, "last_modified": now.isoformat()}
-            stored = self.store.commit(upload, {**record, **attributes})
-        return bottle.HTTPResponse(status=200, headers={"ETag": stored.etag})
+            stored = self.store.commit(upload, {**record, **attributes, **kept(verified)})
+        headers = {"ETag": stored.etag, **(verified.headers() if verified else {})}
+        return bottle.HTTPResponse(status=200, headers=headers)
 
     def delete_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
         """DeleteObject, signed only: 204 whether or not the key existed, as S3 answers.
@@ -266,6 +281,7 @@ def s3_response(routes: S3Routes) -> Callable:
         def wrapper(*args: object, **kwargs: object) -> bottle.HTTPResponse:
             request_id = secrets.token_hex(8).upper()
             try:
+                check_body_framing(bottle.request.environ)
                 response = handler(*args, **kwargs)
             except S3Error as error:
                 response = error_response(error, request_id)
@@ -320,6 +336,7 @@ class PostObject:
     now: datetime
     upload: Upload
     fields: dict[str, str] = field(default_factory=dict)
+    sink: FileSink | None = None
 
     def on_file(self, fields: dict[str, str], filename: str | None) -> FileSink:
         self.fields = expand_filename(fields, filename)
@@ -328,9 +345,11 @@ class PostObject:
         checked_key(self.fields["key"])
         object_attributes(self.fields)
         content_md5 = checked_content_md5(self.fields.get("content-md5"))
+        checksum = running(requested_checksum(self.fields, "x-amz-checksum-algorithm"))
         low, high = policy.size_range(self.config.max_body_bytes)
         self.upload.begin()
-        return FileSink(self.upload, low, high, content_md5)
+        self.sink = FileSink(self.upload, low, high, content_md5, checksum)
+        return self.sink
 
     def record(self) -> dict[str, object]:
         return {
@@ -338,6 +357,7 @@ class PostObject:
             "key": self.fields["key"],
             "last_modified": self.now.isoformat(),
             **object_attributes(self.fields),
+            **kept(self.sink.verified),
         }
 
 
@@ -377,18 +397,37 @@ def object_location(request: bottle.BaseRequest, stored: StoredObject) -> str:
 
 # --- request bodies other than a form: PUT Object, PUT ?cors ---
 
+BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+def check_body_framing(environ: Mapping[str, object]) -> None:
+    """Checked before a byte of the body is read. S3 answers Transfer-Encoding: chunked with 501
+    NotImplemented naming the header, whatever the request (it takes a size from Content-Length
+    only), and a body on a request that takes none with UnexpectedContent."""
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        raise S3Error("NotImplemented", Header="Transfer-Encoding")
+    length = str(environ.get("CONTENT_LENGTH") or "0")
+    if environ["REQUEST_METHOD"] in BODILESS_METHODS and (not length.isdigit() or int(length)):
+        raise S3Error("UnexpectedContent")
+
 
 def content_length(environ: Mapping[str, object]) -> int:
-    """S3 takes an upload's length from Content-Length only: a chunked body, with none, is
-    411 MissingContentLength."""
+    """S3 takes an upload's length from Content-Length only: a PUT or POST without one is 411
+    MissingContentLength (a chunked one never gets here: check_body_framing)."""
     value = str(environ.get("CONTENT_LENGTH") or "")
     if not value.isdigit():
         raise S3Error("MissingContentLength")
     return int(value)
 
 
-def receive_put_body(environ: Mapping[str, object], upload: Upload, config: S3Config) -> str:
-    """Streams the body into the upload and returns its hex SHA-256, for x-amz-content-sha256."""
+def receive_put_body(
+    environ: Mapping[str, object],
+    upload: Upload,
+    config: S3Config,
+    checksum: RunningChecksum | None = None,
+) -> str:
+    """Streams the body into the upload (and the x-amz-checksum-* digest, if one was sent) and
+    returns its hex SHA-256, for x-amz-content-sha256."""
     size = content_length(environ)
     if size > config.max_body_bytes:
         raise S3Error("EntityTooLarge", ProposedSize=size, MaxSizeAllowed=config.max_body_bytes)
@@ -396,8 +435,15 @@ def receive_put_body(environ: Mapping[str, object], upload: Upload, config: S3Co
     upload.begin()
     for chunk in body_chunks(environ):
         sha256.update(chunk)
+        if checksum is not None:
+            checksum.update(chunk)
         upload.write(chunk)
     return sha256.hexdigest()
+
+
+def kept(checksum: Checksum | None) -> dict[str, object]:
+    """What the object's record keeps of a verified checksum, returned on GET and HEAD."""
+    return {} if checksum is None else {"checksum": dataclasses.asdict(checksum)}
 
 
 def cors_body(environ: Mapping[str, object]) -> bytes:

@@ -23,6 +23,16 @@ LOG = logging.getLogger("local_s3")
 MAX_REQUEST_HEADER_BYTES = 8 * 1024
 MAX_FORM_OVERHEAD = 64 * 1024  # room for the fields and boundaries around a maximum-size file
 CLIENT_TIMEOUT_SECONDS = 10  # a client silent this long mid-request is RequestTimeout
+# A cheroot worker is held by one connection from the request's first byte to its answer, and
+# a client that trickles its headers or its body, a byte within each CLIENT_TIMEOUT_SECONDS,
+# holds it that long (slowloris). cheroot starts its pool once, never a thread per connection,
+# so the defence is a pool larger than the slow clients one host can line up: 200 of them
+# still leave workers free for everyone else. A small stack keeps the pool cheap; 512 KB is
+# twice what json's C parser needs to reach RecursionError on a policy nested 100 000 deep.
+# https://cheroot.cherrypy.dev/en/latest/pkg/cheroot.wsgi.html
+THREADS = 256
+WORKER_STACK_BYTES = 512 * 1024
+LISTEN_BACKLOG = 256  # connections the kernel holds until accepted (cheroot's default: 5)
 SHUTDOWN_SECONDS = 1  # how long stop() lets requests in flight finish before cutting them
 # No connection is kept alive after its answer. cheroot reads what is left of a request body
 # before answering on a connection it keeps, which would hold an EntityTooLarge answer until
@@ -41,7 +51,7 @@ class LocalS3:
     max_body_bytes, plus room for the form around the file, are refused with 413 unread."""
 
     def __init__(
-        self, config: S3Config, host: str = "127.0.0.1", port: int = 0, threads: int = 4
+        self, config: S3Config, host: str = "127.0.0.1", port: int = 0, threads: int = THREADS
     ) -> None:
         self.config, self.host, self.port, self.threads = config, host, port, threads
         self.url = ""
@@ -54,7 +64,11 @@ class LocalS3:
         if removed:
             LOG.info("removed %d leftover files of interrupted uploads", removed)
         self._server = self._make_server()
-        self._server.prepare()
+        previous_stack_size = threading.stack_size(WORKER_STACK_BYTES)
+        try:
+            self._server.prepare()  # binds, listens and starts every worker thread
+        finally:
+            threading.stack_size(previous_stack_size)
         self.port = self._server.bind_addr[1]
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve, name="local-s3", daemon=True)
@@ -70,6 +84,7 @@ class LocalS3:
             max=self.threads,
             timeout=CLIENT_TIMEOUT_SECONDS,
             shutdown_timeout=SHUTDOWN_SECONDS,
+            request_queue_size=LISTEN_BACKLOG,
         )
         server.max_request_body_size = self.config.max_body_bytes + MAX_FORM_OVERHEAD
         server.max_request_header_size = MAX_REQUEST_HEADER_BYTES

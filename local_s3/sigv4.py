@@ -24,6 +24,14 @@ AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 ONLY_SIGV4 = f'X-Amz-Algorithm only supports "{signer.ALGORITHM}"'
+# SignedHeaders is "a semicolon-separated list of lowercase request header names"; the local S3
+# refuses any other list as malformed (AWS documents no message: ours).
+SIGNED_HEADER_NAME = re.compile(r"[a-z0-9-]+")
+BAD_SIGNED_HEADERS = "SignedHeaders must be lowercase header names separated by ';'."
+NOT_SIGNED = "There were headers present in the request which were not signed"
+# S3 requires host and every x-amz-* header the request carries to be signed, but lets the
+# payload hash travel unsigned (it is checked against the body anyway).
+AMZ_HEADERS_UNSIGNED_OK = frozenset({"x-amz-content-sha256"})
 
 
 # --- credentials, for forms and requests alike ---
@@ -124,6 +132,7 @@ def authenticate(
     token = dict(query).get("X-Amz-Security-Token") or environ.get("HTTP_X_AMZ_SECURITY_TOKEN")
     if token:
         raise S3Error("InvalidToken", Token=token)
+    check_headers_signed(environ, claim.signed_headers)
     verify_request_signature(environ, claim, config)
     if presigned:
         check_not_expired(dict(query), claim, now)
@@ -147,10 +156,13 @@ def query_claim(query: list[tuple[str, str]], region: str) -> SignedRequest:
             f"Error parsing the X-Amz-Credential parameter; {problem}",
             Region=region,
         ) from None
+    signed_headers = parse_signed_headers(params["X-Amz-SignedHeaders"])
+    if signed_headers is None:
+        raise S3Error("AuthorizationQueryParametersError", f"X-Amz-{BAD_SIGNED_HEADERS}")
     return SignedRequest(
         credential,
         params["X-Amz-Date"],
-        tuple(params["X-Amz-SignedHeaders"].split(";")),
+        signed_headers,
         signer.UNSIGNED_PAYLOAD,
         params["X-Amz-Signature"],
         tuple((k, v) for k, v in query if k != "X-Amz-Signature"),
@@ -206,8 +218,14 @@ def header_claim(
             ServerTime=iso_z(now),
             MaxAllowedSkewMilliseconds=int(MAX_CLOCK_SKEW.total_seconds() * 1000),
         )
+    signed = parse_signed_headers(parts["SignedHeaders"])
+    if signed is None:
+        raise S3Error(
+            "AuthorizationHeaderMalformed",
+            f"The authorization header is malformed; {BAD_SIGNED_HEADERS}",
+            Region=region,
+        )
     payload_hash = checked_payload_hash(environ.get("HTTP_X_AMZ_CONTENT_SHA256"))
-    signed = tuple(parts["SignedHeaders"].split(";"))
     return SignedRequest(
         credential, amz_date, signed, payload_hash, parts["Signature"], tuple(query)
     )
@@ -225,6 +243,26 @@ def parse_authorization(value: str) -> dict[str, str]:
             "components: Credential, SignedHeaders, and Signature.",
         )
     return parts
+
+
+def parse_signed_headers(value: str) -> tuple[str, ...] | None:
+    names = tuple(value.split(";"))
+    return names if all(SIGNED_HEADER_NAME.fullmatch(name) for name in names) else None
+
+
+def check_headers_signed(environ: Mapping[str, str], signed_headers: tuple[str, ...]) -> None:
+    """A header added after signing must not change what a request does (x-amz-acl:
+    public-read on a presigned PUT): S3 refuses a request whose host, or any x-amz-* header
+    present, is not signed, naming them in HeadersNotSigned."""
+    present = {"host", *(name for name in header_names(environ) if name.startswith("x-amz-"))}
+    unsigned = sorted(present - set(signed_headers) - AMZ_HEADERS_UNSIGNED_OK)
+    if unsigned:
+        raise S3Error("AccessDenied", NOT_SIGNED, HeadersNotSigned=", ".join(unsigned))
+
+
+def header_names(environ: Mapping[str, str]) -> list[str]:
+    """The request's header names, lowercased, as WSGI keeps them (HTTP_X_AMZ_ACL)."""
+    return [key[5:].lower().replace("_", "-") for key in environ if key.startswith("HTTP_")]
 
 
 def checked_payload_hash(value: str | None) -> str:

@@ -13,13 +13,42 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from local_s3.config import S3Config
 from local_s3.cors import CorsRule
+
+# The folder holds every object, private or not, and the secret key's file: only the user
+# running the local S3 may enter it or read what is in it.
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_folder(path: Path) -> Path:
+    """Made (with its parents) and set to 0700 whatever the umask: mkdir's mode is masked by
+    the umask, chmod's is not."""
+    path.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    path.chmod(PRIVATE_FOLDER)
+    return path
+
+
+def create_private_file(path: Path) -> BinaryIO:
+    """A new file, 0600 whatever the umask. O_EXCL: never an existing file, nor a symlink."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "wb")
+
+
+def write_private_json(path: Path, document: object) -> None:
+    with create_private_file(path) as file:
+        file.write(json.dumps(document).encode())
 
 
 @dataclass(frozen=True)
@@ -36,6 +65,7 @@ class StoredObject:
     headers: Mapping[str, str]
     last_modified: datetime
     path: Path
+    checksum: Mapping[str, str] = field(default_factory=dict)  # {"algorithm", "value"} or {}
 
 
 class BackgroundMD5:
@@ -74,7 +104,7 @@ class Upload:
         self.size = 0
 
     def begin(self) -> None:
-        self.file = self.path.open("xb")
+        self.file = create_private_file(self.path)
         self.md5 = BackgroundMD5()
 
     def write(self, chunk: bytes) -> None:
@@ -118,8 +148,8 @@ class ObjectStore:
         self.blob_dir = data_dir / "blobs"
         self.record_dir = data_dir / "objects"
         self.cors_dir = data_dir / "cors"
-        for folder in (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (data_dir, self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
+            private_folder(folder)
         self._locks = tuple(threading.Lock() for _ in range(64))
 
     def record_path(self, bucket: str, key: str) -> Path:
@@ -146,7 +176,7 @@ class ObjectStore:
         target = self.record_path(str(record["bucket"]), str(record["key"]))
         try:
             os.replace(upload.path, blob)
-            staged.write_text(json.dumps(record), encoding="utf-8")
+            write_private_json(staged, record)
             with self._lock_for(target):
                 previous = self._blob_name(target)
                 os.replace(staged, target)
@@ -199,7 +229,7 @@ class ObjectStore:
             self.cors_path(bucket).unlink(missing_ok=True)
             return
         staged = self.tmp_dir / f"{uuid.uuid4().hex}.cors.json"
-        staged.write_text(json.dumps([astuple(rule) for rule in rules]), encoding="utf-8")
+        write_private_json(staged, [astuple(rule) for rule in rules])
         os.replace(staged, self.cors_path(bucket))
 
     def cors_path(self, bucket: str) -> Path:
@@ -246,6 +276,7 @@ class ObjectStore:
             headers=record["headers"],
             last_modified=datetime.fromisoformat(record["last_modified"]),
             path=self.blob_dir / Path(record["blob"]).name,
+            checksum=record.get("checksum", {}),
         )
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -27,6 +28,7 @@ import local_s3
 import signer
 
 KEY = "uploads/photo.jpg"
+S3_ACCESS_KEY = "AKIDLOCALS3TEST00001"
 BODY = bytes(range(50))  # inside the forms' 10..100 byte range
 REGION = "us-east-1"
 
@@ -515,6 +517,49 @@ def test_tampered_upload_is_refused_like_s3_and_leaves_nothing(
     assert_nothing_stored(s3_config)
 
 
+# S3 takes the expiration in ISO 8601, UTC, with a Z: the POST policy page's example is
+# "2007-12-01T12:00:00.000Z" and botocore writes "%Y-%m-%dT%H:%M:%SZ"; anything else (another
+# offset, a space, no seconds) is InvalidPolicyDocument, as S3 answers an outside conformance suite.
+# fmt: off
+EXPIRATIONS = [
+    ("2026-01-01T13:00:00Z", True),
+    ("2026-01-01T13:00:00.000Z", True),
+    ("2026-01-01T13:00:00.402525Z", True),
+    ("2026-01-01T13:00:00.4Z", True),
+    ("2026-01-01 13:00:00.402525+00:00", False),
+    ("2026-01-01T13:00:00+00:00", False),
+    ("2026-01-01T15:00:00+02:00", False),
+    ("2026-01-01T13:00:00", False),
+    ("2026-01-01T13:00:00z", False),
+    ("2026-01-01T13:00Z", False),
+    ("2026-01-01", False),
+    ("2026-01-01T13:00:00.Z", False),
+    ("20260101T130000Z", False),
+    ("2026-13-01T13:00:00Z", False),
+    ("2026-01-01T13:00:00.000Z ", False),
+    ("\uff12026-01-01T13:00:00Z", False),  # a full-width digit is no ASCII digit
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("expiration", "accepted"), EXPIRATIONS)
+def test_policy_expiration_must_be_iso_8601_utc_with_a_z(
+    s3_app, s3_config, forge, encode_form, expiration, accepted
+):
+    fields = {"key": KEY, **auth_fields(forge.credentials, forge.now)}
+    conditions = [{"bucket": "uploads"}, *({name: value} for name, value in fields.items())]
+    policy = {"expiration": expiration, "conditions": conditions}
+    response = send(s3_app, signed_policy(policy)(forge), encode_form)
+
+    if accepted:
+        assert response.status_int == 204
+    else:
+        assert (response.status_int, *error_of(response)[:2]) == bad_policy(
+            f"Invalid 'expiration' value: '{expiration}'"
+        )
+        assert_nothing_stored(s3_config)
+
+
 def test_signature_error_carries_the_string_to_sign_and_never_the_secret(
     s3_app, forge, encode_form
 ):
@@ -832,6 +877,117 @@ def test_get_signed_over_a_body_it_does_not_send_is_a_sha256_mismatch(
     assert elements["S3ComputedContentSHA256"] == signer.EMPTY_SHA256
 
 
+# --- which headers must be signed ---------------------------------------------------------------
+
+NOT_SIGNED = "There were headers present in the request which were not signed"
+
+
+def hand_signed(credentials, now, method, path, headers, signed_names):
+    """Authorization for `headers` (plus x-amz-date and x-amz-content-sha256) naming any
+    SignedHeaders, even ones our signer would never choose, correctly signed over them."""
+    timestamp = signer.amz_date(now)
+    headers = {"host": "localhost", **headers, "x-amz-date": timestamp}
+    headers["x-amz-content-sha256"] = signer.EMPTY_SHA256
+    values = {name: headers.get(name, "") for name in signed_names}
+    scope = signer.credential_scope(timestamp[:8], REGION)
+    request = signer.canonical_request(method, path, "", values, signed_names, signer.EMPTY_SHA256)
+    key = signer.signing_key(credentials.secret_key, timestamp[:8], REGION)
+    signature = signer.signature(key, signer.string_to_sign(timestamp, scope, request))
+    authorization = signer.authorization_header(
+        credentials.access_key, scope, signed_names, signature
+    )
+    return {**headers, "authorization": authorization}
+
+
+def test_presigned_put_with_an_unsigned_acl_header_is_refused_like_s3(
+    s3_app, s3_config, s3_credentials, s3_now
+):
+    url = presigned(OBJECT_URL, s3_credentials, s3_now, method="PUT")
+    response = put(s3_app, url, BODY, {"x-amz-acl": "public-read"})
+
+    code, message, elements = error_of(response)
+    assert (response.status_int, code, message) == (403, "AccessDenied", NOT_SIGNED)
+    assert elements["HeadersNotSigned"] == "x-amz-acl"
+    assert_nothing_stored(s3_config)
+
+
+def test_header_signed_get_with_unsigned_amz_headers_names_them_all(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    headers = signer.sign_request(s3_credentials, "GET", uploaded, REGION, now=s3_now)
+    headers = {k: v for k, v in headers.items() if k != "host"}
+    extra = {"x-amz-meta-b": "1", "X-Amz-Acl": "public-read", "x-amzn-trace-id": "Root=1"}
+    response = s3_app.get(f"/uploads/{KEY}", headers={**headers, **extra}, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message) == ("AccessDenied", NOT_SIGNED)
+    assert elements["HeadersNotSigned"] == "x-amz-acl, x-amz-meta-b"
+
+
+def test_an_unsigned_content_sha256_header_is_tolerated_as_on_s3(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    url = presigned(uploaded, s3_credentials, s3_now)
+    response = s3_app.get(url, headers={"x-amz-content-sha256": signer.UNSIGNED_PAYLOAD})
+
+    assert response.body == BODY
+
+
+def test_a_request_whose_host_is_not_signed_is_refused_like_s3(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    signed = ["x-amz-content-sha256", "x-amz-date"]
+    headers = hand_signed(s3_credentials, s3_now, "GET", f"/uploads/{KEY}", {}, signed)
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message, elements["HeadersNotSigned"]) == ("AccessDenied", NOT_SIGNED, "host")
+
+
+def test_a_presigned_url_whose_host_is_not_signed_is_refused_like_s3(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    url = presigned(uploaded, s3_credentials, s3_now, headers={"x-amz-acl": "private"})
+    url = tamper_query(url, "X-Amz-SignedHeaders", "x-amz-acl")
+    response = s3_app.get(url, headers={"x-amz-acl": "private"}, status=403)
+
+    code, message, elements = error_of(response)
+    assert (code, message, elements["HeadersNotSigned"]) == ("AccessDenied", NOT_SIGNED, "host")
+
+
+# fmt: off
+SIGNED_HEADER_LISTS = [
+    ("a signed header the request lacks", "host;x-amz-content-sha256;x-amz-date;x-amz-meta-a",
+        (403, "SignatureDoesNotMatch")),
+    ("an upper-case name", "Host;x-amz-content-sha256;x-amz-date",
+        (400, "AuthorizationHeaderMalformed")),
+    ("an empty name", "host;;x-amz-content-sha256;x-amz-date",
+        (400, "AuthorizationHeaderMalformed")),
+    ("a name with a space", "host;x-amz-content-sha256;x-amz-date;my header",
+        (400, "AuthorizationHeaderMalformed")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("signed_headers", "expected"),
+    [row[1:] for row in SIGNED_HEADER_LISTS],
+    ids=[row[0] for row in SIGNED_HEADER_LISTS],
+)
+def test_odd_signed_header_lists_are_s3_errors_never_500(
+    s3_app, uploaded, s3_credentials, s3_now, signed_headers, expected
+):
+    headers = signer.sign_request(s3_credentials, "GET", uploaded, REGION, now=s3_now)
+    old = "SignedHeaders=host;x-amz-content-sha256;x-amz-date"
+    assert old in headers["authorization"]
+    authorization = headers["authorization"].replace(old, f"SignedHeaders={signed_headers}")
+    headers = {**headers, "authorization": authorization}
+    headers.pop("host")
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status="*")
+
+    assert (response.status_int, error_of(response)[0]) == expected
+
+
 # --- PUT Object (signed only) -------------------------------------------------------------------
 
 
@@ -930,6 +1086,143 @@ def test_put_over_the_size_limit_is_entity_too_large(s3_config, s3_credentials, 
 
     assert error_of(response)[:2] == ("EntityTooLarge", local_s3.ERRORS["EntityTooLarge"].message)
     assert_nothing_stored(small)
+
+
+# --- additional checksums (x-amz-checksum-*) in a form and on a PUT -----------------------------
+
+CHECKED = b"123456789"  # the CRC catalogue's check input: its CRC-32 is cbf43926, CRC-32C e3069283
+# The known answers, as S3 wants them: base64 of the digest's bytes, a CRC big-endian.
+CHECKSUMS = {
+    "crc32": base64.b64encode(bytes.fromhex("cbf43926")).decode(),
+    "crc32c": base64.b64encode(bytes.fromhex("e3069283")).decode(),
+    "sha1": base64.b64encode(hashlib.sha1(CHECKED).digest()).decode(),
+    "sha256": base64.b64encode(hashlib.sha256(CHECKED).digest()).decode(),
+}
+OTHER_BYTES = {name: base64.b64encode(bytes(len(base64.b64decode(v)))).decode()
+               for name, v in CHECKSUMS.items()}  # fmt: skip
+
+
+def checksum_form(forge, **fields):
+    return Attempt(with_file(forge.custom({"key": KEY, **fields}), CHECKED))
+
+
+def head_with_checksum_mode(app, credentials, now, mode="ENABLED"):
+    extra = {"x-amz-checksum-mode": mode} if mode else {}
+    headers = signer.sign_request(credentials, "HEAD", OBJECT_URL, REGION, headers=extra, now=now)
+    return app.head(f"/uploads/{KEY}", headers={k: v for k, v in headers.items() if k != "host"})
+
+
+@pytest.mark.parametrize("algorithm", sorted(CHECKSUMS))
+def test_a_form_checksum_is_verified_kept_and_returned_only_in_checksum_mode(
+    s3_app, s3_config, forge, encode_form, s3_credentials, s3_now, algorithm
+):
+    fields = {"x-amz-checksum-algorithm": algorithm.upper(),
+              f"x-amz-checksum-{algorithm}": CHECKSUMS[algorithm]}  # fmt: skip
+    assert send(s3_app, checksum_form(forge, **fields), encode_form).status_int == 204
+
+    stored = local_s3.stored_object(s3_config, "uploads", KEY)
+    assert stored.checksum == {"algorithm": algorithm, "value": CHECKSUMS[algorithm]}
+    plain = head_with_checksum_mode(s3_app, s3_credentials, s3_now, mode=None)
+    assert not [name for name in plain.headers if name.lower().startswith("x-amz-checksum")]
+    enabled = head_with_checksum_mode(s3_app, s3_credentials, s3_now)
+    assert enabled.headers[f"x-amz-checksum-{algorithm}"] == CHECKSUMS[algorithm]
+    assert enabled.headers["x-amz-checksum-type"] == "FULL_OBJECT"
+
+
+@pytest.mark.parametrize("algorithm", sorted(CHECKSUMS))
+def test_a_form_checksum_of_other_bytes_is_bad_digest_and_stores_nothing(
+    s3_app, s3_config, forge, encode_form, algorithm
+):
+    attempt = checksum_form(forge, **{f"x-amz-checksum-{algorithm}": OTHER_BYTES[algorithm]})
+    response = send(s3_app, attempt, encode_form)
+
+    assert (response.status_int, *error_of(response)[:2]) == (
+        400, "BadDigest", f"The {algorithm.upper()} you specified did not match the calculated "
+        "checksum."
+    )  # fmt: skip
+    assert_nothing_stored(s3_config)
+
+
+def invalid(name):
+    return 400, "InvalidRequest", f"Value for {name} header is invalid."
+
+
+# fmt: off
+CHECKSUM_TAMPERS = [
+    ("not base64", {"x-amz-checksum-sha256": "not base64!"}, invalid("x-amz-checksum-sha256")),
+    ("a CRC32's length for SHA-256", {"x-amz-checksum-sha256": CHECKSUMS["crc32"]},
+        invalid("x-amz-checksum-sha256")),
+    ("one byte short", {"x-amz-checksum-crc32c": "AAAA"}, invalid("x-amz-checksum-crc32c")),
+    ("two checksums", {"x-amz-checksum-crc32": CHECKSUMS["crc32"],
+                       "x-amz-checksum-sha1": CHECKSUMS["sha1"]},
+        (400, "InvalidRequest",
+         "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")),
+    ("an algorithm without its value", {"x-amz-checksum-algorithm": "SHA256"},
+        (400, "InvalidRequest", "x-amz-checksum-algorithm specified, but no corresponding "
+                                "x-amz-checksum-* or x-amz-trailer headers were found.")),
+    ("an algorithm other than the value's", {"x-amz-checksum-algorithm": "SHA1",
+                                            "x-amz-checksum-crc32": CHECKSUMS["crc32"]},
+        invalid("x-amz-checksum-algorithm")),
+    ("an unknown algorithm", {"x-amz-checksum-algorithm": "MD5",
+                              "x-amz-checksum-crc32": CHECKSUMS["crc32"]},
+        invalid("x-amz-checksum-algorithm")),
+    ("CRC64NVME, which this S3 cannot compute", {"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="},
+        s3_says("NotImplemented")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [row[1:] for row in CHECKSUM_TAMPERS],
+    ids=[row[0] for row in CHECKSUM_TAMPERS],
+)
+def test_a_malformed_form_checksum_is_refused_before_the_file(
+    s3_app, s3_config, forge, encode_form, fields, expected
+):
+    response = send(s3_app, checksum_form(forge, **fields), encode_form)
+
+    assert (response.status_int, *error_of(response)[:2]) == expected
+    assert_nothing_stored(s3_config)
+
+
+def test_a_checksum_field_the_policy_does_not_cover_is_an_extra_field(
+    s3_app, s3_config, forge, encode_form
+):
+    fields = {**forge.custom({"key": KEY}), "x-amz-checksum-sha256": CHECKSUMS["sha256"]}
+    response = send(s3_app, Attempt(with_file(fields, CHECKED)), encode_form)
+
+    assert (response.status_int, *error_of(response)[:2]) == extra("x-amz-checksum-sha256")
+    assert_nothing_stored(s3_config)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (CHECKSUMS["sha256"], 200),
+        (OTHER_BYTES["sha256"], 400),
+        ("AAAA", 400),
+    ],
+    ids=["matching", "other bytes", "malformed"],
+)
+def test_a_put_checksum_header_is_verified_like_a_form_field(
+    s3_app, s3_config, s3_credentials, s3_now, value, expected
+):
+    extra = {"x-amz-sdk-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": value}
+    headers = signer.sign_request(
+        s3_credentials, "PUT", OBJECT_URL, REGION, headers=extra, payload=CHECKED, now=s3_now
+    )
+    response = put(
+        s3_app, f"/uploads/{KEY}", CHECKED, {k: v for k, v in headers.items() if k != "host"}
+    )
+
+    assert response.status_int == expected
+    if expected == 200:
+        assert response.headers["x-amz-checksum-sha256"] == value
+        assert local_s3.stored_object(s3_config, "uploads", KEY).checksum["value"] == value
+    else:
+        assert error_of(response)[0] in ("BadDigest", "InvalidRequest")
+        assert_nothing_stored(s3_config)
 
 
 # --- CORS ---------------------------------------------------------------------------------------
@@ -1221,6 +1514,150 @@ def test_arbitrary_query_signatures_never_cause_a_500(s3_app, query):
     assert response.status_int in (400, 403, 404)
 
 
+# Header values as HTTP carries them: ISO-8859-1 text without control characters.
+HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40)
+ODD_HEADER_NAMES = ["host", "Host", "HOST", "x-amz-date", "x-amz-content-sha256", "x-amz-acl",
+                    "x-amz-meta-a", "content-type", "content-length", "authorization", "",
+                    " ", "x_amz_date", "é", "host "]  # fmt: skip
+# (Not "authorization": a request cannot sign its own signature.)
+WELL_FORMED_NAMES = [
+    name
+    for name in ODD_HEADER_NAMES
+    if re.fullmatch("[a-z0-9-]+", name) and name != "authorization"
+]
+SIGNED_HEADER_LISTS_FUZZ = st.lists(st.sampled_from(ODD_HEADER_NAMES) | HEADER_TEXT, max_size=5)
+FUZZ_CREDENTIAL = (
+    st.sampled_from(
+        [
+            f"{S3_ACCESS_KEY}/20260101/us-east-1/s3/aws4_request",
+            f"{S3_ACCESS_KEY}/20260101/us-east-1/s3",
+            "AKIDUNKNOWN000000000/20260101/us-east-1/s3/aws4_request",
+            f"{S3_ACCESS_KEY}/2026010/us-east-1/s3/aws4_request",
+            "////",
+            "",
+        ]
+    )
+    | HEADER_TEXT
+)
+FUZZ_AUTHORIZATION = (
+    st.builds(
+        "{} Credential={}{}SignedHeaders={}{}Signature={}".format,
+        st.sampled_from([signer.ALGORITHM, "AWS4-HMAC-SHA1", "AWS", ""]),
+        FUZZ_CREDENTIAL,
+        st.sampled_from([",", ", ", ",,", " ", ""]),
+        SIGNED_HEADER_LISTS_FUZZ.map(";".join),
+        st.sampled_from([",", ", ", "="]),
+        st.sampled_from(["0" * 64, ""]) | HEADER_TEXT,
+    )
+    | HEADER_TEXT
+)
+FUZZ_HEADERS = st.fixed_dictionaries(
+    {"authorization": FUZZ_AUTHORIZATION},
+    optional={
+        "x-amz-date": st.sampled_from(["20260101T120000Z", "20260101T12000Z"]) | HEADER_TEXT,
+        "x-amz-content-sha256": st.sampled_from(
+            [signer.EMPTY_SHA256, signer.UNSIGNED_PAYLOAD, "STREAMING-UNSIGNED-PAYLOAD-TRAILER"]
+        )
+        | HEADER_TEXT,
+        "x-amz-acl": HEADER_TEXT,
+        "x-amz-security-token": HEADER_TEXT,
+        "content-type": HEADER_TEXT,
+    },
+)
+PRESIGNED_PARAMETERS = ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                        "X-Amz-SignedHeaders", "X-Amz-Signature",
+                        "X-Amz-Security-Token"]  # fmt: skip
+FUZZ_REQUESTS = st.sampled_from(
+    [("GET", f"/uploads/{KEY}"), ("HEAD", f"/uploads/{KEY}"), ("PUT", f"/uploads/{KEY}"),
+     ("GET", "/uploads?list-type=2"), ("PUT", "/uploads?cors"), ("DELETE", "/uploads?cors")]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=FUZZ_REQUESTS, headers=FUZZ_HEADERS)
+def test_arbitrary_authorization_headers_never_cause_a_500(s3_app, s3_config, request, headers):
+    method, path = request
+    body = b"x" if method == "PUT" else b""
+    response = s3_app.request(path, method=method, headers=headers, body=body, status="*")
+
+    assert response.status_int in (400, 403, 404, 411, 501)
+    assert local_s3.list_objects(s3_config) == []
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    names=st.lists(st.sampled_from(WELL_FORMED_NAMES), min_size=1, max_size=5),
+    present=st.lists(st.sampled_from(["x-amz-acl", "x-amz-meta-a", "content-type"]), max_size=3),
+)
+def test_correctly_signed_requests_are_refused_exactly_when_a_header_is_not_signed(
+    s3_app, s3_credentials, s3_now, names, present
+):
+    """Signed over exactly what the local S3 computes, so only the signed-header rule decides:
+    host and every x-amz-* header present (x-amz-date is), except x-amz-content-sha256."""
+    names = sorted(set(names))
+    extra = {name: "v" for name in present}
+    headers = hand_signed(s3_credentials, s3_now, "GET", f"/uploads/{KEY}", extra, names)
+    response = s3_app.get(f"/uploads/{KEY}", headers=headers, status="*")
+
+    must_sign = {"host", "x-amz-date", *(name for name in present if name.startswith("x-amz-"))}
+    unsigned = sorted(must_sign - set(names))
+    if unsigned:
+        code, message, elements = error_of(response)
+        assert (response.status_int, code, message) == (403, "AccessDenied", NOT_SIGNED)
+        assert elements["HeadersNotSigned"] == ", ".join(unsigned)
+    else:
+        assert (response.status_int, error_of(response)[0]) == (404, "NoSuchKey")
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(PRESIGNED_PARAMETERS),
+        st.none()
+        | SIGNED_HEADER_LISTS_FUZZ.map(";".join)
+        | FUZZ_CREDENTIAL
+        | st.sampled_from(["0", "604801", "-1", "1e3", "20260101T120000Z", "AWS4-HMAC-SHA256"]),
+        max_size=3,
+    ),
+    method=st.sampled_from(["GET", "HEAD", "PUT"]),
+)
+def test_presigned_urls_with_any_parameter_changed_never_cause_a_500(
+    s3_app, s3_credentials, s3_now, changes, method
+):
+    url = presigned(f"http://localhost/uploads/{KEY}", s3_credentials, s3_now, method=method)
+    for name, value in changes.items():
+        url = tamper_query(url, name, value)
+    response = s3_app.request(url, method=method, body=b"", status="*")
+
+    assert response.status_int < 500
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=FUZZ_REQUESTS, headers=FUZZ_HEADERS)
+def test_arbitrary_authorization_headers_over_real_http_never_cause_a_500(
+    running_s3, request, headers
+):
+    import http.client
+
+    method, path = request
+    connection = http.client.HTTPConnection(urlsplit(running_s3.url).netloc, timeout=10)
+    try:
+        connection.request(method, path, b"x" if method == "PUT" else None, headers)
+        status = connection.getresponse().status
+    finally:
+        connection.close()
+
+    assert status in (400, 403, 404, 411, 501)
+
+
 def test_a_bug_answers_internal_error_and_logs_no_secret(
     s3_app, s3_config, form, encode_form, monkeypatch, caplog
 ):
@@ -1235,6 +1672,41 @@ def test_a_bug_answers_internal_error_and_logs_no_secret(
     assert "disk on fire" in caplog.text
     assert "local-s3-test-secret" not in caplog.text
     assert_nothing_stored(s3_config)
+
+
+# --- the data folder: private to the user running the local S3 --------------------------------
+
+
+@pytest.fixture(params=[0o000, 0o022, 0o277], ids=lambda mask: f"umask {mask:03o}")
+def umask(request):
+    """The process's umask set to each value for the test (and restored): permissions must not
+    depend on it."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_data_folder_is_0700_and_every_file_in_it_0600_whatever_the_umask(
+    umask, s3_config, form, encode_form, s3_credentials, s3_now
+):
+    import webtest
+
+    from local_s3.__main__ import write_credentials_file
+
+    app = webtest.TestApp(local_s3.create_app(s3_config), extra_environ={"HTTP_HOST": "localhost"})
+    assert send(app, Attempt(with_file(form)), encode_form).status_int == 201
+    assert bucket_cors(app, s3_credentials, s3_now, "PUT", CORS_XML).status_int == 200
+    write_credentials_file(s3_config.data_dir, "AKIDPERMISSIONS00001", "not-a-secret")
+
+    modes = {
+        path.relative_to(s3_config.data_dir).as_posix(): path.stat().st_mode & 0o777
+        for path in [s3_config.data_dir, *s3_config.data_dir.rglob("*")]
+    }
+    assert {"blobs", "objects", "cors", "credentials"} <= modes.keys()
+    assert len([name for name in modes if name.startswith("blobs/")]) == 1
+    assert {name: mode for name, mode in modes.items() if mode != 0o700} == {
+        name: 0o600 for name in modes if not (s3_config.data_dir / name).is_dir()
+    }
 
 
 # --- running it alone ---------------------------------------------------------------------------

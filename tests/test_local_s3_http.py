@@ -2,6 +2,7 @@
 (botocore) agrees with it, parallel uploads never mix, and a client that hangs up leaves nothing.
 """
 
+import base64
 import hashlib
 import http.client
 import os
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
+import crc32c
 import pytest
 from botocore.config import Config
 from conftest import (
@@ -282,12 +284,43 @@ def test_upload_over_its_maximum_is_answered_while_the_client_is_still_sending(
     assert local_s3.list_objects(running_s3.config) == []
 
 
-def test_chunked_upload_is_missing_content_length_as_on_s3(running_s3):
-    """S3 takes an upload's size from Content-Length; a chunked body has none."""
+def base64_digest(algorithm, content):
+    if algorithm == "crc32c":
+        return base64.b64encode(crc32c.crc32c(content).to_bytes(4, "big")).decode()
+    return base64.b64encode(hashlib.new(algorithm, content).digest()).decode()
+
+
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256"])
+def test_botocore_form_with_a_checksum_is_verified_over_the_streamed_file(
+    running_s3, post_form, algorithm
+):
+    """3 MB through the real server, the checksum computed while the file streams to disk."""
+    content = os.urandom(3 * 1024**2 + 7)
+    name = f"x-amz-checksum-{algorithm}"
+    answers = {}
+    for label, value in [("other", base64_digest(algorithm, b"other")),
+                         ("right", base64_digest(algorithm, content))]:  # fmt: skip
+        post = boto3_client(running_s3).generate_presigned_post(
+            "uploads", "summed.bin", Fields={name: value}, Conditions=[{name: value}]
+        )
+        status, _, body = post_form(post["url"], post["fields"], content)
+        answers[label] = (status, body)
+        if label == "other":
+            assert local_s3.list_objects(running_s3.config) == []
+
+    assert answers["other"][0] == 400 and b"<Code>BadDigest</Code>" in answers["other"][1]
+    assert answers["right"] == (204, b"")
+    stored = local_s3.stored_object(running_s3.config, "uploads", "summed.bin")
+    assert stored.checksum == {"algorithm": algorithm, "value": base64_digest(algorithm, content)}
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+def test_upload_without_content_length_is_missing_content_length_as_on_s3(running_s3):
+    """S3 takes an upload's size from Content-Length; a POST that sends none is 411."""
     with connect(running_s3.url) as connection:
         connection.sendall(
-            b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            b"POST /uploads/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
         )
         reply = http.client.HTTPResponse(connection)
         reply.begin()

@@ -34,6 +34,7 @@ import leak_scan
 import pytest
 from conftest import (
     S3_TEST_ACCESS_KEY,
+    S3_TEST_ORIGIN,
     S3_TEST_SECRET_KEY,
     browser_form,
     connect,
@@ -526,6 +527,161 @@ def test_request_headers_over_s3s_8_kb_are_refused_before_the_app(running_s3):
         status_line = connection.makefile("rb").readline()
     assert status_line.split()[1] == b"413"
     assert local_s3.leftover_files(running_s3.config) == []
+
+
+# ---- bodies checked before they are stored ------------------------------------------------------
+
+LARGE_DECLARED = 300 * 1024**2  # what a client claims it will send; it sends a few MB at most
+
+
+class DiskWatch:
+    """The most bytes the uploads in flight ever had on disk while the block ran, sampled."""
+
+    def __init__(self, config: local_s3.S3Config) -> None:
+        self.config, self.peak, self.running = config, 0, True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, written_so_far(self.config))
+            time.sleep(0.001)
+
+    def __enter__(self) -> DiskWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.running = False
+        self.thread.join()
+
+
+def send_until_answered(connection: socket.socket, data: bytes, limit: int) -> int:
+    """Sends `data`, then zeros, until the server answers (or `limit` bytes): bytes sent."""
+    sent = 0
+    connection.setblocking(False)
+    try:
+        while sent < limit and not select.select([connection], [], [], 0)[0]:
+            with contextlib.suppress(BlockingIOError):
+                sent += connection.send(data[sent:] or b"\0" * 65536)
+            time.sleep(0.0005)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed while we were sending
+    connection.setblocking(True)
+    return sent
+
+
+def test_a_form_refused_before_its_file_writes_nothing_and_is_answered_at_once(running_s3):
+    """A bad signature with 300 MB announced: refused when the file part begins, before any of
+    its bytes is stored, while the client still has almost everything to send."""
+    fields = {**real_form(running_s3.url, "bad.bin"), "x-amz-signature": "0" * 64}
+    body, start = form_body(fields, b"")
+    head = raw_post_head(running_s3.url, FORM_TYPE, len(body) + LARGE_DECLARED)
+    with DiskWatch(running_s3.config) as disk, connect(running_s3.url) as connection:
+        sent = send_until_answered(connection, head + body[:start], 20 * 1024**2)
+        status, answer = read_answer(connection)
+
+    assert (status, ET.fromstring(answer).findtext("Code")) == (403, "SignatureDoesNotMatch")
+    assert sent < 20 * 1024**2
+    assert disk.peak == 0
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+def test_an_upload_over_its_policy_never_has_more_than_the_maximum_on_disk(running_s3):
+    maximum = 1024**2
+    fields = real_form(running_s3.url, "big.bin", max_bytes=maximum)
+    body, start = form_body(fields, b"")
+    head = raw_post_head(running_s3.url, FORM_TYPE, len(body) + LARGE_DECLARED)
+    with DiskWatch(running_s3.config) as disk, connect(running_s3.url) as connection:
+        sent = send_until_answered(connection, head + body[:start], 64 * 1024**2)
+        status, answer = read_answer(connection)
+
+    assert (status, ET.fromstring(answer).findtext("Code")) == (400, "EntityTooLarge")
+    assert sent < 64 * 1024**2
+    assert disk.peak <= maximum
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS"])
+def test_a_bodyless_request_with_a_body_is_refused_unread(running_s3, method):
+    """S3's UnexpectedContent ("This request does not support content"), answered before the
+    announced 300 MB arrive."""
+    head = (f"{method} /uploads/a HTTP/1.1\r\nHost: x\r\nOrigin: {S3_TEST_ORIGIN}\r\n"
+            "Access-Control-Request-Method: GET\r\n"
+            f"Content-Length: {LARGE_DECLARED}\r\n\r\n")  # fmt: skip
+    with connect(running_s3.url) as connection:
+        sent = send_until_answered(connection, head.encode(), 20 * 1024**2)
+        reply = http.client.HTTPResponse(connection, method=method)
+        reply.begin()
+        answer = reply.read()
+
+    assert reply.status == 400
+    assert sent < 20 * 1024**2
+    if method != "HEAD":
+        assert ET.fromstring(answer).findtext("Code") == "UnexpectedContent"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/uploads/"), ("PUT", "/uploads/a"), ("GET", "/uploads/a")]
+)
+def test_a_chunked_body_is_not_implemented_and_refused_unread(running_s3, method, path):
+    """S3 answers Transfer-Encoding: chunked with 501 NotImplemented naming the header,
+    whatever the request: nothing of the body is read or stored."""
+    head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            f"Content-Type: {FORM_TYPE}\r\n\r\n")  # fmt: skip
+    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    with DiskWatch(running_s3.config) as disk, connect(running_s3.url) as connection:
+        sent = send_until_answered(connection, head.encode() + chunk * 300, 20 * 1024**2)
+        status, answer = read_answer(connection)
+
+    error = ET.fromstring(answer)
+    assert (status, error.findtext("Code"), error.findtext("Header")) == (
+        501, "NotImplemented", "Transfer-Encoding"
+    )  # fmt: skip
+    assert sent < 20 * 1024**2
+    assert disk.peak == 0
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+# ---- slow clients (slowloris): headers a byte at a time, a body trickling in -------------------
+
+
+def os_threads() -> int:
+    """This process's threads as the kernel counts them (every thread, Python's or not)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def slow_clients(url: str, count: int) -> list[socket.socket]:
+    """`count` connections that have begun a request and stall: half mid-headers, half with the
+    headers sent and a form's first bytes of a 100 KB body."""
+    started = []
+    for number in range(count):
+        connection = connect(url)
+        if number % 2:
+            connection.sendall(b"GET /uploads/a HTTP/1.1\r\nHost: slow\r\nX-Slow: a")
+        else:
+            connection.sendall(request_head(url, 100_000) + f"--{BOUNDARY}\r\n".encode())
+        started.append(connection)
+    return started
+
+
+def test_150_slow_clients_neither_lock_others_out_nor_add_threads(start_s3):
+    """The local S3 as server.py runs it (its default pool). The others' requests get their
+    answers within a 5 s client timeout, and the 150 connections start no thread."""
+    s3 = start_s3(threads=local_s3.serving.THREADS)
+    threads_before = (threading.active_count(), os_threads())
+    with contextlib.ExitStack() as stack:
+        for connection in slow_clients(s3.url, 150):
+            stack.callback(connection.close)
+        threads_during = (threading.active_count(), os_threads())
+        connection = http.client.HTTPConnection(urlsplit(s3.url).netloc, timeout=5)
+        connection.request("GET", "/uploads/missing")
+        status = connection.getresponse().status
+        connection.close()
+        upload = post_key(s3.url, "during-slowloris.bin", b"still served")
+
+    assert status == 403
+    assert upload[0] == 201
+    assert threads_during == threads_before
 
 
 # ---- faults: the local S3 killed with SIGKILL mid-upload, then restarted -----------------------
