@@ -31,6 +31,7 @@ BAD_SIGNED_HEADERS = "SignedHeaders must be lowercase header names separated by 
 NOT_SIGNED = "There were headers present in the request which were not signed"
 # S3 requires host and every x-amz-* header the request carries to be signed, but lets the
 # payload hash travel unsigned (it is checked against the body anyway).
+# https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html
 AMZ_HEADERS_UNSIGNED_OK = frozenset({"x-amz-content-sha256"})
 
 
