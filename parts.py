@@ -20,6 +20,7 @@ import s3_client
 import s3_rules
 import signer
 import tokens
+from app_errors import AppError
 from settings import Config
 
 
@@ -68,15 +69,6 @@ PART_URL_LIFETIME = 3600
 PART_URLS_PER_REQUEST = 100
 
 
-class PartsError(Exception):
-    """A refusal with the app's HTTP status and one sentence."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass(frozen=True)
 class MultipartUpload:
     """An upload this server started: its key, S3's UploadId and its plan."""
@@ -117,7 +109,7 @@ def proven_upload(keys: tokens.Secrets, body: Mapping[str, Any], now: datetime) 
     names = ("key", "upload_id", "size", "part_size", "token")
     key, upload_id, size, part_size, token = (str(body.get(name, "")) for name in names)
     if not tokens.multipart_token_valid(keys, (key, upload_id, size, part_size), token, now):
-        raise PartsError(403, "This multipart upload was not started by this server.")
+        raise AppError(403, "This multipart upload was not started by this server.")
     return MultipartUpload(key, upload_id, PartPlan(int(size), int(part_size)))
 
 
@@ -125,9 +117,9 @@ def part_urls(config: Config, upload: MultipartUpload, numbers: Any, now: dateti
     """Presigned UploadPart URLs, each signing its part's exact content-length, so S3 refuses a
     part of any other size."""
     if not isinstance(numbers, list) or not 0 < len(numbers) <= PART_URLS_PER_REQUEST:
-        raise PartsError(400, f"parts must be a list of 1 to {PART_URLS_PER_REQUEST} numbers.")
+        raise AppError(400, f"parts must be a list of 1 to {PART_URLS_PER_REQUEST} numbers.")
     if not all(type(n) is int and 1 <= n <= upload.plan.count for n in numbers):
-        raise PartsError(400, f"This upload has parts 1 to {upload.plan.count} only.")
+        raise AppError(400, f"This upload has parts 1 to {upload.plan.count} only.")
     base = signer.object_url(config.bucket, upload.key, config.region, config.endpoint)
     query = f"uploadId={quote(upload.upload_id, safe='')}"
     urls = {
@@ -158,7 +150,7 @@ def complete(config: Config, upload: MultipartUpload, now: datetime) -> str:
     at its planned size; returns the object's ETag."""
     listed = s3_client.list_parts(config, upload.key, upload.upload_id, now)
     if problem := parts_match(upload.plan, [(p.number, p.size) for p in listed]):
-        raise PartsError(409, problem)
+        raise AppError(409, problem)
     return s3_client.complete_multipart_upload(config, upload.key, upload.upload_id, listed, now)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import s3_client
+from app_errors import AppError
 from settings import Config
 
 RECENT_UPLOADS = 50
@@ -42,15 +43,6 @@ OBJECT_SEEN_SECONDS = 60
 # Reading 50 records one after another costs 50 round trips to S3; 8 at a time, about 7.
 FETCHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="registry")
 LEGACY_DATABASE = "uploads.sqlite3"
-
-
-class RegistryError(Exception):
-    """The registry could not be read or written; `status` is the app's answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,7 @@ def listed_keys(body: bytes) -> tuple[list[str], str | None]:
     """Keys and the continuation token of a ListBucketResult (when it is truncated)."""
     root = s3_client.xml_root(body)
     if root is None:
-        raise RegistryError(502, "S3 sent a listing that is not valid XML.")
+        raise AppError(502, "S3 sent a listing that is not valid XML.")
     truncated = s3_client.xml_texts(root, "IsTruncated") == ["true"]
     token = s3_client.xml_texts(root, "NextContinuationToken")
     return s3_client.xml_texts(root, "Key"), token[0] if truncated and token else None
@@ -126,7 +118,7 @@ class UploadRegistry:
         headers = {"Content-Type": "application/json"}
         reply = self._send("PUT", name, headers=headers, body=body, now=now)
         if reply.status != 200:
-            raise RegistryError(503, "The file is in S3 but could not be recorded; try again.")
+            raise AppError(503, "The file is in S3 but could not be recorded; try again.")
         self._remember(name, dict(record))
         return name
 
@@ -138,7 +130,7 @@ class UploadRegistry:
             query["continuation-token"] = continuation
         reply = self._send("GET", "", query=query, now=now)
         if reply.status != 200:
-            raise RegistryError(502, f"S3 answered {reply.status} when listing the uploads.")
+            raise AppError(502, f"S3 answered {reply.status} when listing the uploads.")
         names, token = listed_keys(reply.body)
         entries = list(FETCHERS.map(lambda name: self._entry(name, now), names))
         return Listing([entry for entry in entries if entry is not None], token)
@@ -148,7 +140,7 @@ class UploadRegistry:
             record = self._record(name, now)
         except ValueError as error:
             return {"record": name, "error": f"This entry of the upload list is broken: {error}."}
-        except (RegistryError, s3_client.S3Failure) as failure:
+        except AppError as failure:
             return {"record": name, "error": failure.message}
         if record is None or not self._still_there(record["key"], now):
             return None
@@ -190,10 +182,7 @@ class UploadRegistry:
                 self._seen.clear()
 
     def _send(self, method: str, key: str, **request: Any) -> s3_client.Reply:
-        try:
-            return s3_client.send(self.config, method, key, **request)
-        except s3_client.S3Failure as failure:
-            raise RegistryError(failure.status, failure.message) from None
+        return s3_client.send(self.config, method, key, **request)
 
 
 # ---- From the SQLite registry of earlier versions: `python server.py migrate` ----------------
@@ -229,7 +218,7 @@ def migrate_command(config: Config, legacy: Path) -> int:
         return 0
     try:
         count = migrate(legacy, UploadRegistry(config), datetime.now(UTC))
-    except RegistryError as error:
+    except AppError as error:
         print(f"Migration stopped: {error.message}", file=sys.stderr)
         return 1
     print(

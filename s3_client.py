@@ -28,18 +28,14 @@ from xml.sax.saxutils import escape
 
 import s3_rules
 import signer
+from app_errors import AppError
 from settings import Config
 
 METADATA_HEADER = "x-amz-meta-"
 
 
-class S3Failure(Exception):
-    """S3 gave no useful answer; `status` is what the app answers its own client with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class S3Failure(AppError):
+    """S3 gave no useful answer; the status is what the app answers its own client with."""
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,9 @@ import serving
 import settings
 import signer
 import tokens
+from app_errors import AppError
 from rate_limit import RateLimiter
-from registry import RegistryError, UploadRegistry
+from registry import UploadRegistry
 from settings import BasicAuth, Config, ConfigError
 
 LOG = logging.getLogger("server")
@@ -375,10 +376,7 @@ def is_key_proof(entry: object) -> bool:
 
 
 def recent_uploads(app: AppState, moment: datetime, continuation: str | None) -> dict[str, Any]:
-    try:
-        listing = app.registry.recent(moment, continuation=continuation)
-    except RegistryError as error:
-        raise AppError(error.status, error.message) from None
+    listing = app.registry.recent(moment, continuation=continuation)
     uploads = [with_download_url(app.config, entry, moment) for entry in listing.uploads]
     return {"uploads": uploads, "next": listing.next}
 
@@ -429,10 +427,7 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
     """Trust nothing the browser says: the key must be ours, and S3 must confirm the object."""
     if not tokens.key_token_valid(app.secrets, key, token, moment):
         raise AppError(403, "This key was not issued by this server.")
-    try:
-        info = s3_client.head_object(app.config, key, moment)
-    except s3_client.S3Failure as failure:
-        raise AppError(failure.status, failure.message) from None
+    info = s3_client.head_object(app.config, key, moment)
     if not info.etag or normalise_etag(etag) != normalise_etag(info.etag):
         raise AppError(409, "The ETag does not match the object stored in S3.")
     if not 1 <= info.size <= app.config.max_bytes:
@@ -441,7 +436,7 @@ def record_upload(app: AppState, key: str, etag: str, token: str, moment: dateti
     record = upload_record(key, info, created)
     try:
         app.registry.add(record, created, moment)
-    except RegistryError as error:  # the object is safe in S3; registering again is harmless
+    except AppError as error:  # the object is safe in S3; registering again is harmless
         LOG.error("could not record upload %s: %s", key, error.message)
         raise AppError(503, "The file is in S3 but could not be recorded; try again.") from None
     return with_download_url(app.config, record, moment)
@@ -513,24 +508,24 @@ def start_multipart() -> dict[str, Any]:
     key = object_key(
         app.config.key_prefix, moment, uuid.uuid4(), filenames.extension(upload.filename)
     )
-    started = s3_call(parts.start, app.config, app.secrets, key, upload, moment)
+    started = parts.start(app.config, app.secrets, key, upload, moment)
     return {**started, "key_token": tokens.key_token(app.secrets, key, moment)}
 
 
 def part_urls() -> dict[str, Any]:
     app, moment, upload, body = multipart_request()
-    return s3_call(parts.part_urls, app.config, upload, body.get("parts"), moment)
+    return parts.part_urls(app.config, upload, body.get("parts"), moment)
 
 
 def stored_parts() -> dict[str, Any]:
     app, moment, upload, _ = multipart_request()
-    return s3_call(parts.stored_parts, app.config, upload, moment)
+    return parts.stored_parts(app.config, upload, moment)
 
 
 def complete_multipart() -> dict[str, Any]:
     """Completed by the server from S3's own list of parts, then checked and registered."""
     app, moment, upload, _ = multipart_request()
-    etag = s3_call(parts.complete, app.config, upload, moment)
+    etag = parts.complete(app.config, upload, moment)
     key_token = tokens.key_token(app.secrets, upload.key, moment)
     bottle.response.status = 201
     return {"upload": record_upload(app, upload.key, etag, key_token, moment)}
@@ -538,7 +533,7 @@ def complete_multipart() -> dict[str, Any]:
 
 def abort_multipart() -> dict[str, Any]:
     app, moment, upload, _ = multipart_request()
-    return s3_call(parts.abort, app.config, upload, moment)
+    return parts.abort(app.config, upload, moment)
 
 
 def multipart_request() -> tuple[AppState, datetime, parts.MultipartUpload, dict[str, Any]]:
@@ -547,16 +542,8 @@ def multipart_request() -> tuple[AppState, datetime, parts.MultipartUpload, dict
     refuse_cross_site(app.secrets, moment)
     body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES)
     body = body if isinstance(body, dict) else {}
-    upload = s3_call(parts.proven_upload, app.secrets, body, moment)
+    upload = parts.proven_upload(app.secrets, body, moment)
     return app, moment, upload, body
-
-
-def s3_call(function: Callable[..., Any], *args: Any) -> Any:
-    """A step of parts.py; its refusals and S3's failures become the app's JSON errors."""
-    try:
-        return function(*args)
-    except (s3_client.S3Failure, parts.PartsError) as failure:
-        raise AppError(failure.status, failure.message) from None
 
 
 # ---- Requests and responses: what every handler reads and every answer carries --------------
@@ -628,16 +615,6 @@ class App(bottle.Bottle):
 
 
 # ---- Errors: always JSON {"error": "..."} with the right status, never a bare 500 ------------
-
-
-class AppError(Exception):
-    """A refusal with its HTTP status and one clear sentence for the user."""
-
-    def __init__(self, status: int, message: str, *, wait: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.wait = wait
 
 
 def json_errors(callback: Callable[..., Any]) -> Callable[..., Any]:
