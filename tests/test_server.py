@@ -768,7 +768,7 @@ def s3(tmp_path: Path, config: Config) -> Iterator[local_s3.LocalS3]:
         credentials={config.credentials.access_key: APP_SECRET},
         cors_origins=(APP_ORIGIN,),
     )
-    with local_s3.LocalS3(s3_config) as running:
+    with local_s3.LocalS3(s3_config, threads=8) as running:  # a few: no slow clients here
         yield running
 
 
