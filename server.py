@@ -205,17 +205,27 @@ def s3_credentials() -> dict[str, Any]:
     upload = parse_upload_request(request_query(), app.config)
     extension = filenames.extension(upload.filename)
     key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension)
-    form = signer.presigned_post(
-        app.config.credentials,
-        **post_target(app.config, key),
-        content_type=upload.content_type,
-        metadata={"filename": filenames.encode_metadata(upload.filename)},
-        success_action_status="201",
-        now=moment,
-    )
+    signed = sign_upload(app.config, key, upload, moment)
     expires_at = moment + timedelta(seconds=app.config.policy_ttl)
     token = tokens.key_token(app.secrets, key)
-    return {**form, "key": key, "expires_at": iso_utc(expires_at), "token": token}
+    return {**signed, "key": key, "expires_at": iso_utc(expires_at), "token": token}
+
+
+def sign_upload(config: Config, key: str, upload: UploadRequest, moment: datetime) -> dict:
+    """UPLOAD_METHOD=post: a signed POST form, {method, url, fields}. put: a presigned PUT URL
+    and the headers its signature covers, {method, url, headers, canonical_request,
+    string_to_sign}, for providers without browser POST (Cloudflare R2, Backblaze B2)."""
+    metadata = {"filename": filenames.encode_metadata(upload.filename)}
+    target = {**post_target(config, key), "content_type": upload.content_type, "now": moment}
+    if config.upload_method == "put":
+        put = signer.presigned_put(
+            config.credentials, **target, size=upload.size, metadata=metadata
+        )
+        return {"method": "PUT", **put}
+    return {
+        "method": "POST",
+        **signer.presigned_post(config.credentials, **target, metadata=metadata),
+    }
 
 
 def refuse_cross_site(keys: tokens.Secrets, moment: datetime) -> None:
@@ -276,11 +286,12 @@ def object_key(prefix: str, moment: datetime, unique: uuid.UUID, extension: str)
 
 
 def post_target(config: Config, key: str) -> dict[str, Any]:
-    """The presigned_post arguments every form shares.
+    """The arguments every signed upload shares, a form (presigned_post) or a PUT URL.
 
     content-length-range is [1, UPLOAD_MAX_BYTES] rather than the declared size: the declared
     size is checked here for a quick 413, and S3's EntityTooLarge then means "over the limit",
     which is what the page tells the user. The minimum of 1 refuses empty files (EntityTooSmall).
+    A PUT signs the declared size itself, after checking it is in the same range.
     https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
     """
     return {
