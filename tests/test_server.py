@@ -718,7 +718,7 @@ def test_readme_read_the_code_table_names_every_source_file_once() -> None:
     """The reading order must cover the whole product: a new module, or a renamed one, fails
     here until the table says what it teaches."""
     root = README.parent
-    named = re.findall(r"`([\w/.]+\.(?:py|js|css|html))`", readme_section("Read the code"))
+    named = re.findall(r"`([\w/.-]+\.(?:py|js|css|html))`", readme_section("Read the code"))
     product = {
         path.relative_to(root).as_posix()
         for pattern in ("*.py", "local_s3/*.py", "public/*", "views/*")
