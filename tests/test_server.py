@@ -1029,6 +1029,11 @@ def put_client(config: Config, clock: Clock) -> webtest.TestApp:
     return app_client(dataclasses.replace(config, upload_method="put"), clock)
 
 
+@pytest.fixture
+def put_unlimited(config: Config, clock: Clock) -> webtest.TestApp:
+    return app_client(dataclasses.replace(config, upload_method="put", rate_limit=None), clock)
+
+
 def test_post_answer_names_its_method_and_keeps_its_fields(client) -> None:
     answer = ask_for_form(client).json
     assert (answer["method"], "headers" in answer) == ("POST", False)
@@ -1190,3 +1195,21 @@ def test_s3_preflight_allows_a_put_with_the_signed_headers(live_put, s3) -> None
     assert reply.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     assert "PUT" in reply.headers["Access-Control-Allow-Methods"].split(", ")
     assert reply.headers["Access-Control-Allow-Headers"] == requested
+
+
+def test_put_answer_holds_no_secret_nor_signing_key(put_client, config) -> None:
+    """The canonical request and string to sign are public: S3 itself sends them back."""
+    text = ask_for_form(put_client).text
+    key = signer.signing_key(config.credentials.secret_key, "20261202", config.region)
+    assert config.credentials.secret_key not in text
+    assert key.hex() not in text
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.dictionaries(st.sampled_from(["filename", "content_type", "size"]), st.text()))
+def test_any_put_signing_request_gets_an_answer_never_a_500(put_unlimited, query) -> None:
+    client = put_unlimited
+    headers = {"X-Upload-Token": page_token(client)}
+    response = client.get("/s3_credentials", query, headers=headers, expect_errors=True)
+    assert response.status_int in (200, 400, 413, 415)
+    assert response.content_type == "application/json"
