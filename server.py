@@ -127,6 +127,7 @@ def page() -> str:
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
+        upload_method=config.upload_method,
         nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
         uploads=[with_download_url(config, record, moment) for record in app.registry.recent()],
         notice=page_notice(app.registry, request_query()),

@@ -130,9 +130,11 @@
     };
   }
 
+  // x-amz-bucket-region names a bucket's region when the CORS rule exposes it; read from the
+  // exposed headers, since asking for a hidden one logs an error in the console.
   function parseS3Error(xhr) {
-    const region = xhr.getResponseHeader("x-amz-bucket-region");
-    return S3Errors.fromXml(xhr.responseText, xhr.status, region);
+    const region = /^x-amz-bucket-region: *(.*?)\r?$/im.exec(xhr.getAllResponseHeaders());
+    return S3Errors.fromXml(xhr.responseText, xhr.status, region ? region[1] : "");
   }
 
   // What the app signed, to compare with what S3 signed: for a POST the base64 policy is the

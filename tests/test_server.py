@@ -1213,3 +1213,9 @@ def test_any_put_signing_request_gets_an_answer_never_a_500(put_unlimited, query
     response = client.get("/s3_credentials", query, headers=headers, expect_errors=True)
     assert response.status_int in (200, 400, 413, 415)
     assert response.content_type == "application/json"
+
+
+def test_page_says_what_the_server_signs(client, put_client) -> None:
+    words = lambda response: " ".join(response.html.find("header").get_text().split())  # noqa: E731
+    assert "only signs a short-lived POST policy;" in words(client.get("/"))
+    assert "only signs a short-lived presigned PUT URL;" in words(put_client.get("/"))
