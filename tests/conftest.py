@@ -222,6 +222,12 @@ def app_config(**fields: Any) -> Any:
 APP_SECRET = "APP-TEST-SECRET/wJalrXUtnFEMIK7MDENGbPxRfiCY"
 
 
+@pytest.fixture
+def upload_method() -> str:
+    """UPLOAD_METHOD for a test's app: post, the default; a test parametrizes it to try put."""
+    return "post"
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (the system's choice, released at once)."""
     import socket

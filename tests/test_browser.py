@@ -95,12 +95,6 @@ class Site:
 
 
 @pytest.fixture
-def upload_method() -> str:
-    """UPLOAD_METHOD for the site; a test parametrizes it to run with both."""
-    return "post"
-
-
-@pytest.fixture
 def site(tmp_path: Path, served, upload_method: str) -> Iterator[Site]:
     """The app and its embedded local S3 on free loopback ports, started as `make run` starts
     them: fresh random credentials, and a CORS rule naming the app's origin."""
