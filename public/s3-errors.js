@@ -11,7 +11,8 @@
   "use strict";
 
   const MAX_SKEW_MINUTES = 15; // S3 refuses a request time more than 15 minutes from its own
-  const UNSET_ACL = "the bucket has ACLs disabled (Object Ownership: bucket owner enforced)";
+  // https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-ownership-error-responses.html
+  const ACLS_DISABLED = "the bucket has ACLs disabled (Object Ownership: bucket owner enforced)";
 
   // An expired form (POST: "Invalid according to Policy: Policy expired.") or URL (PUT:
   // "Request has expired"): the page asks for a fresh one once before giving up.
@@ -137,7 +138,8 @@
   const EXPLANATIONS = {
     AccessDenied: accessDenied,
     AccessControlListNotSupported: () =>
-      `S3 refused the ACL the app signs: ${UNSET_ACL}. Unset S3_ACL.`,
+      `S3 refused the ACL the app signs: ${ACLS_DISABLED}. Unset S3_ACL (only ` +
+      "bucket-owner-full-control is still accepted).",
     AuthorizationHeaderMalformed: wrongRegion,
     AuthorizationQueryParametersError: (error) =>
       bucketRegion(error)
@@ -190,6 +192,10 @@
     ServiceUnavailable: () => "S3 is unavailable for a moment: try again in a few seconds.",
     SignatureDoesNotMatch: signatureMismatch,
     SlowDown: () => "S3 asks to slow down (too many requests): wait a few seconds and try again.",
+    TemporaryRedirect: (error) =>
+      "S3 is still redirecting requests for this new bucket to its region (DNS catches up " +
+      `within hours): set AWS_REGION${bucketRegion(error) ? `=${bucketRegion(error)}` : ""} so ` +
+      "the app uses the regional host at once.",
     XAmzContentSHA256Mismatch: () =>
       "The bytes changed on their way to S3 (SHA-256 differs from the signed one): try again.",
   };

@@ -45,6 +45,7 @@ PAGE_ERRORS = [
     "ServiceUnavailable",
     "SignatureDoesNotMatch",
     "SlowDown",
+    "TemporaryRedirect",
     "XAmzContentSHA256Mismatch",
 ]
 
@@ -141,7 +142,7 @@ def test_every_error_the_page_can_meet_has_a_sentence(errors_page: Page) -> None
             error_xml("AccessControlListNotSupported", "The bucket does not allow ACLs"),
             {},
             "",
-            "Unset S3_ACL.",
+            "Unset S3_ACL (only bucket-owner-full-control is still accepted).",
         ),
         (
             error_xml(
