@@ -1219,3 +1219,14 @@ def test_page_says_what_the_server_signs(client, put_client) -> None:
     words = lambda response: " ".join(response.html.find("header").get_text().split())  # noqa: E731
     assert "only signs a short-lived POST policy;" in words(client.get("/"))
     assert "only signs a short-lived presigned PUT URL;" in words(put_client.get("/"))
+
+
+def test_presigned_put_with_an_acl_stores_the_signed_acl(config, s3) -> None:
+    """S3_ACL travels as a signed x-amz-acl header: public-read makes the object readable
+    without a signature, as on S3."""
+    public = dataclasses.replace(config, endpoint=s3.url, upload_method="put", acl="public-read")
+    client = app_client(public)
+    answer = ask_for_form(client, filename="a.txt", content_type="text/plain", size="5").json
+    assert send_put(answer["url"], answer["headers"], b"hello")[0] == 200
+    with urllib.request.urlopen(f"{s3.url}/uploads/{answer['key']}", timeout=5) as reply:
+        assert reply.read() == b"hello"
