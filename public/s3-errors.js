@@ -25,9 +25,11 @@
 
   // The region S3 says the bucket is in: the error's Region element (AuthorizationHeaderMalformed,
   // AuthorizationQueryParametersError, a POST's x-amz-credential), else the x-amz-bucket-region
-  // header S3 sends with PermanentRedirect.
+  // header S3 sends with PermanentRedirect (if the CORS rule exposes it), else the regional host
+  // in its Endpoint element (bucket.s3.eu-west-1.amazonaws.com).
   function bucketRegion(error) {
-    return error.details.Region || error.region || "";
+    const host = /(?:^|\.)s3[.-]([a-z0-9-]+)\.amazonaws\.com/.exec(error.details.Endpoint || "");
+    return error.details.Region || error.region || (host ? host[1] : "");
   }
 
   function wrongRegion(error) {

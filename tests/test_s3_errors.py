@@ -164,6 +164,18 @@ def test_every_error_the_page_can_meet_has_a_sentence(errors_page: Page) -> None
         ),
         (
             error_xml(
+                "PermanentRedirect",
+                "The bucket you are attempting to access must be addressed using the specified "
+                "endpoint. Please send all future requests to this endpoint.",
+                Endpoint="photos.s3.eu-west-3.amazonaws.com",
+                Bucket="photos",
+            ),
+            {},
+            "",
+            "The bucket is in eu-west-3, not in the region the app signs for",
+        ),
+        (
+            error_xml(
                 "InvalidArgument",
                 "Invalid according to Policy: the region 'us-east-1' is wrong; expecting "
                 "'eu-central-1'",
