@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from s3_rules import BUCKET_NAME, MAX_KEY_BYTES, MAX_PRESIGNED_EXPIRES
+from s3_rules import BUCKET_NAME, DEFAULT_CONTENT_TYPE, MAX_KEY_BYTES, MAX_PRESIGNED_EXPIRES
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -413,7 +413,7 @@ def presigned_put(
     max_bytes: int,
     min_bytes: int = 1,
     endpoint: str | None = None,
-    content_type: str = "binary/octet-stream",
+    content_type: str = DEFAULT_CONTENT_TYPE,
     acl: str | None = None,
     metadata: Mapping[str, str] | None = None,
     expires_in: int = 300,
@@ -435,12 +435,7 @@ def presigned_put(
     _check_limits(min_bytes, max_bytes, expires_in)
     if not min_bytes <= size <= max_bytes:
         raise SignerError(f"size ({size}) is outside the allowed [{min_bytes}, {max_bytes}].")
-    headers = {
-        "Content-Length": str(size),
-        "Content-Type": content_type,
-        **({"x-amz-acl": acl} if acl else {}),
-        **_metadata_fields(metadata or {}),
-    }
+    headers = put_headers(size, content_type, acl, metadata or {})
     url = object_url(bucket, key, region, endpoint)
     signed = presigned_url(credentials, "PUT", url, region, headers, expires_in, now)
     return {
@@ -448,6 +443,18 @@ def presigned_put(
         "headers": headers,
         "canonical_request": signed.canonical_request,
         "string_to_sign": signed.string_to_sign,
+    }
+
+
+def put_headers(
+    size: int, content_type: str, acl: str | None, metadata: Mapping[str, str]
+) -> dict[str, str]:
+    """The headers a presigned PUT signs besides host, named as the client sends them."""
+    return {
+        "Content-Length": str(size),
+        "Content-Type": content_type,
+        **({"x-amz-acl": acl} if acl else {}),
+        **_metadata_fields(metadata),
     }
 
 
@@ -694,19 +701,9 @@ def _explain_put(args: argparse.Namespace) -> list[Step]:
         steps = explain_presigned_url(presigned, AWS_EXAMPLE.secret_key, "us-east-1")
         return _with_verdict(steps, AWS_URL_EXAMPLE_SIGNATURE)
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
-    put = presigned_put(
-        AWS_EXAMPLE,
-        bucket=args.bucket,
-        key=args.key,
-        region=args.region,
-        size=args.size,
-        max_bytes=args.max_bytes,
-        content_type=args.content_type,
-        expires_in=args.expires_in,
-        now=now,
-    )
-    signed = put["url"].rpartition("X-Amz-Signature=")[2]
-    presigned = PresignedUrl(put["canonical_request"], put["string_to_sign"], signed, put["url"])
+    url = object_url(args.bucket, args.key, args.region)
+    headers = put_headers(args.size, args.content_type, None, {})
+    presigned = presigned_url(AWS_EXAMPLE, "PUT", url, args.region, headers, args.expires_in, now)
     return explain_presigned_url(presigned, AWS_EXAMPLE.secret_key, args.region)
 
 
