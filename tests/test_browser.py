@@ -475,6 +475,7 @@ def test_uploads_through_each_method_straight_to_s3(
     files = [
         payload("harbour.png", "image/png", png(120, 80, SEA, SKY)),
         payload("rapport d'été.pdf", "application/pdf", b"%PDF-1.4\n" + os.urandom(200_000)),
+        payload("notes.txt", "text/plain", "Bonjour, résumé\n".encode()),  # no charset added
     ]
     sent: list[str] = []
     page.on(
@@ -489,7 +490,7 @@ def test_uploads_through_each_method_straight_to_s3(
     for upload in files:
         expect(row(page, upload["name"])).to_have_attribute("data-state", "done")
         expect(page.locator("#uploads")).to_contain_text(upload["name"])
-    assert [method for method in sent if method in ("POST", "PUT")] == [upload_method.upper()] * 2
+    assert [method for method in sent if method in ("POST", "PUT")] == [upload_method.upper()] * 3
     stored = {upload["filename"]: upload for upload in site.uploads()}
     for upload in files:
         record = stored[upload["name"]]
