@@ -165,9 +165,11 @@
         ? wrongRegion(error)
         : `S3 refused ${error.details.ArgumentName || "an argument"} (${error.message}): the ` +
           "app signed a value this S3 service does not accept.",
+    InvalidDigest: () => "The Content-MD5 sent with the file is not a base64 MD5: a bug to report.",
     InvalidPolicyDocument: (error) =>
       `S3 could not read the signed policy (${error.message}): the form was changed on its ` +
       "way, or this S3 service does not support POST policies (set UPLOAD_METHOD=put).",
+    InvalidRequest: (error) => `S3 refused the request as invalid (${error.message}).`,
     InvalidToken: () =>
       "S3 refused the session token: check AWS_SESSION_TOKEN, or unset it for permanent keys.",
     KeyTooLongError: () =>
@@ -175,6 +177,8 @@
     MalformedPOSTRequest: () =>
       "S3 could not read the upload form: a proxy changed the request, or this S3 service " +
       "does not support browser POST uploads (set UPLOAD_METHOD=put).",
+    MaxPostPreDataLengthExceededError: () =>
+      "The form's fields before the file are over S3's 20 KB: the file name is too long.",
     MetadataTooLarge: () => "The file name is too long to keep as S3 metadata (2 KB at most).",
     MethodNotAllowed: (error) =>
       `This S3 service does not allow ${error.details.Method || "this method"} here` +
@@ -188,6 +192,8 @@
         ? "This S3 service does not implement a header the upload sends."
         : "This S3 service does not implement browser POST uploads: set UPLOAD_METHOD=put.",
     PermanentRedirect: wrongRegion,
+    PreconditionFailed: () =>
+      "S3 expected a multipart/form-data upload: a proxy changed the request's type.",
     RequestTimeTooSkewed: skewSentence,
     RequestTimeout: () =>
       "S3 waited too long for the file's bytes (the connection stalled): try again.",
