@@ -192,12 +192,12 @@ def check_clock(reply: Reply, now: datetime, policy_ttl: int) -> Finding:
 # S3's own matching rules are local_s3/cors.py's, the embedded S3's: one place for that fact.
 
 
-def cors_rule_for(origins: Sequence[str], method: str) -> dict[str, Any]:
+def cors_rule_for(origins: Sequence[str]) -> dict[str, Any]:
     """The rule the doctor recommends and --fix-cors applies, as the AWS console's JSON: the
-    README's rule, with the upload method in use."""
+    README's rule. POST for forms, PUT for presigned PUTs and for the parts of large files."""
     return {
         "AllowedOrigins": list(origins),
-        "AllowedMethods": [method, "GET", "HEAD"],
+        "AllowedMethods": ["POST", "PUT", "GET", "HEAD"],
         "AllowedHeaders": ["*"],
         "ExposeHeaders": ["ETag", "Location"],
         "MaxAgeSeconds": 3000,
@@ -243,6 +243,13 @@ def upload_headers(method: str, acl: str | None) -> tuple[str, ...]:
     return ("content-type", "x-amz-meta-filename") + (("x-amz-acl",) if acl else ())
 
 
+def browser_requests(method: str, acl: str | None) -> list[tuple[str, tuple[str, ...]]]:
+    """What a browser sends the bucket: its uploads by `method`, and the PUT of each part of a
+    file over UPLOAD_MULTIPART_THRESHOLD (a Blob slice: no header to allow)."""
+    requests = [(method, upload_headers(method, acl))]
+    return requests if method == "PUT" else [*requests, ("PUT", ())]
+
+
 def cors_problem(rules: tuple[CorsRule, ...], origin: str, method: str, headers: tuple) -> str:
     """Why the browser's upload from `origin` fails, or "". The preflight needs a rule for the
     origin, method and headers; the upload's answer then carries the first rule matching the
@@ -258,7 +265,7 @@ def cors_problem(rules: tuple[CorsRule, ...], origin: str, method: str, headers:
 def check_cors(reply: Reply, origins: Sequence[str], method: str, acl: str | None) -> Finding:
     """Browsers upload from the app's origin: the bucket's CORS rules must let them send the
     upload and read the ETag the page reports to the app."""
-    rule = cors_rule_for(origins, method)
+    rule = cors_rule_for(origins)
     xml = cors_configuration_xml((cors_rule(rule),)).decode().partition("\n")[2]
     fix = (
         "Run `python server.py doctor --fix-cors` to add this rule before the bucket's others,\n"
@@ -271,18 +278,23 @@ def check_cors(reply: Reply, origins: Sequence[str], method: str, acl: str | Non
         return Finding("CORS", WARN, sentence, "Allow s3:GetBucketCORS, or check them by hand.")
     if not rules:
         return Finding("CORS", FAIL, "The bucket has no CORS rules: browsers cannot upload.", fix)
-    headers = upload_headers(method, acl)
-    problems = [p for origin in origins if (p := cors_problem(rules, origin, method, headers))]
+    problems = [
+        problem
+        for origin in origins
+        for sent, headers in browser_requests(method, acl)
+        if (problem := cors_problem(rules, origin, sent, headers))
+    ]
     if problems:
         return Finding("CORS", FAIL, f"The bucket's CORS rules fail: {'; '.join(problems)}.", fix)
-    allowed = f"CORS lets {', '.join(origins)} upload by {method} and read the ETag."
+    methods = " and ".join(dict.fromkeys(sent for sent, _ in browser_requests(method, acl)))
+    allowed = f"CORS lets {', '.join(origins)} upload by {methods} and read the ETag."
     return Finding("CORS", OK, allowed)
 
 
-def cors_with_rule(reply: Reply, origins: Sequence[str], method: str) -> bytes:
+def cors_with_rule(reply: Reply, origins: Sequence[str]) -> bytes:
     """PutBucketCors' body for --fix-cors: our rule first (S3 answers with the first matching
     rule), then the bucket's other rules."""
-    ours = cors_rule(cors_rule_for(origins, method))
+    ours = cors_rule(cors_rule_for(origins))
     return cors_configuration_xml((ours, *(bucket_cors_rules(reply) or ())))
 
 
@@ -459,7 +471,7 @@ class Visit:
         finding = check_cors(reply, self.origins, self.method, self.config.acl)
         if not fix or finding.verdict != FAIL:
             return [finding]
-        fixed = self.put_cors(cors_with_rule(reply, self.origins, self.method))
+        fixed = self.put_cors(cors_with_rule(reply, self.origins))
         if fixed.status == 200:
             reply = self.send("GET", query={"cors": ""})
             finding = check_cors(reply, self.origins, self.method, self.config.acl)

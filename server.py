@@ -143,6 +143,7 @@ def page() -> str:
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
+        upload_method=config.upload_method,
         nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
         uploads=uploads,
         uploads_error=uploads_error,
@@ -229,17 +230,27 @@ def s3_credentials() -> dict[str, Any]:
         raise AppError(413, "A file over 5 GB goes to S3 in parts: POST /multipart.")
     extension = filenames.extension(upload.filename)
     key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension)
-    form = signer.presigned_post(
-        app.config.credentials,
-        **post_target(app.config, key),
-        content_type=upload.content_type,
-        metadata={"filename": filenames.encode_metadata(upload.filename)},
-        success_action_status="201",
-        now=moment,
-    )
+    signed = sign_upload(app.config, key, upload, moment)
     expires_at = moment + timedelta(seconds=app.config.policy_ttl)
     token = tokens.key_token(app.secrets, key, moment)
-    return {**form, "key": key, "expires_at": iso_utc(expires_at), "token": token}
+    return {**signed, "key": key, "expires_at": iso_utc(expires_at), "token": token}
+
+
+def sign_upload(config: Config, key: str, upload: UploadRequest, moment: datetime) -> dict:
+    """UPLOAD_METHOD=post: a signed POST form, {method, url, fields}. put: a presigned PUT URL
+    and the headers its signature covers, {method, url, headers, canonical_request,
+    string_to_sign}, for providers without browser POST (Cloudflare R2, Backblaze B2)."""
+    metadata = {"filename": filenames.encode_metadata(upload.filename)}
+    target = {**post_target(config, key), "content_type": upload.content_type, "now": moment}
+    if config.upload_method == "put":
+        put = signer.presigned_put(
+            config.credentials, **target, size=upload.size, metadata=metadata
+        )
+        return {"method": "PUT", **put}
+    return {
+        "method": "POST",
+        **signer.presigned_post(config.credentials, **target, metadata=metadata),
+    }
 
 
 def spend_rate_budget(app: AppState, moment: datetime) -> None:
@@ -308,11 +319,12 @@ def object_key(prefix: str, moment: datetime, unique: uuid.UUID, extension: str)
 
 
 def post_target(config: Config, key: str) -> dict[str, Any]:
-    """The presigned_post arguments every form shares.
+    """The arguments every signed upload shares, a form (presigned_post) or a PUT URL.
 
     content-length-range is [1, UPLOAD_MAX_BYTES] rather than the declared size: the declared
     size is checked here for a quick 413, and S3's EntityTooLarge then means "over the limit",
     which is what the page tells the user. The minimum of 1 refuses empty files (EntityTooSmall).
+    A PUT signs the declared size itself, after checking it is in the same range.
     https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
     """
     return {

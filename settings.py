@@ -132,6 +132,16 @@ def read_acl(name: str, acl: str | None) -> str | None:
     return acl or None
 
 
+def one_of(*choices: str) -> Reader:
+    def read(name: str, text: str | None) -> str:
+        value = (text or "").strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be {' or '.join(choices)}, not {text!r}.")
+        return value
+
+    return read
+
+
 def read_switch(name: str, text: str | None) -> bool:
     text = (text or "").strip().lower()
     if text not in ("on", "off"):
@@ -302,6 +312,13 @@ SETTINGS: tuple[Setting, ...] = (
         "signed forms per client, N/second|minute|hour; off",
     ),
     Setting(
+        "UPLOAD_METHOD",
+        "post",
+        "upload_method",
+        one_of("post", "put"),
+        "how browsers send files: post (a signed form) or put (a presigned URL, for R2 or B2)",
+    ),
+    Setting(
         "S3_ACL",
         None,
         "acl",
@@ -397,6 +414,7 @@ class Config:
     registry_prefix: str
     policy_ttl: int
     rate_limit: RateLimit | None
+    upload_method: str
     acl: str | None
     s3_timeout: float
     auth: Callable[[bottle.BaseRequest], Any] | None

@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from s3_rules import BUCKET_NAME, MAX_KEY_BYTES, MAX_PRESIGNED_EXPIRES
+from s3_rules import BUCKET_NAME, DEFAULT_CONTENT_TYPE, MAX_KEY_BYTES, MAX_PRESIGNED_EXPIRES
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -403,6 +403,61 @@ def presigned_url(
     return PresignedUrl(request, to_sign, signed, full_url)
 
 
+def presigned_put(
+    credentials: Credentials,
+    *,
+    bucket: str,
+    key: str,
+    region: str,
+    size: int,
+    max_bytes: int,
+    min_bytes: int = 1,
+    endpoint: str | None = None,
+    content_type: str = DEFAULT_CONTENT_TYPE,
+    acl: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    expires_in: int = 300,
+    now: datetime | None = None,
+) -> dict:
+    """One browser upload as a presigned PUT, for providers without browser POST (R2, B2).
+
+    The URL pins the key; its signed headers pin the exact size (`Content-Length`), the type,
+    the metadata and the ACL, so S3 itself answers SignatureDoesNotMatch to any other size or
+    type, and refuses an x-amz-* header that was not signed: the limits a POST policy gives,
+    with a range of one size. `headers` are what the client must send (a browser sets
+    Content-Length itself). The canonical request and string to sign are returned too: they
+    hold no secret, and a client compares them with the ones S3 returns in
+    SignatureDoesNotMatch.
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/PresignedUrlUploadObject.html
+    """
+    now = _utc(now or datetime.now(UTC))
+    _check_object(bucket, key, region)
+    _check_limits(min_bytes, max_bytes, expires_in)
+    if not min_bytes <= size <= max_bytes:
+        raise SignerError(f"size ({size}) is outside the allowed [{min_bytes}, {max_bytes}].")
+    headers = put_headers(size, content_type, acl, metadata or {})
+    url = object_url(bucket, key, region, endpoint)
+    signed = presigned_url(credentials, "PUT", url, region, headers, expires_in, now)
+    return {
+        "url": signed.url,
+        "headers": headers,
+        "canonical_request": signed.canonical_request,
+        "string_to_sign": signed.string_to_sign,
+    }
+
+
+def put_headers(
+    size: int, content_type: str, acl: str | None, metadata: Mapping[str, str]
+) -> dict[str, str]:
+    """The headers a presigned PUT signs besides host, named as the client sends them."""
+    return {
+        "Content-Length": str(size),
+        "Content-Type": content_type,
+        **({"x-amz-acl": acl} if acl else {}),
+        **_metadata_fields(metadata),
+    }
+
+
 def _query_auth_params(
     credentials: Credentials, scope: str, amz_date: str, expires_in: int, signed_headers: list[str]
 ) -> dict[str, str]:
@@ -647,7 +702,7 @@ def _explain_put(args: argparse.Namespace) -> list[Step]:
         return _with_verdict(steps, AWS_URL_EXAMPLE_SIGNATURE)
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
     url = object_url(args.bucket, args.key, args.region)
-    headers = {"content-length": str(args.size), "content-type": args.content_type}
+    headers = put_headers(args.size, args.content_type, None, {})
     presigned = presigned_url(AWS_EXAMPLE, "PUT", url, args.region, headers, args.expires_in, now)
     return explain_presigned_url(presigned, AWS_EXAMPLE.secret_key, args.region)
 
@@ -684,7 +739,8 @@ def format_steps(steps: Iterable[Step]) -> str:
 
 
 def _indented(text: str) -> str:
-    return "".join(f"    {line}\n" for line in text.splitlines())
+    """Each line indented; an empty line (a canonical request has one) stays empty."""
+    return "".join(f"    {line}".rstrip(" ") + "\n" for line in text.splitlines())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

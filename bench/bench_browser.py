@@ -10,7 +10,10 @@ printed. Target: page <= 1.3x curl.
 It also counts every byte the app's server read from its sockets while 100 MB went through
 the page: the app must see only the small JSON requests, never the file.
 
-    .venv/bin/python bench/bench_browser.py [--size-mb 200] [--runs 7]
+    .venv/bin/python bench/bench_browser.py [--size-mb 200] [--runs 7] [--method post|put]
+
+With `--method put` the app runs with UPLOAD_METHOD=put: the page, the bare fetch() and curl
+(`curl -T`) all send a presigned PUT with the signed headers instead of a form.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import server  # noqa: E402
+import serving  # noqa: E402
 from settings import Config  # noqa: E402
 
 MB = 1024 * 1024
@@ -53,6 +57,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 TOKEN = re.compile(r'"pageToken": ?"([0-9]+\.[0-9a-f]+)"')
+STORED = {"post": 201, "put": 200}  # S3's success status: a PostResponse, or a PUT's empty 200
 
 
 # ---- The app, with a count of what its server reads from the network --------------------------
@@ -98,20 +103,20 @@ class LateApp:
 
 
 @contextlib.contextmanager
-def serving(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
+def counted_server(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
     with serving.BackgroundServer(app, channel_class=counting_channel(traffic)) as http:
         yield http.url
 
 
 @contextlib.contextmanager
-def site(folder: Path, max_bytes: int) -> Iterator[tuple[str, Config, Traffic]]:
+def site(folder: Path, max_bytes: int, method: str) -> Iterator[tuple[str, Config, Traffic]]:
     """The app and its embedded local S3, started as `make run` starts them (server.py's own
     start_embedded_s3), with the app's server counting what it reads."""
     traffic = Traffic()
     late = LateApp(traffic)
-    with serving(late, traffic) as origin, contextlib.ExitStack() as stack:
+    with counted_server(late, traffic) as origin, contextlib.ExitStack() as stack:
         environ = {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(folder)}
-        environ["UPLOAD_MAX_BYTES"] = str(max_bytes)
+        environ.update(UPLOAD_MAX_BYTES=str(max_bytes), UPLOAD_METHOD=method)
         config = server.start_embedded_s3(Config.from_env(environ), stack)
         late.app = server.create_app(config)
         yield origin, config, traffic
@@ -137,7 +142,7 @@ def page_upload(page: Page, origin: str, path: Path, s3_url: str) -> tuple[float
         started = time.perf_counter()
         page.set_input_files("#file-input", path)
     uploaded = time.perf_counter() - started
-    if answer.value.status != 201:
+    if answer.value.status not in STORED.values():
         raise SystemExit(f"S3 answered {answer.value.status} to the page's upload")
     row.and_(page.locator('[data-state="done"]')).wait_for(timeout=60_000)
     return uploaded, time.perf_counter() - started
@@ -165,6 +170,15 @@ BARE_POST = """async ([url, fields]) => {
     return [answer.status, (performance.now() - started) / 1000];
 }"""
 
+BARE_PUT = """async ([url, headers]) => {
+    const {"Content-Length": _, ...sent} = headers;
+    const started = performance.now();
+    const file = document.querySelector("#bare").files[0];
+    const answer = await fetch(url, {method: "PUT", body: file, headers: sent});
+    await answer.text();
+    return [answer.status, (performance.now() - started) / 1000];
+}"""
+
 
 def bare_upload(page: Page, origin: str, path: Path) -> float:
     """Chromium's own floor: a form from the app, posted by a bare fetch(), no page around it.
@@ -178,25 +192,30 @@ def bare_upload(page: Page, origin: str, path: Path) -> float:
         document.body.append(input);
     }""")
     page.set_input_files("#bare", path)
-    status, seconds = page.evaluate(BARE_POST, [form["url"], form["fields"]])
-    if status != 201:
+    if form["method"] == "PUT":
+        status, seconds = page.evaluate(BARE_PUT, [form["url"], form["headers"]])
+    else:
+        status, seconds = page.evaluate(BARE_POST, [form["url"], form["fields"]])
+    if status not in STORED.values():
         raise SystemExit(f"S3 answered {status} to the bare fetch")
     return seconds
 
 
 def curl_upload(origin: str, path: Path) -> float:
+    """`curl -F` with the signed form, or `curl -T` with a PUT's signed headers."""
     form = signed_form(origin, path)
-    fields = [a for k, v in form["fields"].items() for a in ("--form-string", f"{k}={v}")]
-    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *fields]
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"]
+    if form["method"] == "PUT":
+        headers = {k: v for k, v in form["headers"].items() if k != "Content-Length"}
+        command += [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
+        command += ["-T", str(path)]
+    else:
+        command += [a for k, v in form["fields"].items() for a in ("--form-string", f"{k}={v}")]
+        command += ["-F", f"file=@{path};type=application/pdf"]
     started = time.perf_counter()
-    result = subprocess.run(
-        [*command, "-F", f"file=@{path};type=application/pdf", form["url"]],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = subprocess.run([*command, form["url"]], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
-    if result.stdout != "201":
+    if int(result.stdout) not in STORED.values():
         raise SystemExit(f"S3 answered {result.stdout} to curl")
     return seconds
 
@@ -204,7 +223,7 @@ def curl_upload(origin: str, path: Path) -> float:
 # ---- Running ---------------------------------------------------------------------------------
 
 
-def run(size_mb: int, runs: int, data_path_mb: int) -> None:
+def run(size_mb: int, runs: int, data_path_mb: int, method: str) -> None:
     logging.getLogger("waitress").setLevel(logging.ERROR)  # not "Task queue depth is 2"
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as name, sync_playwright() as pw:
         folder = Path(name)
@@ -212,7 +231,7 @@ def run(size_mb: int, runs: int, data_path_mb: int) -> None:
         small = make_file(folder, data_path_mb)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            with site(folder, max(size_mb, data_path_mb) * MB) as (origin, config, traffic):
+            with site(folder, max(size_mb, data_path_mb) * MB, method) as (origin, config, traffic):
                 page, bare = browser.new_page(), browser.new_page(bypass_csp=True)
                 s3_url = config.endpoint
                 page_upload(page, origin, warm, s3_url)  # warm up Chromium and both servers
@@ -231,6 +250,7 @@ def run(size_mb: int, runs: int, data_path_mb: int) -> None:
                 received, requests = traffic.bytes, list(traffic.requests)
         finally:
             browser.close()
+    print(f"UPLOAD_METHOD={method}")
     report(size_mb, {k: statistics.median(v) for k, v in times.items()}, runs)
     print(f"\nwhile {data_path_mb} MB went through the page, the app's server received")
     print(f"{received} bytes in all (headers included), for {len(requests)} requests:")
@@ -262,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--data-path-mb", type=int, default=100)
+    parser.add_argument("--method", choices=("post", "put"), default="post")
     args = parser.parse_args(argv)
-    run(args.size_mb, args.runs, args.data_path_mb)
+    run(args.size_mb, args.runs, args.data_path_mb, args.method)
     return 0
 
 

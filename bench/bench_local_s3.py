@@ -1,12 +1,15 @@
 """Ingest benchmark for the embedded local S3: is a browser POST streamed, fast and flat in memory?
 
 Uploads 10 MB, 100 MB and 1 GB files with `curl -F` (a valid signed form, file last) to
-LocalS3 running in its own process. The floor is MD5 over the same bytes, in this process: S3
+LocalS3 running in its own process, and the same files with `curl -T` to a presigned PUT URL
+with the signed headers (what UPLOAD_METHOD=put has the browser send), alternating POST and PUT
+in the same run. The floor is MD5 over the same bytes, in this process: S3
 must hash every byte for the ETag, so no ingest can be faster. Prints MB/s for each, the ratio
 (target: ingest at least 0.6 of MD5's speed at 1 GB) and the local S3's peak RSS growth
 (target: under 32 MB at 1 GB), read from /proc/PID/status (VmHWM minus the RSS after warm-up).
 
     .venv/bin/python bench/bench_local_s3.py [--sizes 10,100,1024] [--threads 4] [--runs 3]
+    .venv/bin/python bench/bench_local_s3.py --sizes 100 --runs 5   # PUT vs POST at 100 MB
 
 A script, not a test: it takes a few minutes and needs ~4 GB free in the temp folder. Each
 stored object replaces the previous one (same key), so the disk use does not grow with runs.
@@ -111,6 +114,44 @@ def curl_post(url: str, fields: dict[str, str], path: Path) -> tuple[float, str]
     return time.perf_counter() - started, result.stdout
 
 
+def curl_put(url: str, headers: dict[str, str], path: Path) -> tuple[float, str]:
+    """Seconds taken and HTTP status of one `curl -T` upload with the signed headers; curl sends
+    the file's own Content-Length, which the signature pins."""
+    sent = [
+        arg
+        for name, value in headers.items()
+        if name != "Content-Length"
+        for arg in ("-H", f"{name}: {value}")
+    ]
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *sent, "-T", str(path)]
+    os.sync()
+    started = time.perf_counter()
+    result = subprocess.run([*command, url], capture_output=True, text=True, check=True)
+    return time.perf_counter() - started, result.stdout
+
+
+def signed_put(secret: str, s3_url: str, key: str, size: int) -> dict:
+    return signer.presigned_put(
+        signer.Credentials(ACCESS_KEY, secret),
+        bucket=BUCKET,
+        key=key,
+        region=REGION,
+        endpoint=s3_url,
+        size=size,
+        max_bytes=4 * 1024 * MB,
+        content_type="application/octet-stream",
+        metadata={"filename": f"{key.rpartition('/')[2]}"},
+        expires_in=3600,
+    )
+
+
+def timed_put(put: dict, path: Path) -> float:
+    seconds, status = curl_put(put["url"], put["headers"], path)
+    if status != "200":
+        raise SystemExit(f"PUT answered {status}, expected 200")
+    return seconds
+
+
 def signed_form(secret: str, s3_url: str, key: str) -> dict:
     credentials = signer.Credentials(ACCESS_KEY, secret)
     return signer.presigned_post(
@@ -132,32 +173,39 @@ def timed_upload(url: str, fields: dict[str, str], path: Path) -> float:
 
 
 def measure(size_mb: int, work: Path, s3: tuple, secret: str, runs: int) -> dict:
-    """Median of `runs` uploads, and of `runs` MD5 passes over the same bytes, alternating, so
-    CPU noise on a small machine hits both alike."""
+    """Median of `runs` POST uploads, `runs` PUT uploads and `runs` MD5 passes over the same
+    bytes, alternating, so CPU noise on a small machine hits all three alike."""
     process, s3_url = s3
     path, block = make_file(work, size_mb)
     form = signed_form(secret, s3_url, f"bench/{size_mb}MB.bin")
-    s3_times, md5_times = [], []
+    put = signed_put(secret, s3_url, f"bench/{size_mb}MB-put.bin", size_mb * MB)
+    s3_times, put_times, md5_times = [], [], []
     for _ in range(runs):
         s3_times.append(timed_upload(form["url"], form["fields"], path))
+        put_times.append(timed_put(put, path))
         md5_times.append(md5_seconds(block, size_mb))
     path.unlink()
     return {
         "size_mb": size_mb,
         "s3_mbps": size_mb / statistics.median(s3_times),
+        "put_mbps": size_mb / statistics.median(put_times),
         "md5_mbps": size_mb / statistics.median(md5_times),
         "hwm_kb": proc_status_kb(process.pid, "VmHWM"),
     }
 
 
 def report(rows: list[dict], baseline_kb: int) -> None:
-    print(f"{'size':>8} {'local S3':>12} {'MD5 floor':>12} {'ratio':>7} {'S3 peak RSS growth':>20}")
+    print(
+        f"{'size':>8} {'POST':>12} {'PUT':>12} {'PUT/POST':>9} {'MD5 floor':>12} "
+        f"{'POST/MD5':>9} {'S3 peak RSS growth':>20}"
+    )
     for row in rows:
         ratio = row["s3_mbps"] / row["md5_mbps"]
         growth = (row["hwm_kb"] - baseline_kb) / 1024
         print(
-            f"{row['size_mb']:>5} MB {row['s3_mbps']:>7.0f} MB/s {row['md5_mbps']:>7.0f} MB/s "
-            f"{ratio:>7.2f} {growth:>17.1f} MB"
+            f"{row['size_mb']:>5} MB {row['s3_mbps']:>7.0f} MB/s {row['put_mbps']:>7.0f} MB/s "
+            f"{row['put_mbps'] / row['s3_mbps']:>9.2f} {row['md5_mbps']:>7.0f} MB/s "
+            f"{ratio:>9.2f} {growth:>17.1f} MB"
         )
     print(f"targets: ratio >= 0.6 and RSS growth < 32 MB at {rows[-1]['size_mb']} MB")
 

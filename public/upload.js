@@ -2,8 +2,10 @@
  * The upload page: browser-to-S3 uploads with blueimp jQuery File Upload.
  *
  * For each file: check it against the limits the server embedded in the page, ask the app to
- * sign an S3 POST policy (GET /s3_credentials), POST the signed fields and then the file
- * straight to S3, read S3's XML answer, and report the upload to the app (POST /uploads).
+ * sign an S3 POST policy or presigned PUT (GET /s3_credentials), send the file straight to S3
+ * (POST: the signed fields, then the file; PUT: the file as the body, with the signed headers),
+ * read S3's answer, and report the upload to the app (POST /uploads). S3's errors are explained
+ * by s3-errors.js.
  * Data from the network reaches the page through textContent only, never as HTML.
  */
 (function ($) {
@@ -116,7 +118,8 @@
   }
 
   // success_action_status 201 returns a PostResponse document; S3-compatible servers answering
-  // 200/204 send no body, so the ETag comes from the header and the key from our own form.
+  // 200/204 send no body, nor does a PUT: the ETag comes from the header (which the bucket's
+  // CORS rule must expose) and the key from our own signing answer.
   function parsePostResponse(xhr, credentials) {
     const answer = parseXml(xhr.responseText);
     return {
@@ -127,35 +130,26 @@
     };
   }
 
+  // x-amz-bucket-region names a bucket's region when the CORS rule exposes it; read from the
+  // exposed headers, since asking for a hidden one logs an error in the console.
   function parseS3Error(xhr) {
-    const answer = parseXml(xhr.responseText);
+    const region = /^x-amz-bucket-region: *(.*?)\r?$/im.exec(xhr.getAllResponseHeaders());
+    return S3Errors.fromXml(xhr.responseText, xhr.status, region ? region[1] : "");
+  }
+
+  // What the app signed, to compare with what S3 signed: for a POST the base64 policy is the
+  // string to sign; for a PUT the app returns its canonical request and string to sign.
+  function signedByUs(credentials) {
     return {
-      code: xmlText(answer, "Code") || `HTTP ${xhr.status}`,
-      message: xmlText(answer, "Message"),
+      stringToSign: credentials.fields ? credentials.fields.policy : credentials.string_to_sign,
+      canonicalRequest: credentials.canonical_request,
     };
   }
 
-  // S3 answers an expired form with AccessDenied "Invalid according to Policy: Policy expired."
-  function isExpiredPolicy(error) {
-    return error.code === "AccessDenied" && error.message.includes("Policy expired");
-  }
-
-  const EXPLANATIONS = {
-    EntityTooLarge: () => `This file is larger than the ${limits.max_human} limit.`,
-    EntityTooSmall: () => "This file is smaller than the signed policy allows.",
-    AccessDenied: (error) =>
-      isExpiredPolicy(error)
-        ? "The signed policy expired before S3 received the file."
-        : `S3 refused the form because it does not match the signed policy: ${error.message}`,
-    SignatureDoesNotMatch: () =>
-      "S3 computed a different signature: the app's secret key or region is not the bucket's.",
-    InvalidAccessKeyId: () => "S3 does not know the app's access key; check AWS_ACCESS_KEY_ID.",
-    NoSuchBucket: () => "The bucket does not exist; check S3_BUCKET.",
-  };
-
-  function explainS3Error(error) {
-    const explain = EXPLANATIONS[error.code];
-    return explain ? explain(error) : error.message || "S3 refused the upload.";
+  // The one place an S3 error becomes text: S3Errors' table, with what this upload signed.
+  function explainS3Error(error, credentials) {
+    const context = { method: credentials.method, maxHuman: limits.max_human };
+    return S3Errors.explain(error, { ...context, ours: signedByUs(credentials) });
   }
 
   // ---- The protocol panel -------------------------------------------------------------------
@@ -210,22 +204,58 @@
     return name === "policy" ? `${shorten(value, 12)} (decoded below)` : value;
   }
 
-  // The panel shows one exchange whole: the form a row sent and the answer S3 gave it.
+  // The panel shows one exchange whole: the form (or a PUT's headers) a row sent and the answer
+  // S3 gave it.
   function showProtocol(credentials, file, xhr) {
+    const put = credentials.method === "PUT";
     document.getElementById("protocol-empty").hidden = true;
     document.getElementById("protocol-body").hidden = false;
+    document.getElementById("protocol-method").textContent = put
+      ? "Signed headers, PUT"
+      : "Form fields, in order, POST";
     document.getElementById("protocol-url").textContent = credentials.url;
-    const rows = Object.entries(credentials.fields).map(([name, value]) =>
-      tableRow(name, displayedValue(name, value)),
+    const rows = Object.entries(put ? credentials.headers : credentials.fields).map(
+      ([name, value]) => tableRow(name, displayedValue(name, value)),
     );
-    rows.push(tableRow("file", `${file.name} (${formatBytes(file.size)}, always last)`));
+    const where = put ? "the body" : "always last";
+    rows.push(tableRow("file", `${file.name} (${formatBytes(file.size)}, ${where})`));
     document.getElementById("protocol-fields").replaceChildren(...rows);
-    const policy = decodePolicy(credentials.fields.policy);
-    document.getElementById("protocol-policy").textContent = policy;
+    document.getElementById("protocol-signed").textContent = put
+      ? "The canonical request and string to sign"
+      : "The policy, decoded from base64";
+    const signed = put
+      ? `${credentials.canonical_request}\n\n${credentials.string_to_sign}`
+      : decodePolicy(credentials.fields.policy);
+    document.getElementById("protocol-policy").textContent = signed;
+    document.getElementById("protocol-compare").hidden = true;
     document.getElementById("protocol-status").textContent = xhr.status
       ? `HTTP ${xhr.status} ${xhr.statusText}`
       : "no answer (network error)";
     document.getElementById("protocol-response").textContent = xhr.responseText || "(empty body)";
+  }
+
+  // For SignatureDoesNotMatch: the text S3 signed under ours, each cut at the first difference.
+  function showSignatureComparison(error, credentials) {
+    const ours = signedByUs(credentials);
+    const texts = error.code === "SignatureDoesNotMatch" && S3Errors.signedTexts(error, ours);
+    if (!texts) {
+      return;
+    }
+    const index = S3Errors.firstDifference(texts.ours, texts.theirs);
+    document.getElementById("protocol-compare-name").textContent = texts.name;
+    document.getElementById("protocol-compare-verdict").textContent =
+      index === -1
+        ? "They are identical: the text is right, so the key that signed it is not S3's."
+        : `They differ from character ${index + 1} on (highlighted).`;
+    markDifference(document.getElementById("protocol-ours"), texts.ours, index);
+    markDifference(document.getElementById("protocol-theirs"), texts.theirs, index);
+    document.getElementById("protocol-compare").hidden = false;
+  }
+
+  function markDifference(pre, text, index) {
+    const [before, differing, after] = S3Errors.cutAtDifference(text, index);
+    const mark = element("mark", "difference", differing || "⟂ (ends here)");
+    pre.replaceChildren(before, ...(index === -1 ? [] : [mark]), after);
   }
 
   // ---- The uploaded files list --------------------------------------------------------------
@@ -314,10 +344,16 @@
       .map(({ upload }) => ({ ...upload, url: links[upload.key] }));
   }
 
+  let listRequests = 0; // a slow answer must not overwrite a newer one
+
   async function refreshUploads() {
+    const request = (listRequests += 1);
     const uploads = config.listAll
       ? (await callApp("/uploads")).uploads
       : await ownUploadsWithLinks();
+    if (request !== listRequests) {
+      return;
+    }
     document.getElementById("uploads").replaceChildren(...uploads.map(uploadItem));
     document.getElementById("uploads-empty").hidden = uploads.length > 0;
   }
@@ -391,8 +427,10 @@
     if (row.cancelled) {
       return;
     }
-    data.url = credentials.url;
-    data.formData = Object.entries(credentials.fields).map(([name, value]) => ({ name, value }));
+    if (!useCredentials(data, credentials, file)) {
+      showFailure(row, "", "The app signed another size than this file's; reload and try again.");
+      return;
+    }
     setStatus(row, "Uploading…", "working");
     const jqXHR = data.submit();
     row.abort = () => jqXHR.abort();
@@ -407,6 +445,30 @@
       .fail((xhr, textStatus) => {
         handleFailure(data, row, retried, { credentials, file, xhr, textStatus });
       });
+  }
+
+  // How the file goes to S3. POST: multipart/form-data, the signed fields and then the file.
+  // PUT: the file as the body, with exactly the signed headers; the browser sets Content-Length
+  // from the file, so the signed length must be the file's size (else S3 refuses the signature).
+  function useCredentials(data, credentials, file) {
+    data.url = credentials.url;
+    if (credentials.method === "PUT") {
+      const { "Content-Length": length, ...headers } = credentials.headers;
+      Object.assign(data, { type: "PUT", multipart: false, formData: [], s3Headers: headers });
+      return Number(length) === file.size;
+    }
+    const formData = Object.entries(credentials.fields).map(([name, value]) => ({ name, value }));
+    Object.assign(data, { type: "POST", multipart: true, formData, s3Headers: null });
+    return true;
+  }
+
+  // blueimp's last look at a request before it is sent: a PUT carries the signed headers and
+  // nothing else (blueimp would add an unsigned Content-Disposition, which S3 would store).
+  function onSend(_event, options) {
+    if (options.s3Headers) {
+      options.headers = { ...options.s3Headers };
+      options.contentType = options.s3Headers["Content-Type"];
+    }
   }
 
   // Calls onStall once S3_STALL_SECONDS pass without a poke; each progress event pokes it.
@@ -451,12 +513,13 @@
       return;
     }
     const error = parseS3Error(xhr);
-    if (isExpiredPolicy(error) && !retried) {
+    if (S3Errors.isExpired(error) && !retried) {
       setStatus(row, "The policy expired; retrying with a fresh one…", "working");
       startUpload(data, row, true);
       return;
     }
-    showFailure(row, error.code, explainS3Error(error));
+    showSignatureComparison(error, credentials);
+    showFailure(row, error.code, explainS3Error(error, credentials));
   }
 
   function cancel(row) {
@@ -539,6 +602,7 @@
       limitConcurrentUploads: 3,
       dataType: "text",
       add: onAdd,
+      send: onSend,
       progress: onProgress,
       start: () => {
         batchStartedAt = performance.now();

@@ -278,6 +278,12 @@ def logged_in_owner(config: Any) -> tuple[Any, dict[str, str]]:
     return dataclasses.replace(config, auth=auth), {"HTTP_AUTHORIZATION": header}
 
 
+@pytest.fixture
+def upload_method() -> str:
+    """UPLOAD_METHOD for a test's app: post, the default; a test parametrizes it to try put."""
+    return "post"
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (the system's choice, released at once)."""
     import socket

@@ -4,13 +4,16 @@ Both servers listen on free loopback ports; the local S3 allows the app's origin
 browser posts each file straight to it, exactly as it would to Amazon S3.
 """
 
+import base64
 import contextlib
 import hashlib
+import json
 import os
 import re
 import struct
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,27 +82,36 @@ class Site:
                 return None
             raise
 
+    def object_headers(self, key: str) -> dict[str, str]:
+        """What S3 returns with the object besides its bytes, through a presigned HEAD."""
+        url = signer.object_url(BUCKET, key, REGION, self.config.endpoint)
+        presigned = signer.presign_url(self.config.credentials, "HEAD", url, REGION)
+        request = urllib.request.Request(presigned, method="HEAD")
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return dict(reply.headers)
+
     def uploads(self) -> list[dict[str, Any]]:
         """The upload list in the bucket, newest first, as the app reads it."""
         return registry.UploadRegistry(self.config).recent(datetime.now(UTC)).uploads
 
 
 @pytest.fixture
-def site(tmp_path: Path, served) -> Iterator[Site]:
+def site(tmp_path: Path, served, upload_method: str) -> Iterator[Site]:
     """The app and its embedded local S3 on free loopback ports, started as `make run` starts
     them: fresh random credentials, and a CORS rule naming the app's origin."""
     deferred = DeferredApp()
     with served(deferred) as origin, contextlib.ExitStack() as stack:
-        config = server.start_embedded_s3(loopback_config(origin, tmp_path), stack)
+        config = server.start_embedded_s3(loopback_config(origin, tmp_path, upload_method), stack)
         site = Site(origin, server.s3_origin(config), config)
         deferred.app = server.create_app(config, clock=site.clock)
         yield site
 
 
-def loopback_config(origin: str, data_dir: Path) -> Config:
+def loopback_config(origin: str, data_dir: Path, upload_method: str = "post") -> Config:
     """The settings of `make run` with no bucket, for an app already listening at `origin`."""
+    port = str(urlsplit(origin).port)
     return Config.from_env(
-        {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(data_dir)}
+        {"PORT": port, "S3_PORT": "0", "DATA_DIR": str(data_dir), "UPLOAD_METHOD": upload_method}
     )
 
 
@@ -268,21 +280,21 @@ TAMPERED_FIELDS = [
         "Content-Type",
         lambda _: "image/gif",
         "AccessDenied",
-        "does not match the signed policy: Invalid according to Policy: Policy Condition failed",
+        "does not match the signed policy (Invalid according to Policy: Policy Condition failed",
         id="content-type-changed",
     ),
     pytest.param(
         "x-amz-signature",
         flip_last_hex_digit,
         "SignatureDoesNotMatch",
-        "S3 computed a different signature",
+        "S3 signed the same string to sign as the app, so the key differs",
         id="signature-changed",
     ),
     pytest.param(
         "x-amz-credential",
         unknown_access_key,
         "InvalidAccessKeyId",
-        "S3 does not know the app's access key",
+        "S3 does not know the access key AKIDUNKNOWN: check AWS_ACCESS_KEY_ID",
         id="unknown-access-key",
     ),
 ]
@@ -376,13 +388,22 @@ def test_cancel_stops_the_upload_and_leaves_no_object(
     assert site.uploads() == []
 
 
-def test_expired_policy_is_retried_once_with_a_fresh_one(site: Site, page: Page) -> None:
+@pytest.mark.parametrize(
+    ("upload_method", "stored", "expired"),
+    [
+        ("post", 201, "Invalid according to Policy: Policy expired."),
+        ("put", 200, "<Message>Request has expired</Message>"),
+    ],
+)
+def test_expired_policy_is_retried_once_with_a_fresh_one(
+    site: Site, page: Page, stored: int, expired: str
+) -> None:
     site.clock.advance(-(site.config.policy_ttl + 60))
     s3_answers: list[Response] = []
     signed: list[str] = []
 
     def record_s3_answer(response: Response) -> None:
-        if response.request.method == "POST" and response.url.startswith(site.s3_origin):
+        if response.request.method in ("POST", "PUT") and response.url.startswith(site.s3_origin):
             s3_answers.append(response)
 
     def sign_now_after_the_first_form(route: Route) -> None:
@@ -398,9 +419,9 @@ def test_expired_policy_is_retried_once_with_a_fresh_one(site: Site, page: Page)
 
     expect(row(page, "late.png")).to_have_attribute("data-state", "done")
     assert len(signed) == 2
-    assert [answer.status for answer in s3_answers] == [403, 201]
+    assert [answer.status for answer in s3_answers] == [403, stored]
     assert "<Code>AccessDenied</Code>" in s3_answers[0].text()
-    assert "Invalid according to Policy: Policy expired." in s3_answers[0].text()
+    assert expired in s3_answers[0].text()
 
 
 def test_files_dropped_on_the_zone_are_uploaded(site: Site, page: Page) -> None:
@@ -435,7 +456,9 @@ def test_keyboard_reaches_the_labelled_file_input_first(site: Site, page: Page) 
 # ---- Without JavaScript ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("upload_method", ["post", "put"])
 def test_plain_form_uploads_without_javascript(site: Site, browser: Browser) -> None:
+    """UPLOAD_METHOD=put too: without JavaScript a browser can only POST a form."""
     content = b"%PDF-1.4\n" + os.urandom(50_000)
     context = browser.new_context(java_script_enabled=False)
     try:
@@ -460,3 +483,105 @@ def test_page_never_contains_the_secret_key(site: Site, page: Page) -> None:
     html = page.content()
     secret = site.config.credentials.secret_key
     assert secret not in html
+
+
+# ---- Both methods: POST forms and presigned PUTs ---------------------------------------------
+
+
+@pytest.mark.parametrize("upload_method", ["post", "put"])
+def test_uploads_through_each_method_straight_to_s3(
+    site: Site, page: Page, upload_method: str
+) -> None:
+    files = [
+        payload("harbour.png", "image/png", png(120, 80, SEA, SKY)),
+        payload("rapport d'été.pdf", "application/pdf", b"%PDF-1.4\n" + os.urandom(200_000)),
+        payload("notes.txt", "text/plain", "Bonjour, résumé\n".encode()),  # no charset added
+    ]
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(request.method) if request.url.startswith(site.s3_origin) else None
+        ),
+    )
+    page.goto(site.origin)
+    page.set_input_files("#file-input", files)
+
+    for upload in files:
+        expect(row(page, upload["name"])).to_have_attribute("data-state", "done")
+        expect(page.locator("#uploads")).to_contain_text(upload["name"])
+    assert [method for method in sent if method in ("POST", "PUT")] == [upload_method.upper()] * 3
+    stored = {upload["filename"]: upload for upload in site.uploads()}
+    for upload in files:
+        record = stored[upload["name"]]
+        assert record["content_type"] == upload["mimeType"]
+        assert md5(site.read_object(record["key"])) == md5(upload["buffer"]) == record["etag"]
+        assert "Content-Disposition" not in site.object_headers(record["key"])
+
+
+@pytest.mark.parametrize("upload_method", ["put"])
+def test_protocol_panel_shows_a_puts_signed_headers_and_canonical_request(
+    site: Site, page: Page
+) -> None:
+    cat = png(32, 32, SUN, SEA)
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("cat.png", "image/png", cat)])
+    expect(row(page, "cat.png")).to_have_attribute("data-state", "done")
+    page.click("#protocol summary")
+
+    expect(page.locator("#protocol-method")).to_have_text("Signed headers, PUT")
+    fields = page.locator("#protocol-fields tr")
+    expect(fields.first).to_have_text(f"Content-Length{len(cat)}")
+    expect(fields.last.locator("td")).to_have_text(f"cat.png ({len(cat)} bytes, the body)")
+    expect(page.locator("#protocol-policy")).to_contain_text(
+        f"content-length:{len(cat)}\ncontent-type:image/png\nhost:"
+    )
+    expect(page.locator("#protocol-status")).to_have_text("HTTP 200 OK")
+
+
+def tampered_put_type(route: Route) -> None:
+    """The signing answer with another Content-Type to send than the one signed."""
+    answer = route.fetch().json()
+    answer["headers"]["Content-Type"] = "image/gif"
+    route.fulfill(json=answer)
+
+
+def tampered_post_policy(route: Route) -> None:
+    """The form on its way to S3 with its policy's expiry a second later: same signature."""
+    body = route.request.post_data_buffer
+    policy = re.search(rb'name="policy"\r\n\r\n([A-Za-z0-9+/=]+)\r\n', body)[1]
+    decoded = json.loads(base64.b64decode(policy))
+    decoded["expiration"] = decoded["expiration"].replace(".000Z", ".001Z")
+    changed = signer.policy_base64(decoded).encode()
+    route.continue_(post_data=body.replace(policy, changed))
+
+
+@pytest.mark.parametrize(
+    ("upload_method", "name", "ours", "theirs"),
+    [("put", "canonical request", "png", "gif"), ("post", "string to sign", None, None)],
+)
+def test_signature_mismatch_highlights_where_s3s_signed_text_differs_from_ours(
+    site: Site, page: Page, upload_method: str, name: str, ours: str | None, theirs: str | None
+) -> None:
+    if upload_method == "put":
+        page.route("**/s3_credentials?*", tampered_put_type)
+    else:
+        page.route(site.s3_origin + "/**", tampered_post_policy)
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [payload("cat.png", "image/png", png(32, 32, SUN, SEA))])
+
+    expect(row(page, "cat.png").locator(".error-code")).to_have_text("SignatureDoesNotMatch")
+    expect(row(page, "cat.png")).to_contain_text(f"S3 signed a different {name} than the app did")
+    page.click("#protocol summary")
+    expect(page.locator("#protocol-compare")).to_be_visible()
+    expect(page.locator("#protocol-compare-name")).to_have_text(name)
+    expect(page.locator("#protocol-compare-verdict")).to_contain_text("They differ from character")
+    our_mark = page.locator("#protocol-ours mark").inner_text()
+    their_mark = page.locator("#protocol-theirs mark").inner_text()
+    assert our_mark != their_mark
+    if ours:
+        assert (our_mark, their_mark) == (ours, theirs)
+    error = ET.fromstring(page.locator("#protocol-response").inner_text())
+    element = "CanonicalRequest" if upload_method == "put" else "StringToSign"
+    assert page.locator("#protocol-theirs").inner_text() == error.findtext(element)
+    assert site.uploads() == []

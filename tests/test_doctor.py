@@ -227,7 +227,7 @@ def test_fix_cors_adds_the_rule_first_and_keeps_the_others(start_s3):
     assert verdicts(report)["CORS"] == "ok"
     rules = doctor.bucket_cors_rules(get_cors(s3))
     assert [(rule.methods, rule.expose) for rule in rules] == [
-        (("POST", "GET", "HEAD"), ("ETag", "Location")),
+        (("POST", "PUT", "GET", "HEAD"), ("ETag", "Location")),
         (("POST",), ()),
     ]
 
@@ -313,7 +313,7 @@ def test_with_put_cors_must_allow_put_and_the_signed_headers(running_s3):
     report = doctor_on(running_s3, {"method": "put"})[1]
 
     assert "no rule allows a PUT from http://app.test" in report
-    assert '"AllowedMethods": ["PUT", "GET", "HEAD"]' in report
+    assert '"AllowedMethods": ["POST", "PUT", "GET", "HEAD"]' in report
 
 
 def test_a_probe_that_cannot_be_deleted_says_where_it_stays(start_s3):
@@ -388,7 +388,7 @@ def test_the_readme_cors_rule_is_the_one_the_doctor_recommends():
     readme = (ROOT / "README.md").read_text()
     shown = re.search(r'```json\n(\{\n  "CORSRules".*?)```', readme, re.S)[1]
 
-    rule = doctor.cors_rule_for(["http://127.0.0.1:8080"], "POST")
+    rule = doctor.cors_rule_for(["http://127.0.0.1:8080"])
 
     assert json.loads(shown) == {"CORSRules": [rule]}
 

@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -721,7 +722,7 @@ def test_readme_read_the_code_table_names_every_source_file_once() -> None:
     """The reading order must cover the whole product: a new module, or a renamed one, fails
     here until the table says what it teaches."""
     root = README.parent
-    named = re.findall(r"`([\w/.]+\.(?:py|js|css|html))`", readme_section("Read the code"))
+    named = re.findall(r"`([\w/.-]+\.(?:py|js|css|html))`", readme_section("Read the code"))
     product = {
         path.relative_to(root).as_posix()
         for pattern in ("*.py", "local_s3/*.py", "public/*", "views/*")
@@ -744,7 +745,7 @@ def test_readme_iam_policy_and_cors_rule_match_what_the_app_needs() -> None:
     assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{prefixes[1]}/*"}}
     (rule,) = cors["CORSRules"]
     assert rule["AllowedOrigins"] == [Config.from_env({}, None).app_origin]
-    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD", "POST"]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD", "POST", "PUT"]
     assert sorted(rule["ExposeHeaders"]) == ["ETag", "Location"]
 
 
@@ -1244,3 +1245,215 @@ def test_a_links_request_that_is_not_a_short_list_is_refused(client, uploads) ->
 def test_links_are_only_for_our_own_page(client) -> None:
     response = client.post_json("/uploads/links", {"uploads": []}, status=403)
     assert response.json["error"].startswith("The X-Upload-Token header is missing")
+
+
+# ---- UPLOAD_METHOD=put: a presigned PUT carrying the limits a POST policy gives ---------------
+
+
+@pytest.fixture
+def put_client(config: Config, clock: Clock) -> webtest.TestApp:
+    return app_client(dataclasses.replace(config, upload_method="put"), clock)
+
+
+@pytest.fixture
+def put_unlimited(config: Config, clock: Clock) -> webtest.TestApp:
+    return app_client(dataclasses.replace(config, upload_method="put", rate_limit=None), clock)
+
+
+def test_post_answer_names_its_method_and_keeps_its_fields(client) -> None:
+    answer = ask_for_form(client).json
+    assert (answer["method"], "headers" in answer) == ("POST", False)
+    assert set(answer) == {"method", "url", "fields", "key", "expires_at", "token"}
+
+
+def test_put_answer_is_a_url_for_the_key_signing_size_type_and_filename(put_client, config):
+    answer = ask_for_form(put_client, filename="Holiday Photo.JPG", size="1234").json
+    assert set(answer) == {
+        "method",
+        "url",
+        "headers",
+        "key",
+        "expires_at",
+        "token",
+        "canonical_request",
+        "string_to_sign",
+    }
+    assert answer["method"] == "PUT"
+    assert KEY_FORMAT.fullmatch(answer["key"]) and answer["expires_at"] == "2026-12-02T01:07:03Z"
+    url, query = answer["url"].split("?")
+    assert url == f"{config.endpoint}/uploads/{answer['key']}"
+    signed = parse_qs(query)
+    assert signed["X-Amz-SignedHeaders"] == ["content-length;content-type;host;x-amz-meta-filename"]
+    assert signed["X-Amz-Expires"] == ["300"]
+    assert answer["headers"] == {
+        "Content-Length": "1234",
+        "Content-Type": "image/jpeg",
+        "x-amz-meta-filename": "Holiday Photo.JPG",
+    }
+    assert "\ncontent-length:1234\ncontent-type:image/jpeg\n" in answer["canonical_request"]
+    digest = hashlib.sha256(answer["canonical_request"].encode()).hexdigest()
+    assert answer["string_to_sign"].endswith(f"/s3/aws4_request\n{digest}")
+    keys = tokens.Secrets.derive(APP_SECRET)
+    assert answer["token"] == tokens.key_token(keys, answer["key"], APP_NOW)
+
+
+def test_put_signs_the_acl_when_one_is_set(config, clock) -> None:
+    client = app_client(dataclasses.replace(config, upload_method="put", acl="private"), clock)
+    answer = ask_for_form(client).json
+    assert answer["headers"]["x-amz-acl"] == "private"
+    assert "%3Bx-amz-acl%3B" in answer["url"]
+
+
+@pytest.mark.parametrize("method", ["post", "put"])
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"size": "10485761"}, 413, "The file is larger than the 10 MB limit."),
+        ({"size": "0"}, 400, BAD_SIZE),
+        ({"content_type": "text/html"}, 415, "Files of type text/html are not accepted here."),
+        ({"filename": ""}, 400, NO_FILENAME),
+    ],
+)
+def test_both_methods_refuse_the_same_requests(config, clock, method, params, status, message):
+    client = app_client(dataclasses.replace(config, upload_method=method), clock)
+    assert ask_for_form(client, status=status, **params).json == {"error": message}
+
+
+def test_put_for_the_largest_allowed_file_signs_exactly_that_size(put_client) -> None:
+    answer = ask_for_form(put_client, size="10485760").json
+    assert answer["headers"]["Content-Length"] == "10485760"
+
+
+def test_upload_method_must_be_post_or_put() -> None:
+    with pytest.raises(ConfigError, match=r"UPLOAD_METHOD must be post or put, not 'patch'\."):
+        Config.from_env({"UPLOAD_METHOD": "patch"})
+    assert Config.from_env({"UPLOAD_METHOD": "PUT"}).upload_method == "put"
+
+
+def send_put(url: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bytes]:
+    """A browser's PUT to url over real HTTP, from the app's page: (status, headers, body).
+    Like a browser, it sends the body's own length, whatever Content-Length it is given."""
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.netloc, timeout=30)
+    try:
+        path = f"{target.path}?{target.query}"
+        connection.request("PUT", path, body, {"Origin": APP_ORIGIN, **headers})
+        reply = connection.getresponse()
+        return reply.status, reply.headers, reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def live_put(config: Config, s3: local_s3.LocalS3) -> webtest.TestApp:
+    return owner_client(dataclasses.replace(config, endpoint=s3.url, upload_method="put"))
+
+
+def test_presigned_put_is_accepted_by_s3_then_registered_and_listed(live_put) -> None:
+    content = "Bonjour, résumé\n".encode()
+    answer = ask_for_form(
+        live_put, filename="Résumé.txt", content_type="text/plain", size=str(len(content))
+    ).json
+    status, headers, _ = send_put(answer["url"], answer["headers"], content)
+    assert status == 200
+    assert headers["ETag"] == f'"{hashlib.md5(content).hexdigest()}"'
+    assert headers["Access-Control-Expose-Headers"] == "ETag, Location"
+    report = {"key": answer["key"], "etag": headers["ETag"], "token": answer["token"]}
+    registered = live_put.post_json(
+        "/uploads", report, headers={"X-Upload-Token": page_token(live_put)}
+    )
+    assert registered.json["upload"]["filename"] == "Résumé.txt"
+    assert registered.json["upload"]["content_type"] == "text/plain"
+    (listed,) = live_put.get("/uploads").json["uploads"]
+    assert listed["key"] == answer["key"] and listed["size"] == len(content)
+
+
+def s3_error(body: bytes) -> tuple[str, str]:
+    root = ET.fromstring(body)
+    return root.findtext("Code"), root.findtext("CanonicalRequest") or ""
+
+
+SIGNED_CONTENT = b"01234567"
+
+
+@pytest.mark.parametrize(
+    ("header", "content", "key", "in_canonical_request"),
+    [
+        ({}, b"0123456789", None, "content-length:10\n"),
+        ({}, b"0123", None, "content-length:4\n"),
+        ({"Content-Type": "text/html"}, SIGNED_CONTENT, None, "content-type:text/html\n"),
+        ({"x-amz-meta-filename": "b.txt"}, SIGNED_CONTENT, None, "x-amz-meta-filename:b.txt\n"),
+        ({}, SIGNED_CONTENT, "uploads/other.txt", "PUT\n/uploads/uploads/other.txt\n"),
+    ],
+)
+def test_s3_refuses_a_put_other_than_the_signed_one(
+    live_put, s3, header, content, key, in_canonical_request
+) -> None:
+    """Length, type, metadata and key are in the signature: S3 computes another canonical
+    request, answers SignatureDoesNotMatch with it, and stores nothing."""
+    answer = ask_for_form(live_put, filename="a.txt", content_type="text/plain", size="8").json
+    url = answer["url"].replace(answer["key"], key or answer["key"])
+    status, _, body = send_put(url, {**answer["headers"], **header}, content)
+    assert status == 403
+    error = ET.fromstring(body)
+    assert error.findtext("Code") == "SignatureDoesNotMatch"
+    assert in_canonical_request in error.findtext("CanonicalRequest")
+    assert local_s3.list_objects(s3.config) == []
+
+
+def test_s3_preflight_allows_a_put_with_the_signed_headers(live_put, s3) -> None:
+    answer = ask_for_form(live_put).json
+    target = urlsplit(answer["url"])
+    connection = http.client.HTTPConnection(target.netloc, timeout=10)
+    requested = "content-type,x-amz-meta-filename"
+    connection.request(
+        "OPTIONS",
+        target.path,
+        headers={
+            "Origin": APP_ORIGIN,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": requested,
+        },
+    )
+    reply = connection.getresponse()
+    connection.close()
+    assert reply.status == 200
+    assert reply.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
+    assert "PUT" in reply.headers["Access-Control-Allow-Methods"].split(", ")
+    assert reply.headers["Access-Control-Allow-Headers"] == requested
+
+
+def test_put_answer_holds_no_secret_nor_signing_key(put_client, config) -> None:
+    """The canonical request and string to sign are public: S3 itself sends them back."""
+    text = ask_for_form(put_client).text
+    key = signer.signing_key(config.credentials.secret_key, "20261202", config.region)
+    assert config.credentials.secret_key not in text
+    assert key.hex() not in text
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.dictionaries(st.sampled_from(["filename", "content_type", "size"]), st.text()))
+def test_any_put_signing_request_gets_an_answer_never_a_500(put_unlimited, query) -> None:
+    client = put_unlimited
+    headers = {"X-Upload-Token": page_token(client)}
+    response = client.get("/s3_credentials", query, headers=headers, expect_errors=True)
+    assert response.status_int in (200, 400, 413, 415)
+    assert response.content_type == "application/json"
+
+
+def test_page_says_what_the_server_signs(client, put_client) -> None:
+    words = lambda response: " ".join(response.html.find("header").get_text().split())  # noqa: E731
+    assert "only signs a short-lived POST policy;" in words(client.get("/"))
+    assert "only signs a short-lived presigned PUT URL;" in words(put_client.get("/"))
+
+
+def test_presigned_put_with_an_acl_stores_the_signed_acl(config, s3) -> None:
+    """S3_ACL travels as a signed x-amz-acl header: public-read makes the object readable
+    without a signature, as on S3."""
+    public = dataclasses.replace(config, endpoint=s3.url, upload_method="put", acl="public-read")
+    client = app_client(public)
+    answer = ask_for_form(client, filename="a.txt", content_type="text/plain", size="5").json
+    assert send_put(answer["url"], answer["headers"], b"hello")[0] == 200
+    with urllib.request.urlopen(f"{s3.url}/uploads/{answer['key']}", timeout=5) as reply:
+        assert reply.read() == b"hello"

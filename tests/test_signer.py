@@ -1,16 +1,20 @@
 """signer.py against references nobody here wrote: AWS's published examples and botocore."""
 
 import base64
+import functools
 import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
+import botocore.session
 import pytest
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials as BotoCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -672,3 +676,136 @@ def test_explain_put_signs_the_exact_size_and_type():
     assert steps["url"].endswith(
         "X-Amz-Signature=" + steps["Signature = hex(HMAC(SigningKey, StringToSign))"]
     )
+
+
+@functools.lru_cache(maxsize=32)
+def botocore_client(region: str, endpoint: str | None, token: str | None) -> Any:
+    """botocore's S3 client, addressed as signer.bucket_url addresses S3: virtual-hosted on AWS's
+    regional host (botocore's "auto" would presign for the global one), path-style elsewhere."""
+    session = botocore.session.get_session()
+    return session.create_client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="s3cr3t/+key",
+        aws_session_token=token,
+        config=BotoConfig(
+            signature_version="s3v4", s3={"addressing_style": "path" if endpoint else "virtual"}
+        ),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=keys,
+    region=regions,
+    moment=moments,
+    token=tokens,
+    endpoint=endpoints,
+    size=st.integers(1, 5 * 1024**3),
+    content_type=st.sampled_from(["image/png", "application/pdf", "text/plain"]),
+    filename=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+    acl=st.sampled_from([None, "private", "public-read", "bucket-owner-full-control"]),
+    expires=st.integers(1, 604800),
+)
+def test_presigned_put_is_botocores_generate_presigned_url_byte_for_byte(
+    key, region, moment, token, endpoint, size, content_type, filename, acl, expires
+):
+    """What UPLOAD_METHOD=put hands the browser, against boto3's documented way to presign a
+    PUT with the same size, type, metadata and ACL."""
+    endpoint = endpoint or ("https://acct.r2.example.test" if region == "auto" else None)
+    params = {
+        "Bucket": "bucket-1",
+        "Key": key,
+        "ContentLength": size,
+        "ContentType": content_type,
+        "Metadata": {"filename": filename},
+        **({"ACL": acl} if acl else {}),
+    }
+    with botocore_clock(moment):
+        theirs = botocore_client(region, endpoint, token).generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=expires
+        )
+    ours = signer.presigned_put(
+        Credentials("AKIDEXAMPLE", "s3cr3t/+key", token),
+        bucket="bucket-1",
+        key=key,
+        region=region,
+        endpoint=endpoint,
+        size=size,
+        max_bytes=5 * 1024**3,
+        content_type=content_type,
+        acl=acl,
+        metadata={"filename": filename},
+        expires_in=expires,
+        now=moment,
+    )
+    assert ours["url"] == theirs
+
+
+@pytest.mark.parametrize("size", [0, 11])
+def test_presigned_put_refuses_to_sign_a_size_outside_the_range(credentials, now, size):
+    with pytest.raises(SignerError, match=rf"size \({size}\) is outside the allowed \[1, 10\]"):
+        signer.presigned_put(
+            credentials, bucket="b12", key="k", region="us-east-1", size=size, max_bytes=10, now=now
+        )
+
+
+def test_presigned_put_returns_what_it_signed(credentials, now):
+    put = signer.presigned_put(
+        credentials,
+        bucket="b12",
+        key="a/b.png",
+        region="us-east-1",
+        size=10,
+        max_bytes=10,
+        content_type="image/png",
+        metadata={"filename": "b.png"},
+        now=now,
+    )
+    assert put["headers"] == {
+        "Content-Length": "10",
+        "Content-Type": "image/png",
+        "x-amz-meta-filename": "b.png",
+    }
+    assert put["canonical_request"].splitlines()[:2] == ["PUT", "/a/b.png"]
+    assert (
+        put["string_to_sign"].splitlines()[-1]
+        == signer.hashlib.sha256(put["canonical_request"].encode()).hexdigest()
+    )
+    assert put["url"].endswith(
+        "X-Amz-Signature="
+        + signer.signature(
+            signer.signing_key(credentials.secret_key, "20260301", "us-east-1"),
+            put["string_to_sign"],
+        )
+    )
+
+
+def test_explain_put_output_in_the_readme_is_what_the_command_prints():
+    readme = (ROOT / "README.md").read_text()
+    command = "python signer.py explain --put --now 2026-01-01T00:00:00+00:00 --key uploads/cat.jpg"
+    assert f"$ {command}\n" in readme
+    block = readme.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+    assert block == run_signer(*command.split()[2:])
+
+
+def test_explain_put_aws_example_prints_every_step_and_the_verdict():
+    output = run_signer("explain", "--put", "--aws-example")
+    names = [line for line in output.splitlines() if line and not line.startswith(" ")]
+    assert names == [
+        "CanonicalRequest",
+        "Hash of the CanonicalRequest (SHA-256, hex)",
+        "StringToSign",
+        "Credential scope",
+        "DateKey = HMAC('AWS4' + secret, date)",
+        "DateRegionKey = HMAC(DateKey, region)",
+        "DateRegionServiceKey = HMAC(DateRegionKey, 's3')",
+        "SigningKey = HMAC(DateRegionServiceKey, 'aws4_request')",
+        "Signature = hex(HMAC(SigningKey, StringToSign))",
+        "url",
+        "Matches AWS's published signature",
+    ]
+    assert output.endswith("Matches AWS's published signature\n    yes\n")
+    assert signer.AWS_URL_EXAMPLE_SIGNATURE in output
