@@ -725,7 +725,14 @@ def main(argv: list[str] | None = None) -> int:
             import doctor
 
             origins = app_origins(config)
-            return doctor.main(config, origins, post_target, sys.stdout, fix_cors=args.fix_cors)
+            return doctor.main(
+                config,
+                origins,
+                post_target,
+                sys.stdout,
+                method=config.upload_method,
+                fix_cors=args.fix_cors,
+            )
         if legacy.is_file():
             LOG.warning("%s holds an older upload list: `python server.py migrate`", legacy)
         if not (HERE / "node_modules").is_dir():

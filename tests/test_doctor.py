@@ -564,3 +564,10 @@ def test_readme_shows_the_doctor_on_a_broken_setup(start_s3, tmp_path):
 
     assert result.returncode == 1
     assert normalised(result.stdout) == normalised(shown)
+
+
+def test_the_doctor_probes_the_upload_method_the_app_uses(tmp_path):
+    result = run_server(tmp_path, "doctor", UPLOAD_METHOD="put")
+
+    assert result.returncode == 0, result.stdout
+    assert "ok    Upload: A 1-byte PUT upload to uploads/doctor-probe-" in result.stdout
