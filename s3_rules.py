@@ -41,6 +41,16 @@ MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600
 # https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 
+# Multipart uploads: "Part numbers 1 to 10,000 (inclusive)"; "Part size 5 MiB to 5 GiB. There is
+# no minimum size limit on the last part of your multipart upload"; at most 1000 parts in one
+# ListParts answer and 1000 uploads in one ListMultipartUploads answer.
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MAX_PARTS = 10_000
+MIN_PART_BYTES = 5 * MiB
+MAX_PART_BYTES = 5 * GiB
+MAX_LIST_PARTS = 1000
+MAX_LIST_UPLOADS = 1000
+
 # The canned ACLs S3 accepts in x-amz-acl or a form's acl field.
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/acl-overview.html#canned-acl
 CANNED_ACLS = frozenset(

@@ -21,6 +21,12 @@ from typing import BinaryIO
 from local_s3.config import S3Config
 from local_s3.cors import CorsRule
 
+# How multipart.py lays out an upload in progress (data_dir/multipart/<hash>/), named here so
+# that leftover_files can tell its parts from what a killed request left.
+MULTIPART_RECORD = "upload.json"
+PART_RECORD_PREFIX = "part-"
+PART_BLOB_SUFFIX = ".bin"
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -118,7 +124,9 @@ class ObjectStore:
         self.blob_dir = data_dir / "blobs"
         self.record_dir = data_dir / "objects"
         self.cors_dir = data_dir / "cors"
-        for folder in (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
+        self.multipart_dir = data_dir / "multipart"
+        folders = (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir, self.multipart_dir)
+        for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
         self._locks = tuple(threading.Lock() for _ in range(64))
 
@@ -214,7 +222,22 @@ class ObjectStore:
         """Temporary files, and blobs no record points at. Between requests: none."""
         referenced = {stored.path for stored in self.records()}
         blobs = [path for path in self.blob_dir.iterdir() if path not in referenced]
-        return sorted([*self.tmp_dir.iterdir(), *blobs])
+        return sorted([*self.tmp_dir.iterdir(), *blobs, *self.unreferenced_part_files()])
+
+    def unreferenced_part_files(self) -> list[Path]:
+        """The parts of uploads in progress are kept (S3 keeps them until the upload is completed
+        or aborted); what is not one is a leftover: a part's bytes no part record names (killed
+        between its two renames), and the files of an upload whose record is gone (killed while
+        completing or aborting it)."""
+        leftovers: list[Path] = []
+        for folder in self.multipart_dir.iterdir():
+            if not (folder / MULTIPART_RECORD).exists():
+                leftovers += folder.iterdir()
+                continue
+            records = folder.glob(f"{PART_RECORD_PREFIX}*.json")
+            named = {json.loads(path.read_text("utf-8"))["blob"] for path in records}
+            leftovers += [p for p in folder.glob(f"*{PART_BLOB_SUFFIX}") if p.name not in named]
+        return leftovers
 
     def remove_leftovers(self) -> int:
         """A process killed mid-upload (SIGKILL, power loss) leaves its temporary file, or a blob
