@@ -55,6 +55,10 @@ MAX_INTEGER_ARGUMENT = 2**31 - 1
 # Ours: room for 10,000 <Part> elements with their checksums; a bigger body is not a part list.
 MAX_COMPLETE_XML_BYTES = MAX_PARTS * 512
 COPY_CHUNK = 256 * 1024  # parts are joined a chunk at a time, never held whole
+# What S3 answers to a completion with a part under 5 MiB before the last, with the part's
+# number and unquoted ETag, as seen from AWS in
+# https://github.com/apache/arrow-rs-object-store/issues/211 (AWS documents no message).
+PART_TOO_SMALL = "Your proposed upload is smaller than the minimum allowed size"
 
 
 @dataclass(frozen=True)
@@ -159,10 +163,11 @@ def chosen_parts(
         if part.size < MIN_PART_BYTES:
             raise S3Error(
                 "EntityTooSmall",
+                PART_TOO_SMALL,
                 ProposedSize=part.size,
                 MinSizeAllowed=MIN_PART_BYTES,
                 PartNumber=part.number,
-                ETag=part.etag,
+                ETag=unquoted(part.etag),
             )
     return chosen
 

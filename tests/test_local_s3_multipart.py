@@ -12,6 +12,7 @@ import http.client
 import json
 import tracemalloc
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,6 +26,7 @@ from conftest import (
     error_of,
     presigned,
     signed_s3_request,
+    wait_for,
 )
 
 import local_s3
@@ -533,13 +535,16 @@ def test_complete_with_a_wrong_etag_is_invalid_part_and_changes_nothing(s3):
 
 def test_a_part_under_5_mib_before_the_last_is_entity_too_small(s3):
     upload_id, etags = s3.uploaded([b"a" * (FIVE_MIB - 1), b"last"])
-    elements = s3_says(s3.complete(upload_id, etags), "EntityTooSmall")
+    response = s3.complete(upload_id, etags)
+    code, message, elements = error_of(response)
 
+    assert (response.status_int, code) == (400, "EntityTooSmall")
+    assert message == "Your proposed upload is smaller than the minimum allowed size"
     assert elements == {
         "ProposedSize": str(FIVE_MIB - 1),
         "MinSizeAllowed": "5242880",
         "PartNumber": "1",
-        "ETag": etags[0][1],
+        "ETag": etags[0][1].strip('"'),
         "RequestId": elements["RequestId"],
         "HostId": elements["HostId"],
     }
@@ -876,3 +881,135 @@ def test_upload_records_name_no_path_from_the_key_or_id(s3):
     record = json.loads((folder / "upload.json").read_text())
     assert (record["key"], record["upload_id"]) == ("../../outside.bin", upload_id)
     assert not (s3.config.data_dir.parent / "outside.bin").exists()
+
+
+def test_botocore_paginators_walk_parts_and_uploads_a_page_at_a_time(running_s3):
+    client = boto3_client(running_s3)
+    ids = sorted(
+        client.create_multipart_upload(Bucket="uploads", Key=f"k/{n}")["UploadId"]
+        for n in (1, 1, 2)
+    )
+    for number in (1, 2, 3):
+        client.upload_part(
+            Bucket="uploads", Key="k/2", UploadId=ids[2], PartNumber=number, Body=b"p"
+        )
+    uploads = client.get_paginator("list_multipart_uploads").paginate(
+        Bucket="uploads", PaginationConfig={"PageSize": 1}
+    )
+    parts = client.get_paginator("list_parts").paginate(
+        Bucket="uploads", Key="k/2", UploadId=ids[2], PaginationConfig={"PageSize": 1}
+    )
+
+    pages = list(uploads)
+    assert len(pages) == 3
+    assert [u["UploadId"] for page in pages for u in page["Uploads"]] == ids
+    assert [p["PartNumber"] for page in parts for p in page["Parts"]] == [1, 2, 3]
+
+
+def test_parts_sent_in_parallel_are_all_kept_and_joined_in_order(running_s3):
+    client = boto3_client(running_s3)
+    upload_id = client.create_multipart_upload(Bucket="uploads", Key=KEY)["UploadId"]
+    parts = [bytes([n]) * (FIVE_MIB if n < 6 else 10) for n in range(1, 7)]
+    urls = [
+        client.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": "uploads", "Key": KEY, "UploadId": upload_id, "PartNumber": n},
+            ExpiresIn=60,
+        )
+        for n in range(1, 7)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(pool.map(put_over_http, urls, parts))
+    completed = [{"PartNumber": n, "ETag": r[1]["ETag"]} for n, r in enumerate(replies, 1)]
+    done = client.complete_multipart_upload(
+        Bucket="uploads", Key=KEY, UploadId=upload_id, MultipartUpload={"Parts": completed}
+    )
+
+    assert [status for status, _, _ in replies] == [200] * 6
+    assert done["ETag"] == s3_etag(parts)
+    stored = local_s3.stored_object(running_s3.config, "uploads", KEY)
+    assert stored.path.read_bytes() == b"".join(parts)
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+def test_a_part_arriving_after_its_upload_was_aborted_is_no_such_upload(running_s3):
+    """The part streams while the upload is aborted: it is refused when it ends, and its
+    temporary file goes with it."""
+    client = boto3_client(running_s3)
+    upload_id = client.create_multipart_upload(Bucket="uploads", Key=KEY)["UploadId"]
+    url = urlsplit(
+        client.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": "uploads", "Key": KEY, "UploadId": upload_id, "PartNumber": 1},
+            ExpiresIn=60,
+        )
+    )
+    body = b"late" * 250_000
+    with connect(running_s3.url) as connection:
+        head = f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        connection.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:500_000])
+        wait_for(lambda: local_s3.leftover_files(running_s3.config), "the part began")
+        client.abort_multipart_upload(Bucket="uploads", Key=KEY, UploadId=upload_id)
+        connection.sendall(body[500_000:])
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        answer = reply.read()
+
+    assert reply.status == 404 and b"<Code>NoSuchUpload</Code>" in answer
+    assert local_s3.leftover_files(running_s3.config) == []
+    assert upload_folders(running_s3.config) == []
+
+
+def test_a_part_declared_over_5_gib_is_refused_over_http_before_its_body(running_s3):
+    client = boto3_client(running_s3)
+    upload_id = client.create_multipart_upload(Bucket="uploads", Key=KEY)["UploadId"]
+    url = urlsplit(
+        client.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": "uploads", "Key": KEY, "UploadId": upload_id, "PartNumber": 1},
+            ExpiresIn=60,
+        )
+    )
+    with connect(running_s3.url) as connection:
+        connection.sendall(
+            f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Content-Length: {5 * 1024**3 + 1}\r\n\r\n".encode()
+        )
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        answer = reply.read()
+
+    assert reply.status == 400 and b"<Code>EntityTooLarge</Code>" in answer
+    assert b"<MaxSizeAllowed>5368709120</MaxSizeAllowed>" in answer
+    assert local_s3.leftover_files(running_s3.config) == []
+
+
+def test_the_browsers_preflight_for_a_part_is_answered_over_http(running_s3):
+    target = urlsplit(running_s3.url)
+    connection = http.client.HTTPConnection(target.netloc, timeout=10)
+    try:
+        connection.request(
+            "OPTIONS",
+            f"/uploads/{KEY}?partNumber=1&uploadId={UNKNOWN_ID}",
+            headers={
+                "Origin": S3_TEST_ORIGIN,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        reply = connection.getresponse()
+        reply.read()
+    finally:
+        connection.close()
+
+    assert reply.status == 200
+    assert reply.getheader("Access-Control-Allow-Origin") == S3_TEST_ORIGIN
+    assert "ETag" in reply.getheader("Access-Control-Expose-Headers")
+
+
+def test_a_completion_list_over_its_size_limit_is_malformed_xml(s3):
+    upload_id, etags = s3.uploaded([b"kept"])
+    too_long = completion(etags) + b" " * local_s3.multipart.MAX_COMPLETE_XML_BYTES
+
+    s3_says(s3.complete(upload_id, [], body=too_long), "MalformedXML")
+    assert len(local_s3.multipart_uploads(s3.config, "uploads")) == 1
