@@ -28,6 +28,15 @@ MAX_USER_METADATA_BYTES = 2 * KiB
 # https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
 MAX_POST_OBJECT_BYTES = 5 * GiB
 
+# Multipart upload limits: "Maximum object size 5 TiB; Maximum number of parts per upload
+# 10,000; Part numbers 1 to 10,000 (inclusive); Part size 5 MiB to 5 GiB. There is no minimum
+# size limit on the last part of your multipart upload."
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MAX_OBJECT_BYTES = 5 * 1024 * GiB
+MAX_PARTS = 10_000
+MIN_PART_BYTES = 5 * MiB
+MAX_PART_BYTES = 5 * GiB
+
 # "The form data and boundaries (excluding the contents of the file) cannot exceed 20KB."
 # https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
 MAX_POST_PRE_DATA_BYTES = 20 * KiB
@@ -40,16 +49,6 @@ MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600
 # with RequestTimeTooSkewed.
 # https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html
 MAX_CLOCK_SKEW = timedelta(minutes=15)
-
-# Multipart uploads: "Part numbers 1 to 10,000 (inclusive)"; "Part size 5 MiB to 5 GiB. There is
-# no minimum size limit on the last part of your multipart upload"; at most 1000 parts in one
-# ListParts answer and 1000 uploads in one ListMultipartUploads answer.
-# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
-MAX_PARTS = 10_000
-MIN_PART_BYTES = 5 * MiB
-MAX_PART_BYTES = 5 * GiB
-MAX_LIST_PARTS = 1000
-MAX_LIST_UPLOADS = 1000
 
 # The canned ACLs S3 accepts in x-amz-acl or a form's acl field.
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/acl-overview.html#canned-acl
@@ -82,6 +81,12 @@ ACCESS_KEY_ID_LENGTH = 20
 # letter or digit, no two dots in a row.
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
 BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+# "Maximum number of parts returned for a list parts request 1000"; "Maximum number of multipart
+# uploads returned in a list multipart uploads request 1000".
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MAX_LIST_PARTS = 1000
+MAX_LIST_UPLOADS = 1000
 
 # What S3 stores as an object's Content-Type when the upload names none.
 # https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html

@@ -361,6 +361,7 @@ class MultipartStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
         self.root = objects.multipart_dir
+        self.root.mkdir(mode=0o700, exist_ok=True)
         self._locks = tuple(threading.Lock() for _ in range(64))
 
     def folder(self, upload_id: str | None) -> Path:

@@ -510,6 +510,13 @@ def receive_put_body(environ: Mapping[str, object], upload: Upload, config: S3Co
     return sha256.hexdigest()
 
 
+def cors_body(environ: Mapping[str, object]) -> bytes:
+    """A CORS configuration is small; anything over 64 KB is not one."""
+    if content_length(environ) > MAX_CORS_XML_BYTES:
+        raise S3Error("MalformedXML")
+    return b"".join(body_chunks(environ))
+
+
 def request_query() -> dict[str, str]:
     """The query's parameters decoded as UTF-8 (bottle's own query is decoded as Latin-1)."""
     return dict(parse_qsl(bottle.request.query_string, keep_blank_values=True))
@@ -518,12 +525,5 @@ def request_query() -> dict[str, str]:
 def completion_body(environ: Mapping[str, object]) -> bytes:
     """The CompleteMultipartUpload XML, read whole: it is small (see MAX_COMPLETE_XML_BYTES)."""
     if content_length(environ) > MAX_COMPLETE_XML_BYTES:
-        raise S3Error("MalformedXML")
-    return b"".join(body_chunks(environ))
-
-
-def cors_body(environ: Mapping[str, object]) -> bytes:
-    """A CORS configuration is small; anything over 64 KB is not one."""
-    if content_length(environ) > MAX_CORS_XML_BYTES:
         raise S3Error("MalformedXML")
     return b"".join(body_chunks(environ))

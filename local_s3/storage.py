@@ -21,12 +21,6 @@ from typing import BinaryIO
 from local_s3.config import S3Config
 from local_s3.cors import CorsRule
 
-# How multipart.py lays out an upload in progress (data_dir/multipart/<hash>/), named here so
-# that leftover_files can tell its parts from what a killed request left.
-MULTIPART_RECORD = "upload.json"
-PART_RECORD_PREFIX = "part-"
-PART_BLOB_SUFFIX = ".bin"
-
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -110,6 +104,13 @@ class Upload:
             self.path.unlink(missing_ok=True)
 
 
+# How multipart.py lays out an upload in progress (data_dir/multipart/<hash>/), named here so
+# that leftover_files can tell its parts from what a killed request left.
+MULTIPART_RECORD = "upload.json"
+PART_RECORD_PREFIX = "part-"
+PART_BLOB_SUFFIX = ".bin"
+
+
 class ObjectStore:
     """Objects on disk: data_dir/blobs/<random> holds bytes, data_dir/objects/<hash>.json the rest.
 
@@ -124,11 +125,10 @@ class ObjectStore:
         self.blob_dir = data_dir / "blobs"
         self.record_dir = data_dir / "objects"
         self.cors_dir = data_dir / "cors"
-        self.multipart_dir = data_dir / "multipart"
-        folders = (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir, self.multipart_dir)
-        for folder in folders:
+        for folder in (self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._locks = tuple(threading.Lock() for _ in range(64))
+        self.multipart_dir = data_dir / "multipart"  # made by multipart.MultipartStore
 
     def record_path(self, bucket: str, key: str) -> Path:
         digest = hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
@@ -230,7 +230,8 @@ class ObjectStore:
         between its two renames), and the files of an upload whose record is gone (killed while
         completing or aborting it)."""
         leftovers: list[Path] = []
-        for folder in self.multipart_dir.iterdir():
+        folders = self.multipart_dir.iterdir() if self.multipart_dir.exists() else ()
+        for folder in folders:
             if not (folder / MULTIPART_RECORD).exists():
                 leftovers += folder.iterdir()
                 continue
