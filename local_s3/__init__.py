@@ -17,9 +17,9 @@ works against AWS. Real S3 is the reference; the rules come from its documentati
 
 The files follow a request in S3's order: form.py (the multipart form, streamed), policy.py
 (the POST policy) and sigv4.py (signatures), objects.py (what is kept with an object),
-storage.py (stored atomically), multipart.py (uploads in parts), cors.py, routes.py (the WSGI
-app and its answers), errors.py (S3's error table) and serving.py (cheroot). Run it alone (the
-secret key is written to DATA/credentials, never printed):
+storage.py (stored atomically), cors.py, routes.py (the WSGI app and its answers), errors.py
+(S3's error table) and serving.py (cheroot). Run it alone (the secret key is written to
+DATA/credentials, never printed):
 
     python -m local_s3 --port 9000 --data ./data --bucket uploads
 
