@@ -26,7 +26,7 @@ import secrets
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,8 @@ from local_s3.storage import (
     ObjectStore,
     StoredObject,
     Upload,
+    private_folder,
+    write_private_json,
 )
 from s3_rules import MAX_LIST_PARTS, MAX_LIST_UPLOADS, MAX_PART_BYTES, MAX_PARTS, MIN_PART_BYTES
 
@@ -315,7 +317,7 @@ def list_uploads_result(
     return document("ListMultipartUploadsResult", body)
 
 
-def upload_xml(upload: MultipartUpload, encode) -> str:
+def upload_xml(upload: MultipartUpload, encode: Callable[[str], str]) -> str:
     elements = {
         "Key": encode(upload.key),
         "UploadId": upload.upload_id,
@@ -361,7 +363,7 @@ class MultipartStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
         self.root = objects.multipart_dir
-        self.root.mkdir(mode=0o700, exist_ok=True)
+        private_folder(self.root)
         self._locks = tuple(threading.Lock() for _ in range(64))
 
     def folder(self, upload_id: str | None) -> Path:
@@ -373,8 +375,7 @@ class MultipartStore:
         self, bucket: str, key: str, attributes: Mapping[str, object], now: datetime
     ) -> MultipartUpload:
         upload = MultipartUpload(new_upload_id(now), bucket, key, now, dict(attributes))
-        folder = self.folder(upload.upload_id)
-        folder.mkdir()
+        folder = private_folder(self.folder(upload.upload_id))
         record = {
             "upload_id": upload.upload_id,
             "bucket": bucket,
@@ -476,7 +477,7 @@ class MultipartStore:
         """Written beside the objects' temporary files, then renamed: whole or absent."""
         staged = self.objects.tmp_dir / f"{uuid.uuid4().hex}.json"
         try:
-            staged.write_text(json.dumps(record), encoding="utf-8")
+            write_private_json(staged, record)
             os.replace(staged, target)
         finally:
             staged.unlink(missing_ok=True)

@@ -21,6 +21,35 @@ from typing import BinaryIO
 from local_s3.config import S3Config
 from local_s3.cors import CorsRule
 
+# The folder holds every object, private or not, and the secret key's file: only the user
+# running the local S3 may enter it or read what is in it.
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_folder(path: Path) -> Path:
+    """Made (with its parents) and set to 0700 whatever the umask: mkdir's mode is masked by
+    the umask, chmod's is not."""
+    path.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    path.chmod(PRIVATE_FOLDER)
+    return path
+
+
+def create_private_file(path: Path) -> BinaryIO:
+    """A new file, 0600 whatever the umask. O_EXCL: never an existing file, nor a symlink."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "wb")
+
+
+def write_private_json(path: Path, document: object) -> None:
+    with create_private_file(path) as file:
+        file.write(json.dumps(document).encode())
+
 
 @dataclass(frozen=True)
 class StoredObject:

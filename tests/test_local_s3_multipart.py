@@ -10,6 +10,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import tracemalloc
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -1014,3 +1015,19 @@ def test_a_completion_list_over_its_size_limit_is_malformed_xml(s3):
 
     s3_says(s3.complete(upload_id, [], body=too_long), "MalformedXML")
     assert len(local_s3.multipart_uploads(s3.config, "uploads")) == 1
+
+
+def test_an_uploads_folder_and_records_are_private_whatever_the_umask(s3):
+    """Like the rest of the data folder: 0700 folders, 0600 records, even under umask 0."""
+    previous = os.umask(0)
+    try:
+        s3.uploaded([b"private"])
+    finally:
+        os.umask(previous)
+
+    root = s3.config.data_dir / "multipart"
+    (folder,) = upload_folders(s3.config)
+    records = [path for path in folder.iterdir() if path.suffix == ".json"]
+    assert [path.stat().st_mode & 0o777 for path in (root, folder)] == [0o700, 0o700]
+    assert sorted(path.name for path in records) == ["part-00001.json", "upload.json"]
+    assert {path.stat().st_mode & 0o777 for path in records} == {0o600}
