@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -44,6 +45,7 @@ from local_s3.storage import (
     ObjectStore,
     StoredObject,
     Upload,
+    create_private_file,
     private_folder,
     write_private_json,
 )
@@ -489,13 +491,28 @@ class MultipartStore:
 
 
 def assemble(parts: Sequence[Part], target: Path) -> AssembledObject:
-    """The parts' bytes joined into `target`, a chunk at a time."""
-    with target.open("xb") as joined:
+    """The parts' bytes joined into `target`, never held in memory."""
+    with create_private_file(target) as joined:
         for part in parts:
             with part.path.open("rb") as source:
-                shutil.copyfileobj(source, joined, COPY_CHUNK)
+                copy_file(source, joined, part.size)
     size = sum(part.size for part in parts)
     return AssembledObject(target, size, multipart_etag([part.etag for part in parts]))
+
+
+def copy_file(source: BinaryIO, target: BinaryIO, size: int) -> None:
+    """Where the kernel can (Linux's copy_file_range), it copies the bytes itself, none passing
+    through Python; elsewhere, or if it refuses midway, the rest goes a chunk at a time (both
+    files' offsets have moved with what was copied)."""
+    copied = 0
+    with contextlib.suppress(AttributeError, OSError):
+        while copied < size:
+            sent = os.copy_file_range(source.fileno(), target.fileno(), size - copied)
+            if not sent:
+                break
+            copied += sent
+    if copied < size:
+        shutil.copyfileobj(source, target, COPY_CHUNK)
 
 
 def new_blob_name() -> str:

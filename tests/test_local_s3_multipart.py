@@ -1031,3 +1031,25 @@ def test_an_uploads_folder_and_records_are_private_whatever_the_umask(s3):
     assert [path.stat().st_mode & 0o777 for path in (root, folder)] == [0o700, 0o700]
     assert sorted(path.name for path in records) == ["part-00001.json", "upload.json"]
     assert {path.stat().st_mode & 0o777 for path in records} == {0o600}
+
+
+def test_parts_are_joined_whole_when_the_kernel_copy_stops_midway(s3, monkeypatch):
+    """copy_file_range may refuse (another filesystem, an old kernel) after copying some bytes:
+    the rest is copied a chunk at a time, from where it stopped."""
+    real_copy = os.copy_file_range
+    calls = []
+
+    def copy_a_little_then_refuse(source, target, count):
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(18, "Invalid cross-device link")
+        return real_copy(source, target, 1000)
+
+    monkeypatch.setattr(os, "copy_file_range", copy_a_little_then_refuse)
+    parts = [os.urandom(FIVE_MIB), b"tail"]
+    upload_id, etags = s3.uploaded(parts)
+    s3.complete(upload_id, etags)
+
+    stored = local_s3.stored_object(s3.config, "uploads", KEY)
+    assert stored.path.read_bytes() == b"".join(parts)
+    assert calls[0] == FIVE_MIB
