@@ -82,6 +82,12 @@ ACCESS_KEY_ID_LENGTH = 20
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
 BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
+# "Maximum number of parts returned for a list parts request 1000"; "Maximum number of multipart
+# uploads returned in a list multipart uploads request 1000".
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html
+MAX_LIST_PARTS = 1000
+MAX_LIST_UPLOADS = 1000
+
 # What S3 stores as an object's Content-Type when the upload names none.
 # https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"

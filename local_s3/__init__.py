@@ -1,6 +1,7 @@
 """An embedded, strict Amazon S3 for browser uploads: POST Object, GET/HEAD/PUT/DELETE Object,
-CORS (the configured origins, or the bucket's rules set with PUT ?cors), and what the setup
-doctor asks about a bucket (HeadBucket, ownership controls, lifecycle: bucket.py).
+multipart uploads (create, parts, list, complete, abort: multipart.py), CORS (the configured
+origins, or the bucket's rules set with PUT ?cors), and what the setup doctor asks about a
+bucket (HeadBucket, ownership controls, lifecycle: bucket.py).
 
 It is not a stand-in that accepts anything. Every upload is checked the way Amazon S3 checks it
 (form fields, policy document, SigV4 signature, expiry, each policy condition, the size range)
@@ -12,6 +13,7 @@ works against AWS. Real S3 is the reference; the rules come from its documentati
 - Errors:      https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
 - Query auth:  https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
 - CORS:        https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
+- Multipart:   https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html
 
 The files follow a request in S3's order: form.py (the multipart form, streamed), policy.py
 (the POST policy) and sigv4.py (signatures), checksums.py (x-amz-checksum-*), objects.py
@@ -33,6 +35,7 @@ UnexpectedContent, refused unread; SignedHeaders that are not lowercase names ar
 
 from local_s3.config import S3Config, new_credentials
 from local_s3.errors import ERRORS, S3Error
+from local_s3.multipart import MultipartUpload, multipart_etag, multipart_uploads
 from local_s3.policy import expand_filename, verify_post_form
 from local_s3.routes import create_app
 from local_s3.serving import LocalS3
@@ -41,6 +44,7 @@ from local_s3.storage import StoredObject, leftover_files, list_objects, stored_
 __all__ = [
     "ERRORS",
     "LocalS3",
+    "MultipartUpload",
     "S3Config",
     "S3Error",
     "StoredObject",
@@ -48,6 +52,8 @@ __all__ = [
     "expand_filename",
     "leftover_files",
     "list_objects",
+    "multipart_etag",
+    "multipart_uploads",
     "new_credentials",
     "stored_object",
     "verify_post_form",

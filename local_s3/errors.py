@@ -43,6 +43,12 @@ ERRORS: Mapping[str, ErrorCode] = {
         403, "The AWS Access Key Id you provided does not exist in our records."),
     "InvalidArgument": ErrorCode(400, "Invalid Argument"),
     "InvalidDigest": ErrorCode(400, "The Content-MD5 you specified is not valid."),
+    "InvalidPart": ErrorCode(
+        400, "One or more of the specified parts could not be found.  The part may not have "
+        "been uploaded, or the specified entity tag may not match the part's entity tag."),
+    "InvalidPartOrder": ErrorCode(
+        400, "The list of parts was not in ascending order. The parts list must be specified in "
+        "order by part number."),
     "InvalidPolicyDocument": ErrorCode(
         400, "The content of the form does not meet the conditions specified in the policy "
         "document."),
@@ -67,6 +73,9 @@ ERRORS: Mapping[str, ErrorCode] = {
     "NoSuchKey": ErrorCode(404, "The specified key does not exist."),
     "NoSuchLifecycleConfiguration": ErrorCode(
         404, "The lifecycle configuration does not exist"),
+    "NoSuchUpload": ErrorCode(
+        404, "The specified upload does not exist. The upload ID may be invalid, or the upload "
+        "may have been aborted or completed."),
     "NotImplemented": ErrorCode(
         501, "A header you provided implies functionality that is not implemented"),
     "OwnershipControlsNotFoundError": ErrorCode(

@@ -55,6 +55,19 @@ from local_s3.form import (
     read_post_form,
 )
 from local_s3.listing import list_bucket_result, list_page, parse_list_request
+from local_s3.multipart import (
+    MAX_COMPLETE_XML_BYTES,
+    MultipartStore,
+    check_part_size,
+    checked_part_number,
+    complete_result,
+    initiate_result,
+    list_parts_result,
+    list_uploads_result,
+    parse_completion,
+    parse_parts_request,
+    parse_uploads_request,
+)
 from local_s3.objects import (
     ANONYMOUS_READ_ACLS,
     checked_key,
@@ -87,6 +100,7 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
         ("/<bucket>/<key:path>", ["GET", "HEAD"], routes.get_object),
         ("/<bucket>/<key:path>", "PUT", routes.put_object),
         ("/<bucket>/<key:path>", "DELETE", routes.delete_object),
+        ("/<bucket>/<key:path>", "POST", routes.post_to_object),
         ("/<bucket>", "HEAD", routes.head_bucket),
         ("/<bucket>/", "HEAD", routes.head_bucket),
         ("/<bucket>", "OPTIONS", routes.cors_preflight),
@@ -111,6 +125,7 @@ class S3Routes:
     def __init__(self, config: S3Config, clock: Callable[[], datetime]) -> None:
         self.config, self.clock = config, clock
         self.store = ObjectStore(config.data_dir)
+        self.uploads = MultipartStore(self.store)
 
     def post_object(self, bucket: str) -> bottle.HTTPResponse:
         """POST Object: stream the form, verify it when the file begins, store atomically."""
@@ -128,6 +143,8 @@ class S3Routes:
     def get_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
         """GET/HEAD Object. Unsigned reads see only public-read objects and, like S3 without
         list permission, cannot tell a missing key from a private one."""
+        if bottle.request.method == "GET" and "uploadId" in bottle.request.query:
+            return self.list_parts(bucket, key)
         now = self.clock()
         self.require_bucket(bucket)
         signed = authenticate(bottle.request.environ, self.config, now)
@@ -147,6 +164,8 @@ class S3Routes:
 
     def put_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
         """PUT Object with a presigned URL or a signed request; the body streams like a POST's."""
+        if "uploadId" in bottle.request.query:
+            return self.upload_part(bucket, key)
         now = self.clock()
         self.require_bucket(bucket)
         environ = bottle.request.environ
@@ -170,6 +189,8 @@ class S3Routes:
     def delete_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
         """DeleteObject, signed only: 204 whether or not the key existed, as S3 answers.
         https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html"""
+        if "uploadId" in bottle.request.query:
+            return self.abort_multipart_upload(bucket, key)
         now = self.clock()
         self.require_bucket(bucket)
         signed = self.authorize(now, "s3:DeleteObject")
@@ -192,6 +213,8 @@ class S3Routes:
 
     def bucket_get(self, bucket: str) -> bottle.HTTPResponse:
         """GET /BUCKET?cors (GetBucketCors), or ?list-type=2 (ListObjectsV2)."""
+        if "uploads" in bottle.request.query:
+            return self.list_multipart_uploads(bucket)
         if bottle.request.query.get("list-type") == "2" and "cors" not in bottle.request.query:
             return self.list_objects_v2(bucket)
         if "ownershipControls" in bottle.request.query:
@@ -244,6 +267,93 @@ class S3Routes:
         if not rules:
             raise S3Error("NoSuchCORSConfiguration", BucketName=bucket)
         return bottle.HTTPResponse(cors_configuration_xml(rules), 200, XML_CONTENT_TYPE)
+
+    # --- multipart uploads (multipart.py): create, parts, list, complete, abort ---
+
+    def post_to_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """POST /BUCKET/KEY?uploads starts a multipart upload; ?uploadId=ID completes one."""
+        if "uploads" in bottle.request.query:
+            return self.create_multipart_upload(bucket, key)
+        if "uploadId" in bottle.request.query:
+            return self.complete_multipart_upload(bucket, key)
+        return self.not_supported(bucket, key)
+
+    def create_multipart_upload(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """CreateMultipartUpload: the object's type, metadata and ACL are given now and kept
+        until Complete. https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html
+        """
+        now = self.clock()
+        self.require_bucket(bucket)
+        check_payload_hash(self.authorize(now, "s3:PutObject"), signer.EMPTY_SHA256)
+        fields = put_fields(bottle.request.environ, checked_key(key))
+        check_acl_allowed(self.config, fields.get("acl"))
+        upload = self.uploads.create(bucket, key, object_attributes(fields), now)
+        return bottle.HTTPResponse(initiate_result(upload), 200, XML_CONTENT_TYPE)
+
+    def upload_part(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """UploadPart: streamed and hashed like PUT Object; the same part number sent again
+        replaces the part. https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html"""
+        now = self.clock()
+        self.require_bucket(bucket)
+        environ, query = bottle.request.environ, request_query()
+        signed = self.authorize(now, "s3:PutObject")
+        number = checked_part_number(query.get("partNumber"))
+        upload = self.uploads.get(bucket, key, query.get("uploadId"))
+        check_part_size(content_length(environ))
+        content_md5 = checked_content_md5(environ.get("HTTP_CONTENT_MD5"))
+        with self.store.upload() as received:
+            check_payload_hash(signed, receive_put_body(environ, received, self.config))
+            check_content_md5(received, content_md5)
+            part = self.uploads.save_part(upload, number, received, now)
+        return bottle.HTTPResponse(status=200, headers={"ETag": part.etag})
+
+    def list_parts(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """ListParts: the parts stored so far, max-parts at a time after part-number-marker.
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html"""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = self.authorize(now, "s3:ListMultipartUploadParts")
+        check_payload_hash(signed, signer.EMPTY_SHA256)
+        query = request_query()
+        request = parse_parts_request(query)
+        upload = self.uploads.get(bucket, key, query["uploadId"])
+        body = list_parts_result(upload, request, list(self.uploads.parts(upload).values()))
+        return bottle.HTTPResponse(body, 200, XML_CONTENT_TYPE)
+
+    def complete_multipart_upload(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """CompleteMultipartUpload: the listed parts become the object, whole and at once; the
+        upload and its parts are gone.
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html"""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = self.authorize(now, "s3:PutObject")
+        upload = self.uploads.get(bucket, key, request_query().get("uploadId"))
+        body = completion_body(bottle.request.environ)
+        check_payload_hash(signed, hashlib.sha256(body).hexdigest())
+        stored = self.uploads.complete(upload, parse_completion(body), now)
+        answer = complete_result(object_location(bottle.request, stored), stored)
+        return bottle.HTTPResponse(answer, 200, XML_CONTENT_TYPE)
+
+    def abort_multipart_upload(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """AbortMultipartUpload: 204, and every part deleted.
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html"""
+        now = self.clock()
+        self.require_bucket(bucket)
+        check_payload_hash(self.authorize(now, "s3:AbortMultipartUpload"), signer.EMPTY_SHA256)
+        upload = self.uploads.get(bucket, key, request_query().get("uploadId"))
+        self.uploads.abort(upload)
+        return bottle.HTTPResponse(status=204)
+
+    def list_multipart_uploads(self, bucket: str) -> bottle.HTTPResponse:
+        """ListMultipartUploads: the bucket's uploads in progress, by key then initiation.
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html"""
+        now = self.clock()
+        self.require_bucket(bucket)
+        signed = self.authorize(now, "s3:ListBucketMultipartUploads")
+        check_payload_hash(signed, signer.EMPTY_SHA256)
+        request = parse_uploads_request(request_query())
+        body = list_uploads_result(bucket, request, self.uploads.uploads(bucket))
+        return bottle.HTTPResponse(body, 200, XML_CONTENT_TYPE)
 
     def not_supported(self, bucket: str = "", key: str = "") -> bottle.HTTPResponse:
         if bucket:
@@ -449,5 +559,17 @@ def kept(checksum: Checksum | None) -> dict[str, object]:
 def cors_body(environ: Mapping[str, object]) -> bytes:
     """A CORS configuration is small; anything over 64 KB is not one."""
     if content_length(environ) > MAX_CORS_XML_BYTES:
+        raise S3Error("MalformedXML")
+    return b"".join(body_chunks(environ))
+
+
+def request_query() -> dict[str, str]:
+    """The query's parameters decoded as UTF-8 (bottle's own query is decoded as Latin-1)."""
+    return dict(parse_qsl(bottle.request.query_string, keep_blank_values=True))
+
+
+def completion_body(environ: Mapping[str, object]) -> bytes:
+    """The CompleteMultipartUpload XML, read whole: it is small (see MAX_COMPLETE_XML_BYTES)."""
+    if content_length(environ) > MAX_COMPLETE_XML_BYTES:
         raise S3Error("MalformedXML")
     return b"".join(body_chunks(environ))

@@ -134,6 +134,13 @@ class Upload:
             self.path.unlink(missing_ok=True)
 
 
+# How multipart.py lays out an upload in progress (data_dir/multipart/<hash>/), named here so
+# that leftover_files can tell its parts from what a killed request left.
+MULTIPART_RECORD = "upload.json"
+PART_RECORD_PREFIX = "part-"
+PART_BLOB_SUFFIX = ".bin"
+
+
 class ObjectStore:
     """Objects on disk: data_dir/blobs/<random> holds bytes, data_dir/objects/<hash>.json the rest.
 
@@ -151,6 +158,7 @@ class ObjectStore:
         for folder in (data_dir, self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
             private_folder(folder)
         self._locks = tuple(threading.Lock() for _ in range(64))
+        self.multipart_dir = data_dir / "multipart"  # made by multipart.MultipartStore
 
     def record_path(self, bucket: str, key: str) -> Path:
         digest = hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
@@ -244,7 +252,23 @@ class ObjectStore:
         """Temporary files, and blobs no record points at. Between requests: none."""
         referenced = {stored.path for stored in self.records()}
         blobs = [path for path in self.blob_dir.iterdir() if path not in referenced]
-        return sorted([*self.tmp_dir.iterdir(), *blobs])
+        return sorted([*self.tmp_dir.iterdir(), *blobs, *self.unreferenced_part_files()])
+
+    def unreferenced_part_files(self) -> list[Path]:
+        """The parts of uploads in progress are kept (S3 keeps them until the upload is completed
+        or aborted); what is not one is a leftover: a part's bytes no part record names (killed
+        between its two renames), and the files of an upload whose record is gone (killed while
+        completing or aborting it)."""
+        leftovers: list[Path] = []
+        folders = self.multipart_dir.iterdir() if self.multipart_dir.exists() else ()
+        for folder in folders:
+            if not (folder / MULTIPART_RECORD).exists():
+                leftovers += folder.iterdir()
+                continue
+            records = folder.glob(f"{PART_RECORD_PREFIX}*.json")
+            named = {json.loads(path.read_text("utf-8"))["blob"] for path in records}
+            leftovers += [p for p in folder.glob(f"*{PART_BLOB_SUFFIX}") if p.name not in named]
+        return leftovers
 
     def remove_leftovers(self) -> int:
         """A process killed mid-upload (SIGKILL, power loss) leaves its temporary file, or a blob

@@ -120,6 +120,30 @@ def signed_s3_request(app, credentials, now, method, path, body=b"", headers=Non
     return app.request(path, method=method, body=body, headers=headers, status=status)
 
 
+def presigned(url, credentials, now, method="GET", **kwargs):
+    """A presigned URL for the local S3 under WebTest, as a path (http://localhost dropped)."""
+    import signer
+
+    return signer.presign_url(
+        credentials, method, url, "us-east-1", now=now, **kwargs
+    ).removeprefix("http://localhost")
+
+
+def boto3_client(server, secret=S3_TEST_SECRET_KEY):
+    """botocore, the reference client, against a running local S3 (path-style, SigV4)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=S3_TEST_ACCESS_KEY,
+        aws_secret_access_key=secret,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
 def error_of(response):
     """(Code, Message, {other elements}) of an S3 XML error."""
     import xml.etree.ElementTree as ET

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import error_of
+from conftest import error_of, presigned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -696,12 +696,6 @@ def test_key_of_1025_bytes_is_too_long_and_reports_its_size(s3_app, forge, encod
 def uploaded(s3_app, form, encode_form):
     send(s3_app, Attempt(with_file(form)), encode_form)
     return f"http://localhost/uploads/{KEY}"
-
-
-def presigned(url, credentials, now, method="GET", **kwargs):
-    return signer.presign_url(credentials, method, url, REGION, now=now, **kwargs).removeprefix(
-        "http://localhost"
-    )
 
 
 def test_presigned_get_returns_the_bytes_and_s3s_headers(s3_app, uploaded, s3_credentials, s3_now):

@@ -15,15 +15,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import boto3
 import botocore.exceptions
 import crc32c
 import pytest
-from botocore.config import Config
 from conftest import (
     S3_TEST_ACCESS_KEY,
     S3_TEST_ORIGIN,
     S3_TEST_SECRET_KEY,
+    boto3_client,
     browser_form,
     connect,
     raw_post_head,
@@ -34,17 +33,6 @@ import local_s3
 import signer
 
 REGION = "us-east-1"
-
-
-def boto3_client(server, secret=S3_TEST_SECRET_KEY):
-    return boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name=REGION,
-        aws_access_key_id=S3_TEST_ACCESS_KEY,
-        aws_secret_access_key=secret,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
 
 
 def our_form(server, key, max_bytes=10_000_000):
