@@ -247,19 +247,31 @@
     return ours.length === theirs.length ? -1 : shorter;
   }
 
-  // A text cut at its first difference: [before, the rest of that line, after].
-  function cutAtDifference(text, index) {
-    if (index < 0) {
-      return [text, "", ""];
+  // Where two texts part and where they agree again: {start, oursEnd, theirsEnd}, the span
+  // each text has of its own between a common beginning and a common end; null when equal. A
+  // changed character in a base64 policy or a canonical request is then a few marked characters.
+  function difference(ours, theirs) {
+    const start = firstDifference(ours, theirs);
+    if (start === -1) {
+      return null;
     }
-    const lineEnd = text.indexOf("\n", index);
-    const end = lineEnd === -1 ? text.length : lineEnd;
-    return [text.slice(0, index), text.slice(index, Math.max(end, index)), text.slice(end)];
+    let common = 0;
+    const room = Math.min(ours.length, theirs.length) - start;
+    while (common < room && ours[ours.length - 1 - common] === theirs[theirs.length - 1 - common]) {
+      common += 1;
+    }
+    return { start, oursEnd: ours.length - common, theirsEnd: theirs.length - common };
+  }
+
+  // [before, the differing part, after] of one text.
+  function cut(text, start, end) {
+    return [text.slice(0, start), text.slice(start, end), text.slice(end)];
   }
 
   root.S3Errors = {
     EXPLANATIONS,
-    cutAtDifference,
+    cut,
+    difference,
     explain,
     firstDifference,
     fromXml,

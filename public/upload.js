@@ -241,21 +241,27 @@
     if (!texts) {
       return;
     }
-    const index = S3Errors.firstDifference(texts.ours, texts.theirs);
+    const difference = S3Errors.difference(texts.ours, texts.theirs);
     document.getElementById("protocol-compare-name").textContent = texts.name;
-    document.getElementById("protocol-compare-verdict").textContent =
-      index === -1
-        ? "They are identical: the text is right, so the key that signed it is not S3's."
-        : `They differ from character ${index + 1} on (highlighted).`;
-    markDifference(document.getElementById("protocol-ours"), texts.ours, index);
-    markDifference(document.getElementById("protocol-theirs"), texts.theirs, index);
+    document.getElementById("protocol-compare-verdict").textContent = difference
+      ? `They differ from character ${difference.start + 1} (highlighted).`
+      : "They are identical: the text is right, so the key that signed it is not S3's.";
+    const oursShown = document.getElementById("protocol-ours");
+    const theirsShown = document.getElementById("protocol-theirs");
+    if (difference) {
+      markDifference(oursShown, texts.ours, difference.start, difference.oursEnd);
+      markDifference(theirsShown, texts.theirs, difference.start, difference.theirsEnd);
+    } else {
+      oursShown.textContent = texts.ours;
+      theirsShown.textContent = texts.theirs;
+    }
     document.getElementById("protocol-compare").hidden = false;
   }
 
-  function markDifference(pre, text, index) {
-    const [before, differing, after] = S3Errors.cutAtDifference(text, index);
-    const mark = element("mark", "difference", differing || "⟂ (ends here)");
-    pre.replaceChildren(before, ...(index === -1 ? [] : [mark]), after);
+  // A missing part (one text is the other plus something) is marked as a gap.
+  function markDifference(pre, text, start, end) {
+    const [before, differing, after] = S3Errors.cut(text, start, end);
+    pre.replaceChildren(before, element("mark", "difference", differing || "⟂"), after);
   }
 
   // ---- The uploaded files list --------------------------------------------------------------

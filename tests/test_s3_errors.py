@@ -274,20 +274,36 @@ def test_first_difference_is_the_index_where_the_texts_part(
 
 
 @pytest.mark.parametrize(
-    ("text", "index", "parts"),
+    ("ours", "theirs", "marked"),
     [
-        ("line1\nlinX2\nend", 9, ["line1\nlin", "X2", "\nend"]),
-        ("same", -1, ["same", "", ""]),
-        ("short", 5, ["short", "", ""]),
-        ("ab\ncd", 2, ["ab", "", "\ncd"]),
+        (
+            "PUT\ncontent-type:image/png\nhost:a\n",
+            "PUT\ncontent-type:image/gif\nhost:a\n",
+            ["png", "gif"],
+        ),
+        ("eyJhIjoxfQ==", "eyJhIjoyfQ==", ["x", "y"]),
+        ("abcabc", "abc", ["abc", ""]),
+        ("aXb", "aXYXb", ["", "YX"]),
+        ("same", "same", None),
     ],
 )
-def test_a_text_is_cut_at_its_first_difference_to_the_end_of_that_line(
-    errors_page: Page, text: str, index: int, parts: list[str]
+def test_the_difference_is_what_lies_between_a_common_start_and_a_common_end(
+    errors_page: Page, ours: str, theirs: str, marked: list[str] | None
 ) -> None:
-    assert (
-        errors_page.evaluate("([t, i]) => S3Errors.cutAtDifference(t, i)", [text, index]) == parts
+    found = errors_page.evaluate(
+        """([a, b]) => {
+            const d = S3Errors.difference(a, b);
+            const cut = S3Errors.cut;
+            return d && [cut(a, d.start, d.oursEnd), cut(b, d.start, d.theirsEnd)];
+        }""",
+        [ours, theirs],
     )
+    if marked is None:
+        assert found is None
+        return
+    (before, mine, after), (_, s3s, s3_after) = found
+    assert [mine, s3s] == marked
+    assert before + mine + after == ours and before + s3s + s3_after == theirs
 
 
 @pytest.mark.parametrize(
