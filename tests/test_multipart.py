@@ -97,15 +97,13 @@ def test_every_plan_fits_s3s_part_limits_and_adds_up_to_the_file(size) -> None:
     plan = parts.plan_parts(size, 8 * MiB)
     assert plan.count <= s3_rules.MAX_PARTS
     assert s3_rules.MIN_PART_BYTES <= plan.part_size <= s3_rules.MAX_PART_BYTES
-    assert sum(plan.length(n) for n in (1, plan.count)) == (
-        size if plan.count == 1 else plan.part_size + plan.length(plan.count)
-    )
+    assert 0 < plan.length(plan.count) <= plan.part_size
     assert (plan.count - 1) * plan.part_size + plan.length(plan.count) == size
 
 
 def test_a_five_tib_file_gets_parts_of_525_mib() -> None:
     plan = parts.plan_parts(s3_rules.MAX_OBJECT_BYTES, 8 * MiB)
-    assert (plan.part_size, plan.count) == (525 * MiB, 9988)
+    assert (plan.part_size, plan.count) == (525 * MiB, 9987)
 
 
 # ---- the flow ---------------------------------------------------------------------------------
@@ -136,7 +134,7 @@ def test_a_file_in_parts_is_one_object_with_s3s_etag_registered_and_listed(
 def test_a_part_of_another_length_than_signed_is_refused_by_s3(client) -> None:
     started = start(client, 6 * MiB)
     url = call(client, "/multipart/urls", {**proof(started), "parts": [2]}).json["urls"]["2"]
-    assert put(url, b"x" * (MiB + 1)) == (403, "SignatureDoesNotMatch")
+    assert put(url, b"x" * 10) == (403, "SignatureDoesNotMatch")
     assert put(url, b"x" * MiB)[0] == 200
 
 
