@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import bottle
 import jinja2
 
+import file_types
 import filenames
 import s3_client
 import s3_rules
@@ -138,7 +139,9 @@ def limits(config: Config) -> dict[str, Any]:
         "max_bytes": config.max_bytes,
         "max_human": s3_rules.human_size(config.max_bytes),
         "allowed_types": list(config.allowed_types),
+        "allowed_names": file_types.describe(config.allowed_types),
         "policy_ttl": config.policy_ttl,
+        "auto_start": config.auto_start,
     }
 
 
@@ -171,7 +174,7 @@ def nojs_form(config: Config, keys: tokens.Secrets, moment: datetime, origin: st
     redirect = f"{origin}/uploads/done?token={tokens.key_token(keys, key)}"
     return signer.presigned_post(
         config.credentials,
-        **post_target(config, key),
+        **post_target(config, key) | {"expires_in": config.form_ttl},
         success_action_redirect=redirect,
         metadata={"filename": signer.FILENAME_VARIABLE},
         now=moment,

@@ -245,11 +245,25 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a signed upload form stays valid",
     ),
     Setting(
+        "UPLOAD_FORM_TTL",
+        "3600",
+        "form_ttl",
+        whole_number(60, 7 * 24 * 3600),
+        "seconds the no-JavaScript form stays valid (a person picks a file first)",
+    ),
+    Setting(
         "UPLOAD_RATE_LIMIT",
         "30/minute",
         "rate_limit",
         read_rate_limit,
         "signed forms per client, N/second|minute|hour; off",
+    ),
+    Setting(
+        "UPLOAD_AUTO_START",
+        "on",
+        "auto_start",
+        read_switch,
+        "on: upload as soon as files are chosen; off: review them, then Start",
     ),
     Setting(
         "S3_ACL",
@@ -335,7 +349,9 @@ class Config:
     allowed_types: tuple[str, ...]
     key_prefix: str
     policy_ttl: int
+    form_ttl: int
     rate_limit: RateLimit | None
+    auto_start: bool
     acl: str | None
     s3_timeout: float
     auth: Callable[[bottle.BaseRequest], Any] | None

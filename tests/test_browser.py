@@ -5,6 +5,7 @@ browser posts each file straight to it, exactly as it would to Amazon S3.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -66,6 +67,12 @@ class Site:
     s3_origin: str
     config: Config
     clock: Clock = field(default_factory=Clock)  # the real time: the local S3 checks expiry on it
+    served: DeferredApp = field(default_factory=DeferredApp)
+
+    def change_settings(self, **changes: Any) -> None:
+        """Serve an app with some settings changed (e.g. auto_start=False) from now on."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self.served.app = server.create_app(self.config, clock=self.clock)
 
     def read_object(self, key: str) -> bytes | None:
         """The object's bytes through a presigned GET, or None when S3 answers 404."""
@@ -91,7 +98,7 @@ def site(tmp_path: Path, served) -> Iterator[Site]:
     deferred = DeferredApp()
     with served(deferred) as origin, contextlib.ExitStack() as stack:
         config = server.start_embedded_s3(loopback_config(origin, tmp_path), stack)
-        site = Site(origin, server.s3_origin(config), config)
+        site = Site(origin, server.s3_origin(config), config, served=deferred)
         deferred.app = server.create_app(config, clock=site.clock)
         yield site
 
@@ -106,7 +113,16 @@ def loopback_config(origin: str, data_dir: Path) -> Config:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A fresh page; every test also proves the page threw no error and broke no CSP rule."""
-    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    with checked_page(browser) as fresh:
+        yield fresh
+
+
+@contextlib.contextmanager
+def checked_page(browser: Browser, **options: Any) -> Iterator[Page]:
+    """A page in a new context (Playwright's new_context options), closed at the end, that
+    fails the test if the page threw an error or broke a CSP rule."""
+    options = {"viewport": {"width": 1000, "height": 800}, **options}
+    context = browser.new_context(**options)
     problems: list[str] = []
     page = context.new_page()
 
@@ -167,10 +183,11 @@ def test_uploads_three_files_at_once_straight_to_s3(site: Site, page: Page) -> N
     page.goto(site.origin)
     page.set_input_files("#file-input", files)
 
+    expect(page.locator("#overall-label")).to_have_text("3 of 3 uploaded")
     for upload in files:
-        expect(row(page, upload["name"])).to_have_attribute("data-state", "done")
         expect(page.locator("#uploads")).to_contain_text(upload["name"])
     expect(page.locator("#overall-percent")).to_have_text("100%")
+    expect(page.locator("#queue .file")).to_have_count(0)
     stored = {upload["filename"]: upload["key"] for upload in site.uploads()}
     for upload in files:
         assert md5(site.read_object(stored[upload["name"]])) == md5(upload["buffer"])
@@ -186,7 +203,7 @@ def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -
     ]
     page.goto(site.origin)
     page.set_input_files("#file-input", files)
-    expect(page.locator('#queue .file[data-state="done"]')).to_have_count(2)
+    expect(page.locator("#overall-label")).to_have_text("2 of 2 uploaded")
     expect(page.locator("#uploads .upload")).to_have_count(2)
     listed_by_script = page.inner_text("#uploads")
 
@@ -203,7 +220,7 @@ def test_protocol_panel_shows_the_last_exchange_with_the_signature_shortened(
     page.goto(site.origin)
     expect(page.locator("#protocol")).not_to_have_attribute("open", "")
     page.set_input_files("#file-input", [payload("cat.png", "image/png", cat)])
-    expect(row(page, "cat.png")).to_have_attribute("data-state", "done")
+    expect(page.locator("#uploads")).to_contain_text("cat.png")
 
     page.get_by_text("Protocol: what the last upload sent").click()
 
@@ -230,7 +247,7 @@ def test_refuses_an_oversize_file_before_sending_anything(
     page.goto(site.origin)
     page.set_input_files("#file-input", too_big)
 
-    expect(row(page, "holiday.mov")).to_have_attribute("data-state", "error")
+    expect(row(page, "holiday.mov")).to_have_attribute("data-state", "refused")
     expect(row(page, "holiday.mov")).to_contain_text("This file is larger than the 10 MB limit.")
     assert not [url for url in requested if url.startswith(site.s3_origin)]
     assert not [url for url in requested if "/s3_credentials" in url]
@@ -326,7 +343,11 @@ def test_network_error_names_the_s3_endpoint(site: Site, page: Page) -> None:
     page.set_input_files("#file-input", [payload("cat.png", "image/png", png(32, 32, SUN, SEA))])
 
     expect(row(page, "cat.png")).to_have_attribute("data-state", "error")
-    expect(row(page, "cat.png")).to_contain_text(f"S3 could not be reached at {site.s3_origin}")
+    expect(row(page, "cat.png")).to_contain_text("The file could not reach the storage server")
+    page.click("#protocol summary")
+    expect(page.locator("#protocol-status")).to_have_text(
+        f"no answer from {site.s3_origin}: a network error, or its CORS rule refused this page"
+    )
 
 
 def test_cancel_stops_the_upload_and_leaves_no_object(
@@ -379,7 +400,7 @@ def test_expired_policy_is_retried_once_with_a_fresh_one(site: Site, page: Page)
     page.goto(site.origin)
     page.set_input_files("#file-input", [payload("late.png", "image/png", png(32, 32, SKY, GRASS))])
 
-    expect(row(page, "late.png")).to_have_attribute("data-state", "done")
+    expect(page.locator("#uploads")).to_contain_text("late.png")
     assert len(signed) == 2
     assert [answer.status for answer in s3_answers] == [403, 201]
     assert "<Code>AccessDenied</Code>" in s3_answers[0].text()
@@ -401,7 +422,7 @@ def test_files_dropped_on_the_zone_are_uploaded(site: Site, page: Page) -> None:
         }"""
     )
 
-    expect(row(page, "dropped.txt")).to_have_attribute("data-state", "done")
+    expect(page.locator("#uploads")).to_contain_text("dropped.txt")
     assert site.read_object(site.uploads()[0]["key"]) == b"hello"
 
 

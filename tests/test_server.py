@@ -239,7 +239,9 @@ def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
         "max_bytes": 10485760,
         "max_human": "10 MB",
         "allowed_types": ["image/*", "application/pdf", "text/plain"],
+        "allowed_names": "images, PDFs and text files",
         "policy_ttl": 300,
+        "auto_start": True,
     }
     assert tokens.page_token_valid(
         tokens.Secrets.derive(APP_SECRET), embedded["pageToken"], APP_NOW
