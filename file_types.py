@@ -10,6 +10,11 @@ of what S3 stored and refuses (and deletes) a file that is not what it was decla
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import s3_client
+from settings import Config
 
 # Families first ("image/*"), then the exact types people pick from in the no-JavaScript form.
 TYPE_NAMES = {
@@ -53,13 +58,30 @@ def allowed(content_type: str, patterns: Iterable[str]) -> bool:
     return any(pattern in (content_type, family) for pattern in patterns)
 
 
-def choices(patterns: Iterable[str]) -> dict[str, str]:
-    """The exact types a person may declare in the no-JavaScript form, with their names: each
-    named type a family covers, and every exact type given, in the order given."""
-    patterns = tuple(patterns)
-    named = [t for t in TYPE_NAMES if not t.endswith("/*") and allowed(t, patterns)]
-    exact = [p for p in patterns if not p.endswith("/*")]
-    return {t: type_name(t) for t in dict.fromkeys([*named, *exact])}
+@dataclass(frozen=True)
+class FormKind:
+    """One no-JavaScript form: the files it takes (`accept`, which also filters the browser's
+    file picker) and the Content-Type its policy pins: an exact type, or a family's prefix
+    ("image/") under S3's starts-with condition, with the `choices` a person picks from."""
+
+    name: str
+    accept: str
+    content_type: str
+    choices: dict[str, str]
+
+
+def form_kinds(patterns: Iterable[str]) -> list[FormKind]:
+    """A form per allowed pattern. A family with no named types here ("video/*") gets none:
+    nobody could say which type the file is, so it is offered with JavaScript only."""
+    kinds = []
+    for pattern in patterns:
+        prefix = pattern.removesuffix("*")
+        named = {t: n for t, n in TYPE_NAMES.items() if t.startswith(prefix) and t != pattern}
+        if pattern == prefix:
+            kinds.append(FormKind(type_name(pattern), pattern, pattern, {}))
+        elif named:
+            kinds.append(FormKind(type_name(pattern), pattern, prefix, named))
+    return kinds
 
 
 def sniff(head: bytes) -> str | None:
@@ -83,8 +105,26 @@ def looks_like_text(head: bytes) -> bool:
     return bool(head) and not TEXT_CONTROLS.intersection(head)
 
 
-def matches(declared: str, head: bytes) -> bool:
-    """Whether the first bytes agree with the declared type. A declared type whose bytes we
-    cannot recognise (one configured beyond the table) is taken at its word."""
+def acceptable(declared: str, head: bytes, patterns: Iterable[str]) -> bool:
+    """An allowed type whose first bytes agree with it. A type whose bytes we cannot recognise
+    (one configured beyond the table) is taken at its word."""
     known = {content_type for _, content_type in SIGNATURES} | {"image/webp", "text/plain"}
-    return declared not in known or sniff(head) == declared
+    fits = declared not in known or sniff(head) == declared
+    return allowed(declared, patterns) and fits
+
+
+def keep_only_allowed(config: Config, key: str, declared: str, moment: datetime) -> None:
+    """A no-JavaScript upload's type is the person's word: the object's first bytes (a ranged
+    GET, RFC 9110 section 14.2) must agree with it and be allowed, or the object is deleted.
+    Raises S3Failure, which the app answers like any other refusal about the object."""
+    end = SNIFF_BYTES - 1
+    reply = s3_client.send(config, "GET", key, headers={"Range": f"bytes=0-{end}"}, now=moment)
+    if reply.status not in (200, 206):
+        raise s3_client.S3Failure(502, f"S3 answered HTTP {reply.status} to reading the file.")
+    if acceptable(declared, reply.body[:SNIFF_BYTES], config.allowed_types):
+        return
+    deleted = s3_client.send(config, "DELETE", key, now=moment)
+    kinds = describe(config.allowed_types)
+    if deleted.status not in (200, 204):
+        raise s3_client.S3Failure(502, f"That file is not one of {kinds}; S3 would not delete it.")
+    raise s3_client.S3Failure(415, f"That file is not what was chosen, or not one of {kinds}.")

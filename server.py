@@ -124,11 +124,12 @@ VENDOR_FILES = {
 def page() -> str:
     app, moment = state(), now()
     config = app.config
+    kinds = file_types.form_kinds(config.allowed_types)
     return app.page.render(
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
-        nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
+        nojs_forms=[nojs_form(config, app.secrets, moment, request_origin(), k) for k in kinds],
         uploads=[with_download_url(config, record, moment) for record in app.registry.recent()],
         notice=page_notice(app.registry, request_query()),
     )
@@ -141,6 +142,7 @@ def limits(config: Config) -> dict[str, Any]:
         "allowed_types": list(config.allowed_types),
         "allowed_names": file_types.describe(config.allowed_types),
         "policy_ttl": config.policy_ttl,
+        "form_ttl": config.form_ttl,
         "auto_start": config.auto_start,
     }
 
@@ -160,25 +162,29 @@ def page_notice(registry: UploadRegistry, query: Mapping[str, str]) -> Notice | 
     return None
 
 
-def nojs_form(config: Config, keys: tokens.Secrets, moment: datetime, origin: str) -> dict:
-    """A ready signed form for browsers without JavaScript.
+def nojs_form(
+    config: Config, keys: tokens.Secrets, moment: datetime, origin: str, kind: file_types.FormKind
+) -> dict:
+    """A ready signed form for browsers without JavaScript, one per kind of file.
 
-    The key is chosen before the user picks a file, so it has no extension and no Content-Type
-    can be pinned: S3 stores its default type. The file's name still reaches S3's metadata
-    through S3's `${filename}` variable, which S3 fills in from the file part (the key stays
-    ours). S3 then redirects the browser (`success_action_redirect`) to /uploads/done with
-    bucket, key and etag appended.
+    The key is chosen before the user picks a file, so it has no extension, and S3 takes the
+    object's type from the form's Content-Type field only: the policy pins the kind's type, or
+    its family's prefix for the type the person picks (checked at /uploads/done). The name
+    reaches S3's metadata through S3's `${filename}` variable, filled in from the file part.
+    S3 then redirects the browser to /uploads/done with bucket, key and etag appended.
     https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
     """
     key = object_key(config.key_prefix, moment, uuid.uuid4(), extension="")
     redirect = f"{origin}/uploads/done?token={tokens.key_token(keys, key)}"
-    return signer.presigned_post(
+    form = signer.presigned_post(
         config.credentials,
         **post_target(config, key) | {"expires_in": config.form_ttl},
+        content_type=kind.content_type,
         success_action_redirect=redirect,
         metadata={"filename": signer.FILENAME_VARIABLE},
         now=moment,
     )
+    return {**form, "kind": kind}
 
 
 def static(path: str) -> bottle.HTTPResponse:
@@ -335,7 +341,7 @@ def upload_done() -> None:
     try:
         if query.get("bucket") != app.config.bucket:
             raise AppError(400, "The upload went to a different bucket.")
-        record_upload(app, key, etag, token, moment)
+        record_upload(app, key, etag, token, moment, check_type=True)
     except AppError as error:
         see_other("/?error=" + quote(error.message))
     see_other("/?uploaded=" + quote(key))
@@ -361,12 +367,16 @@ def parse_registration(request: bottle.BaseRequest) -> tuple[str, str, str]:
     return body["key"], body["etag"], body["token"]
 
 
-def record_upload(app: AppState, key: str, etag: str, token: str, moment: datetime) -> dict:
+def record_upload(
+    app: AppState, key: str, etag: str, token: str, moment: datetime, *, check_type: bool = False
+) -> dict:
     """Trust nothing the browser says: the key must be ours, and S3 must confirm the object."""
     if not tokens.key_token_valid(app.secrets, key, token):
         raise AppError(403, "This key was not issued by this server.")
     try:
         info = s3_client.head_object(app.config, key, moment)
+        if check_type:
+            file_types.keep_only_allowed(app.config, key, info.content_type, moment)
     except s3_client.S3Failure as failure:
         raise AppError(failure.status, failure.message) from None
     if not info.etag or normalise_etag(etag) != normalise_etag(info.etag):

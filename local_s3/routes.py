@@ -68,6 +68,7 @@ def create_app(config: S3Config, clock: Callable[[], datetime] | None = None) ->
         ("/<bucket>/", "POST", routes.post_object),
         ("/<bucket>/<key:path>", ["GET", "HEAD"], routes.get_object),
         ("/<bucket>/<key:path>", "PUT", routes.put_object),
+        ("/<bucket>/<key:path>", "DELETE", routes.delete_object),
         ("/<bucket>", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/", "OPTIONS", routes.cors_preflight),
         ("/<bucket>/<key:path>", "OPTIONS", routes.cors_preflight),
@@ -135,6 +136,17 @@ class S3Routes:
             record = {"bucket": bucket, "key": key, "last_modified": now.isoformat()}
             stored = self.store.commit(upload, {**record, **attributes})
         return bottle.HTTPResponse(status=200, headers={"ETag": stored.etag})
+
+    def delete_object(self, bucket: str, key: str) -> bottle.HTTPResponse:
+        """DeleteObject, signed only: 204, whether or not the key existed (an unversioned
+        bucket). https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html"""
+        self.require_bucket(bucket)
+        signed = authenticate(bottle.request.environ, self.config, self.clock())
+        if signed is None:
+            raise S3Error("AccessDenied")
+        check_payload_hash(signed, signer.EMPTY_SHA256)
+        self.store.delete(bucket, key)
+        return bottle.HTTPResponse(status=204)
 
     def cors_preflight(self, bucket: str, key: str = "") -> bottle.HTTPResponse:
         self.require_bucket(bucket)

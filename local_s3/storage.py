@@ -158,6 +158,15 @@ class ObjectStore:
             (self.blob_dir / previous).unlink(missing_ok=True)
         return self._stored(record)
 
+    def delete(self, bucket: str, key: str) -> None:
+        """The record goes first, in one unlink, then its blob: readers see the object or none."""
+        target = self.record_path(bucket, key)
+        with self._lock_for(target):
+            blob = self._blob_name(target)
+            target.unlink(missing_ok=True)
+        if blob:
+            (self.blob_dir / blob).unlink(missing_ok=True)
+
     def get(self, bucket: str, key: str) -> StoredObject | None:
         try:
             text = self.record_path(bucket, key).read_text(encoding="utf-8")

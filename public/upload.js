@@ -875,11 +875,11 @@
     const input = $("#file-input");
     const dropzone = $("#dropzone");
     form.on("submit", (event) => event.preventDefault());
-    $("#nojs-submit, #nojs-only").prop("hidden", true);
+    form.prop("hidden", false);
+    $("#nojs-forms").prop("hidden", true);
     $("#protocol").prop("hidden", false);
     $("#start-all").on("click", startAll);
     $("#uploads-more").on("click", showMoreUploads);
-    input.prop("multiple", true);
     dropzone.on("dragover", () => dropzone.addClass("is-dragover"));
     dropzone.on("dragleave drop", () => dropzone.removeClass("is-dragover"));
     input.fileupload({

@@ -433,28 +433,62 @@ def test_keyboard_reaches_the_labelled_file_input_first(site: Site, page: Page) 
     focused = page.locator(":focus")
     expect(focused).to_have_id("file-input")
     expect(page.get_by_label("Choose files to upload")).to_have_attribute("multiple", "")
-    expect(page.get_by_role("button", name="Upload", exact=True)).to_be_hidden()
+    expect(page.locator("#nojs-forms")).to_be_hidden()
 
 
 # ---- Without JavaScript ------------------------------------------------------------------------
 
 
-def test_plain_form_uploads_without_javascript(site: Site, browser: Browser) -> None:
-    content = b"%PDF-1.4\n" + os.urandom(50_000)
-    context = browser.new_context(java_script_enabled=False)
-    try:
-        page = context.new_page()
-        page.goto(site.origin)
-        page.set_input_files("#file-input", [payload("scan.pdf", "application/pdf", content)])
-        page.get_by_role("button", name="Upload", exact=True).click()
-        page.wait_for_url(re.compile(re.escape(f"{site.origin}/?uploaded=")))
+@pytest.fixture
+def nojs_page(browser: Browser) -> Iterator[Page]:
+    with checked_page(browser, java_script_enabled=False) as fresh:
+        yield fresh
 
-        key = parse_qs(urlsplit(page.url).query)["uploaded"][0]
-        expect(page.locator(".notice")).to_have_text("Uploaded scan.pdf")
-        expect(page.locator("#uploads .upload")).to_have_count(1)
-        assert md5(site.read_object(key)) == md5(content)
-    finally:
-        context.close()
+
+def upload_without_javascript(page: Page, kind: str, file: dict[str, Any]) -> None:
+    """Pick a file in the form for `kind` ("PDFs"), press its Upload, wait for the way back."""
+    form = page.get_by_role("group", name=kind)
+    form.get_by_label("File").set_input_files([file])
+    form.get_by_role("button", name="Upload").click()
+    page.wait_for_url(re.compile(r"/\?(uploaded|error)="))
+
+
+def test_plain_form_uploads_without_javascript(site: Site, nojs_page: Page) -> None:
+    page = nojs_page
+    content = b"%PDF-1.4\n" + os.urandom(50_000)
+    page.goto(site.origin)
+    expect(page.locator("#upload-form")).to_be_hidden()
+    expect(page.locator("#nojs-limits")).to_contain_text("One file at a time, up to 10 MB.")
+    expect(page.locator("#nojs-limits")).to_contain_text("works for 60 minutes")
+    upload_without_javascript(page, "PDFs", payload("scan.pdf", "application/pdf", content))
+
+    key = parse_qs(urlsplit(page.url).query)["uploaded"][0]
+    expect(page.locator(".notice")).to_have_text("Uploaded scan.pdf")
+    expect(page.locator("#uploads .upload")).to_have_count(1)
+    assert md5(site.read_object(key)) == md5(content)
+
+
+def test_plain_form_stores_a_png_as_image_png_with_a_thumbnail(site: Site, nojs_page: Page) -> None:
+    page = nojs_page
+    page.goto(site.origin)
+    page.get_by_role("group", name="Images").get_by_label("Kind").select_option("image/png")
+    upload_without_javascript(page, "Images", payload("sea.png", "image/png", png(8, 8, SEA, SKY)))
+
+    expect(page.locator(".notice")).to_have_text("Uploaded sea.png")
+    expect(page.locator("#uploads img.thumb")).to_have_count(1)
+    assert [upload["content_type"] for upload in site.uploads()] == ["image/png"]
+
+
+def test_plain_form_refuses_and_deletes_a_file_that_is_not_its_kind(
+    site: Site, nojs_page: Page
+) -> None:
+    page = nojs_page
+    page.goto(site.origin)
+    upload_without_javascript(page, "Images", payload("a.zip", "application/zip", b"PK\x03\x04"))
+
+    expect(page.locator(".notice-error")).to_contain_text("That file is not what was chosen")
+    expect(page.locator("#uploads .upload")).to_have_count(0)
+    assert site.uploads() == []
 
 
 def test_page_never_contains_the_secret_key(site: Site, page: Page) -> None:
