@@ -320,7 +320,6 @@
   async function refreshUploads() {
     const { uploads } = await callApp("/uploads");
     renderUploads(uploads);
-    return uploads.length;
   }
 
   // ---- Pending registrations: stored in S3, not yet recorded by the app ---------------------
@@ -504,7 +503,6 @@
 
   function start(row) {
     setStatus(row, "Waiting…", "working");
-    row.buttons.cancel.focus();
     startUpload(row.data, row, false);
   }
 
@@ -517,7 +515,6 @@
       row.abort();
     }
     showCancelled(row);
-    row.buttons.retry.focus();
   }
 
   function showCancelled(row) {
@@ -534,10 +531,10 @@
     } else {
       startUpload(row.data, row, false);
     }
-    focusWithin(row);
   }
 
-  // The row's first visible button, else its status: never lost to <body>.
+  // When a row's state hides the button that had focus (Cancel, Retry, Start), focus moves to
+  // the row's first visible button, else its status: never lost to <body>.
   function focusWithin(row) {
     const visible = Object.values(row.buttons).find((node) => !node.hidden);
     (visible || row.status).focus();

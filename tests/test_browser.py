@@ -45,7 +45,6 @@ REGION = server.EMBEDDED_REGION
 Color = tuple[int, int, int]
 SEA, SKY = (16, 78, 139), (135, 206, 235)
 GRASS, SUN = (34, 139, 34), (238, 221, 130)
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
 
 
 # ---- Servers -----------------------------------------------------------------------------------
@@ -191,9 +190,6 @@ def test_uploads_three_files_at_once_straight_to_s3(site: Site, page: Page) -> N
     stored = {upload["filename"]: upload["key"] for upload in site.uploads()}
     for upload in files:
         assert md5(site.read_object(stored[upload["name"]])) == md5(upload["buffer"])
-    if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        page.click("#protocol summary")
-        page.screenshot(path=SCREENSHOT, full_page=True)
 
 
 def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -> None:

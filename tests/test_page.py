@@ -6,6 +6,8 @@ Failures are forced with Playwright's request routing (an aborted S3 POST or reg
 """
 
 import json
+import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,9 @@ from test_browser import (
 __all__ = ["page", "site"]  # fixtures from test_browser, used by name below
 pytestmark = pytest.mark.browser
 
-AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+ROOT = Path(__file__).resolve().parent.parent
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+DOCS = ROOT / "docs"
 PHONE, DESKTOP = 320, 1280
 WIDTHS = [pytest.param(DESKTOP, id="1280px"), pytest.param(PHONE, id="320px")]
 
@@ -55,10 +59,6 @@ def fail_first(times: int, failure: Callable[[Route], None]) -> Callable[[Route]
 
 def abort(route: Route) -> None:
     route.abort("connectionreset")
-
-
-def registrations(route: Route) -> bool:
-    return route.request.method == "POST"
 
 
 def abort_registrations(times: int) -> Callable[[Route], None]:
@@ -211,18 +211,27 @@ def test_cancel_with_the_keyboard_moves_focus_to_retry_then_remove_to_the_input(
 # ---- 3. The overall bar counts what happened --------------------------------------------------
 
 
+@pytest.mark.parametrize("width", WIDTHS)
 def test_overall_summary_counts_the_failed_file_and_is_announced_once(
-    site: Site, page: Page
+    site: Site, page: Page, width: int
 ) -> None:
-    def abort_the_broken_one(route: Route) -> None:
-        if b"broken.png" in (route.request.post_data_buffer or b""):
+    """Also the README's screenshots, with UPDATE_SCREENSHOT=1: desktop and phone."""
+
+    def abort_the_sunset(route: Route) -> None:
+        if b"sunset.png" in (route.request.post_data_buffer or b""):
             route.abort("connectionreset")
         else:
             route.continue_()
 
-    page.route(site.s3_origin + "/**", abort_the_broken_one)
+    page.set_viewport_size({"width": width, "height": 800})
+    page.route(site.s3_origin + "/**", abort_the_sunset)
     page.goto(site.origin)
-    page.set_input_files("#file-input", [cat("one.png"), cat("broken.png"), cat("two.png")])
+    files = [
+        payload("harbour.png", "image/png", png(120, 80, SEA, SKY)),
+        payload("sunset.png", "image/png", png(120, 80, SUN, SEA)),
+        payload("meadow.png", "image/png", png(120, 80, GRASS, SUN)),
+    ]
+    page.set_input_files("#file-input", files)
 
     expect(page.locator("#overall-label")).to_have_text("2 of 3 uploaded, 1 failed")
     expect(page.locator("#overall-percent")).not_to_have_text("100%")
@@ -230,6 +239,9 @@ def test_overall_summary_counts_the_failed_file_and_is_announced_once(
         "2 of 3 uploaded, 1 failed. The list of uploaded files has 2 files."
     )
     expect(page.locator("[aria-live], [role=status], [role=alert]")).to_have_count(1)
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        name = "screenshot.png" if width == DESKTOP else "screenshot-phone.png"
+        page.screenshot(path=DOCS / name, full_page=True)
 
 
 # ---- 5. A phone's width ----------------------------------------------------------------------
@@ -299,14 +311,24 @@ def test_review_then_start_shows_previews_and_starts_all(site: Site, page: Page)
     page.set_input_files("#file-input", [cat("a.png"), payload("b.txt", "text/plain", b"b")])
 
     expect(page.locator("#overall-label")).to_have_text("0 of 2 uploaded, 2 ready to start")
-    expect(row(page, "a.png").locator("img.thumb")).to_have_attribute("src", re_blob())
+    preview = row(page, "a.png").locator("img.thumb")
+    expect(preview).to_have_attribute("src", re.compile(r"^blob:"))
     expect(row(page, "b.txt").locator(".thumb-file")).to_have_text("TXT")
     assert site.uploads() == []
+    blob_url = preview.get_attribute("src")
 
     page.get_by_role("button", name="Start all").click()
 
     expect(page.locator("#overall-label")).to_have_text("2 of 2 uploaded")
     assert sorted(upload["filename"] for upload in site.uploads()) == ["a.png", "b.txt"]
+    expect(page.locator("#queue .file")).to_have_count(0)
+    revoked = """url => new Promise((resolve) => {
+        const image = new Image();
+        image.onload = () => resolve(false);
+        image.onerror = () => resolve(true);
+        image.src = url;
+    })"""
+    assert page.evaluate(revoked, blob_url), "the preview's object URL was not revoked"
 
 
 def test_one_file_started_by_its_own_button(site: Site, page: Page) -> None:
@@ -318,12 +340,6 @@ def test_one_file_started_by_its_own_button(site: Site, page: Page) -> None:
     expect(page.locator("#uploads")).to_contain_text("first.png")
     expect(row(page, "second.png")).to_have_attribute("data-state", "ready")
     expect(page.locator("#overall-label")).to_have_text("1 of 2 uploaded, 1 ready to start")
-
-
-def re_blob() -> Any:
-    import re
-
-    return re.compile(r"^blob:")
 
 
 def test_a_file_pasted_from_the_clipboard_is_uploaded(site: Site, page: Page) -> None:
