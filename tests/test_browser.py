@@ -452,7 +452,9 @@ def upload_without_javascript(page: Page, kind: str, file: dict[str, Any]) -> No
 def test_plain_form_uploads_without_javascript(site: Site, nojs_page: Page) -> None:
     page = nojs_page
     content = b"%PDF-1.4\n" + os.urandom(50_000)
+    page.set_viewport_size({"width": 320, "height": 640})
     page.goto(site.origin)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 320
     expect(page.locator("#upload-form")).to_be_hidden()
     expect(page.locator("#nojs-limits")).to_contain_text("One file at a time, up to 10 MB.")
     expect(page.locator("#nojs-limits")).to_contain_text("works for 60 minutes")
