@@ -120,6 +120,37 @@ def test_registration_pending_at_a_reload_is_sent_when_the_page_comes_back(
     assert pending_registrations(page) == []
 
 
+def test_registration_that_keeps_failing_stops_and_retry_records_without_resending(
+    site: Site, page: Page
+) -> None:
+    s3_posts: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            s3_posts.append(request.url)
+            if request.method == "POST" and request.url.startswith(site.s3_origin)
+            else None
+        ),
+    )
+    page.clock.install()
+    page.route("**/uploads", abort_registrations(100))
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [cat()])
+    for seconds in (1, 2, 4, 8, 16, 30):
+        expect(row(page, "cat.png")).to_contain_text(f"Trying again in {seconds} s…")
+        page.clock.run_for(seconds * 1000)
+    expect(row(page, "cat.png")).to_have_attribute("data-state", "error")
+    expect(row(page, "cat.png")).to_contain_text("It is tried again when you press Retry")
+    assert len(pending_registrations(page)) == 1
+
+    page.unroute("**/uploads")
+    page.get_by_role("button", name="Retry cat.png").click()
+
+    expect(page.locator("#uploads")).to_contain_text("cat.png")
+    assert len(s3_posts) == 1
+    assert pending_registrations(page) == []
+
+
 def test_registration_refused_by_the_app_is_not_retried(site: Site, page: Page) -> None:
     def wrong_token(route: Route) -> None:
         if route.request.method != "POST":
@@ -160,6 +191,23 @@ def test_rate_limited_file_counts_down_and_goes_on_by_itself(site: Site, page: P
     page.clock.run_for(1000)
     expect(page.locator("#uploads")).to_contain_text("cat.png")
     expect(page.locator("#overall-label")).to_have_text("1 of 1 uploaded")
+
+
+def test_cancel_during_the_rate_limit_wait_stops_the_countdown(site: Site, page: Page) -> None:
+    def too_many(route: Route) -> None:
+        route.fulfill(status=429, headers={"Retry-After": "5"}, json={"error": "Too many."})
+
+    page.clock.install()
+    page.route("**/s3_credentials?*", too_many)
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [cat()])
+    expect(row(page, "cat.png")).to_contain_text("Going on in 5 s…")
+
+    page.get_by_role("button", name="Cancel cat.png").click()
+    page.clock.run_for(10_000)
+
+    expect(row(page, "cat.png").locator(".file-status")).to_have_text("Cancelled")
+    expect(page.locator("#overall-label")).to_have_text("0 of 1 uploaded, 1 cancelled")
 
 
 @pytest.mark.parametrize("width", WIDTHS)
