@@ -447,3 +447,10 @@ def test_axe_finds_no_violations_before_and_after_uploads(
     page.click("#protocol summary")
 
     assert axe_violations(page) == []
+    page.evaluate(
+        """() => {
+            document.getElementById("upload-form").hidden = true;
+            document.getElementById("nojs-forms").hidden = false;
+        }"""
+    )
+    assert axe_violations(page) == [], "the forms shown without JavaScript"
