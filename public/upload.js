@@ -327,6 +327,7 @@
   // Kept in localStorage until the app records them, so a reload or a crash orphans nothing.
   const PENDING_KEY = "s3-upload.pending-registrations";
   const REGISTER_DELAYS = [1, 2, 4, 8, 16, 30];
+  const LATER = "It is tried again when you press Retry or reload this page.";
 
   function loadPending() {
     try {
@@ -383,8 +384,6 @@
       }
     }
   }
-
-  const LATER = "It is tried again when you press Retry or reload this page.";
 
   async function finishRegistration(row) {
     let upload;
@@ -540,9 +539,13 @@
     (visible || row.status).focus();
   }
 
+  // Removing a file stored in S3 but not recorded also stops it being sent again at a reload.
   function remove(row) {
     batch.rows = batch.rows.filter((other) => other !== row);
     chosen.delete(row.identity);
+    if (row.report) {
+      dropPending(row.report);
+    }
     forget(row, document.getElementById("file-input"));
   }
 

@@ -132,6 +132,19 @@ def test_registration_that_keeps_failing_stops_and_retry_records_without_resendi
             else None
         ),
     )
+    registration_given_up(site, page)
+
+    page.unroute("**/uploads")
+    page.get_by_role("button", name="Retry cat.png").click()
+
+    expect(page.locator("#uploads")).to_contain_text("cat.png")
+    assert len(s3_posts) == 1
+    assert pending_registrations(page) == []
+
+
+def registration_given_up(site: Site, page: Page) -> None:
+    """Upload cat.png while every registration is lost, through the whole backoff, on the
+    page's fake clock, until the page stops trying."""
     page.clock.install()
     page.route("**/uploads", abort_registrations(100))
     page.goto(site.origin)
@@ -143,12 +156,16 @@ def test_registration_that_keeps_failing_stops_and_retry_records_without_resendi
     expect(row(page, "cat.png")).to_contain_text("It is tried again when you press Retry")
     assert len(pending_registrations(page)) == 1
 
-    page.unroute("**/uploads")
-    page.get_by_role("button", name="Retry cat.png").click()
 
-    expect(page.locator("#uploads")).to_contain_text("cat.png")
-    assert len(s3_posts) == 1
+def test_removing_an_unrecorded_upload_stops_it_coming_back(site: Site, page: Page) -> None:
+    registration_given_up(site, page)
+    page.get_by_role("button", name="Remove cat.png").click()
+
     assert pending_registrations(page) == []
+    page.unroute("**/uploads")
+    page.reload()
+    expect(page.locator("#queue .file")).to_have_count(0)
+    assert site.uploads() == []
 
 
 def test_registration_refused_by_the_app_is_not_retried(site: Site, page: Page) -> None:
