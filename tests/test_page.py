@@ -28,6 +28,8 @@ from test_browser import (
     site,
 )
 
+from rate_limit import RateLimit
+
 __all__ = ["page", "site"]  # fixtures from test_browser, used by name below
 pytestmark = pytest.mark.browser
 
@@ -208,6 +210,24 @@ def test_rate_limited_file_counts_down_and_goes_on_by_itself(site: Site, page: P
     page.clock.run_for(1000)
     expect(page.locator("#uploads")).to_contain_text("cat.png")
     expect(page.locator("#overall-label")).to_have_text("1 of 1 uploaded")
+
+
+def test_the_apps_own_rate_limit_is_waited_out_and_nothing_fails(site: Site, page: Page) -> None:
+    """The real limiter, at 2 forms a minute: the third file waits for its Retry-After. The
+    app's clock and the page's are moved on together, so the minute passes at once."""
+    site.change_settings(rate_limit=RateLimit(2, 60))
+    page.clock.install()
+    page.goto(site.origin)
+    page.set_input_files("#file-input", [cat("a.png"), cat("b.png"), cat("c.png")])
+
+    expect(page.locator("#overall-label")).to_have_text("2 of 3 uploaded, 1 waiting")
+    waiting = page.locator('#queue .file[data-state="waiting"]')
+    expect(waiting).to_contain_text(re.compile(r"Going on in (59|60) s…"))
+    site.clock.advance(60)
+    page.clock.run_for(60_000)
+
+    expect(page.locator("#overall-label")).to_have_text("3 of 3 uploaded")
+    assert len(site.uploads()) == 3
 
 
 def test_cancel_during_the_rate_limit_wait_stops_the_countdown(site: Site, page: Page) -> None:
