@@ -124,7 +124,7 @@ def keep_only_allowed(config: Config, key: str, declared: str, moment: datetime)
     if acceptable(declared, reply.body[:SNIFF_BYTES], config.allowed_types):
         return
     deleted = s3_client.send(config, "DELETE", key, now=moment)
-    kinds = describe(config.allowed_types)
+    wrong = f"the file's first bytes are not those of {type_name(declared)}, the kind chosen"
     if deleted.status not in (200, 204):
-        raise s3_client.S3Failure(502, f"That file is not one of {kinds}; S3 would not delete it.")
-    raise s3_client.S3Failure(415, f"That file is not what was chosen, or not one of {kinds}.")
+        raise s3_client.S3Failure(502, f"{wrong}, and S3 would not delete it.")
+    raise s3_client.S3Failure(415, f"{wrong}, so it was deleted.")

@@ -942,22 +942,24 @@ def test_no_js_png_is_stored_with_its_type_and_listed(live, s3, post_to_s3) -> N
 
 
 @pytest.mark.parametrize(
-    ("accept", "kind", "content"),
+    ("accept", "kind", "content", "named"),
     [
-        ("image/*", "image/png", b"PK\x03\x04 a zip archive"),
-        ("image/*", "image/jpeg", b"\x89PNG\r\n\x1a\n a png, not a jpeg"),
-        ("text/plain", None, b"\x00\x01\x02 binary, not text"),
-        ("application/pdf", None, b"<html>not a pdf</html>"),
+        ("image/*", "image/png", b"PK\x03\x04 a zip archive", "PNG images"),
+        ("image/*", "image/jpeg", b"\x89PNG\r\n\x1a\n a png, not a jpeg", "JPEG images"),
+        ("text/plain", None, b"\x00\x01\x02 binary, not text", "text files"),
+        ("application/pdf", None, b"<html>not a pdf</html>", "PDFs"),
     ],
     ids=["zip-as-png", "png-as-jpeg", "binary-as-text", "html-as-pdf"],
 )
 def test_no_js_file_that_is_not_what_it_says_is_deleted_and_not_listed(
-    live, s3, config, post_to_s3, accept, kind, content
+    live, s3, config, post_to_s3, accept, kind, content, named
 ) -> None:
     chosen = {"Content-Type": kind} if kind else {}
     key, location = nojs_upload(live, s3, post_to_s3, accept, content, "file.bin", **chosen)
     assert parse_qs(urlsplit(location).query) == {
-        "error": ["That file is not what was chosen, or not one of images, PDFs and text files."]
+        "error": [
+            f"the file's first bytes are not those of {named}, the kind chosen, so it was deleted."
+        ]
     }
     assert live.get("/uploads").json == {"uploads": []}
     s3_config = dataclasses.replace(config, endpoint=s3.url)
