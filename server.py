@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import bottle
 import jinja2
 
+import file_types
 import filenames
 import parts
 import registry
@@ -139,12 +140,13 @@ def page() -> str:
             uploads = recent_uploads(app, moment, None)["uploads"]
         except AppError as error:
             uploads_error = error.message
+    kinds = file_types.form_kinds(config.allowed_types)
     return app.page.render(
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
         upload_method=config.upload_method,
-        nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
+        nojs_forms=[nojs_form(config, app.secrets, moment, request_origin(), k) for k in kinds],
         uploads=uploads,
         uploads_error=uploads_error,
         list_all=config.auth is not None,
@@ -157,7 +159,10 @@ def limits(config: Config) -> dict[str, Any]:
         "max_bytes": config.max_bytes,
         "max_human": s3_rules.human_size(config.max_bytes),
         "allowed_types": list(config.allowed_types),
+        "allowed_names": file_types.describe(config.allowed_types),
         "policy_ttl": config.policy_ttl,
+        "form_ttl": config.form_ttl,
+        "auto_start": config.auto_start,
     }
 
 
@@ -183,25 +188,29 @@ def page_notice(config: Config, query: Mapping[str, str], moment: datetime) -> N
     return None
 
 
-def nojs_form(config: Config, keys: tokens.Secrets, moment: datetime, origin: str) -> dict:
-    """A ready signed form for browsers without JavaScript.
+def nojs_form(
+    config: Config, keys: tokens.Secrets, moment: datetime, origin: str, kind: file_types.FormKind
+) -> dict:
+    """A ready signed form for browsers without JavaScript, one per kind of file.
 
-    The key is chosen before the user picks a file, so it has no extension and no Content-Type
-    can be pinned: S3 stores its default type. The file's name still reaches S3's metadata
-    through S3's `${filename}` variable, which S3 fills in from the file part (the key stays
-    ours). S3 then redirects the browser (`success_action_redirect`) to /uploads/done with
-    bucket, key and etag appended.
+    The key is chosen before the user picks a file, so it has no extension, and S3 takes the
+    object's type from the form's Content-Type field only: the policy pins the kind's type, or
+    its family's prefix for the type the person picks (checked at /uploads/done). The name
+    reaches S3's metadata through S3's `${filename}` variable, filled in from the file part.
+    S3 then redirects the browser to /uploads/done with bucket, key and etag appended.
     https://docs.aws.amazon.com/AmazonS3/latest/API/RESTObjectPOST.html
     """
     key = object_key(config.key_prefix, moment, uuid.uuid4(), extension="")
     redirect = f"{origin}/uploads/done?token={tokens.key_token(keys, key, moment)}"
-    return signer.presigned_post(
+    form = signer.presigned_post(
         config.credentials,
-        **post_target(config, key),
+        **post_target(config, key) | {"expires_in": config.form_ttl},
+        content_type=kind.content_type,
         success_action_redirect=redirect,
         metadata={"filename": signer.FILENAME_VARIABLE},
         now=moment,
     )
+    return {**form, "kind": kind}
 
 
 def static(path: str) -> bottle.HTTPResponse:
@@ -404,7 +413,7 @@ def upload_done() -> None:
     try:
         if query.get("bucket") != app.config.bucket:
             raise AppError(400, "The upload went to a different bucket.")
-        record_upload(app, key, etag, token, moment)
+        record_upload(app, key, etag, token, moment, check_type=True)
     except AppError as error:
         see_other("/?error=" + quote(error.message))
     see_other("/?uploaded=" + quote(key))
@@ -435,11 +444,15 @@ def read_json(request: bottle.BaseRequest, max_bytes: int) -> Any:
         raise AppError(400, "The body is not valid JSON.") from None
 
 
-def record_upload(app: AppState, key: str, etag: str, token: str, moment: datetime) -> dict:
+def record_upload(
+    app: AppState, key: str, etag: str, token: str, moment: datetime, *, check_type: bool = False
+) -> dict:
     """Trust nothing the browser says: the key must be ours, and S3 must confirm the object."""
     if not tokens.key_token_valid(app.secrets, key, token, moment):
         raise AppError(403, "This key was not issued by this server.")
     info = s3_client.head_object(app.config, key, moment)
+    if check_type:
+        file_types.keep_only_allowed(app.config, key, info.content_type, moment)
     if not info.etag or normalise_etag(etag) != normalise_etag(info.etag):
         raise AppError(409, "The ETag does not match the object stored in S3.")
     if not 1 <= info.size <= app.config.max_bytes:

@@ -305,6 +305,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a signed upload form stays valid",
     ),
     Setting(
+        "UPLOAD_FORM_TTL",
+        "3600",
+        "form_ttl",
+        whole_number(60, 7 * 24 * 3600),
+        "seconds the no-JavaScript form stays valid (a person picks a file first)",
+    ),
+    Setting(
         "UPLOAD_RATE_LIMIT",
         "30/minute",
         "rate_limit",
@@ -317,6 +324,13 @@ SETTINGS: tuple[Setting, ...] = (
         "upload_method",
         one_of("post", "put"),
         "how browsers send files: post (a signed form) or put (a presigned URL, for R2 or B2)",
+    ),
+    Setting(
+        "UPLOAD_AUTO_START",
+        "on",
+        "auto_start",
+        read_switch,
+        "on: upload as soon as files are chosen; off: review them, then Start",
     ),
     Setting(
         "S3_ACL",
@@ -413,8 +427,10 @@ class Config:
     key_prefix: str
     registry_prefix: str
     policy_ttl: int
+    form_ttl: int
     rate_limit: RateLimit | None
     upload_method: str
+    auto_start: bool
     acl: str | None
     s3_timeout: float
     auth: Callable[[bottle.BaseRequest], Any] | None

@@ -184,6 +184,9 @@
       `This S3 service does not allow ${error.details.Method || "this method"} here` +
       (error.details.Method === "POST" ? ": it has no browser POST; set UPLOAD_METHOD=put." : "."),
     MissingContentLength: () => "The upload had no Content-Length: S3 needs the size up front.",
+    NoSuchUpload: () =>
+      "This large file's upload is no longer in progress in S3 (finished, cancelled or cleaned " +
+      "up after a day): choose the file again to start over.",
     NoSuchBucket: (error) =>
       `The bucket ${error.details.BucketName || ""} does not exist here: check S3_BUCKET and ` +
       "AWS_ENDPOINT_URL_S3.",

@@ -52,10 +52,14 @@
       return "This file is empty; there is nothing to upload.";
     }
     if (!typeAllowed(file.type)) {
-      const allowed = limits.allowed_types.join(", ");
-      return `This type of file (${file.type || "unknown"}) is not accepted: only ${allowed}.`;
+      return `This kind of file is not accepted here: only ${limits.allowed_names}.`;
     }
     return null;
+  }
+
+  // name, size and lastModified: the same file chosen twice, as Uppy recognises it.
+  function fileIdentity(file) {
+    return JSON.stringify([file.name, file.size, file.lastModified]);
   }
 
   // ---- Talking to the app -------------------------------------------------------------------
@@ -70,19 +74,26 @@
     try {
       response = await fetch(url, { ...options, headers, credentials: "same-origin", signal });
     } catch {
-      throw new Error(
+      throw appError(
         signal.aborted
           ? `The app did not answer within ${APP_TIMEOUT_SECONDS} s; try again.`
           : "The app could not be reached. Is the server still running?",
+        0,
       );
     } finally {
       clearTimeout(timer);
     }
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
-      throw new Error(body.error || `The app answered HTTP ${response.status}.`);
+      const message = body.error || `The app answered HTTP ${response.status}.`;
+      throw appError(message, response.status, Number(response.headers.get("Retry-After")));
     }
     return body;
+  }
+
+  // status 0 means no answer at all; retryAfter is the app's Retry-After, in seconds.
+  function appError(message, status, retryAfter = 0) {
+    return Object.assign(new Error(message), { status, retryAfter: retryAfter || 0 });
   }
 
   function requestPolicy(file) {
@@ -94,11 +105,11 @@
     return callApp(`/s3_credentials?${query}`);
   }
 
-  function registerUpload(credentials, stored) {
+  function registerUpload(report) {
     return callApp("/uploads", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ key: stored.key, etag: stored.etag, token: credentials.token }),
+      body: JSON.stringify({ key: report.key, etag: report.etag, token: report.token }),
     });
   }
 
@@ -230,7 +241,7 @@
     document.getElementById("protocol-compare").hidden = true;
     document.getElementById("protocol-status").textContent = xhr.status
       ? `HTTP ${xhr.status} ${xhr.statusText}`
-      : "no answer (network error)";
+      : `no answer from ${config.s3Origin}: a network error, or its CORS rule refused this page`;
     document.getElementById("protocol-response").textContent = xhr.responseText || "(empty body)";
   }
 
@@ -266,6 +277,12 @@
 
   // ---- The uploaded files list --------------------------------------------------------------
 
+  // The list shows a page at a time, so that fifty uploads do not make a phone scroll for ever.
+  const LIST_PAGE = 12;
+  let listShown = LIST_PAGE;
+  // The records this page got back from POST /uploads, newest last.
+  const registered = [];
+
   function uploadItem(upload) {
     const item = document.createElement("li");
     if (upload.error) {
@@ -296,6 +313,10 @@
       image.alt = "";
       return image;
     }
+    return fileBadge(upload);
+  }
+
+  function fileBadge(upload) {
     const badge = document.createElement("span");
     badge.className = "thumb thumb-file";
     badge.setAttribute("aria-hidden", "true");
@@ -350,6 +371,34 @@
       .map(({ upload }) => ({ ...upload, url: links[upload.key] }));
   }
 
+  // The whole list from an array of upload records, newest first, one page shown.
+  function renderUploads(uploads) {
+    document.getElementById("uploads").replaceChildren(...uploads.map(uploadItem));
+    document.getElementById("uploads-empty").hidden = uploads.length > 0;
+    paginateUploads();
+  }
+
+  function paginateUploads() {
+    const items = [...document.querySelectorAll("#uploads .upload")];
+    items.forEach((item, index) => {
+      item.hidden = index >= listShown;
+    });
+    const more = document.getElementById("uploads-more");
+    const hidden = Math.max(0, items.length - listShown);
+    more.hidden = hidden === 0;
+    more.textContent = `Show ${Math.min(hidden, LIST_PAGE)} more (${items.length} in all)`;
+  }
+
+  function showMoreUploads() {
+    const first = listShown;
+    listShown += LIST_PAGE;
+    paginateUploads();
+    const next = document.querySelectorAll("#uploads .upload-link")[first];
+    if (next) {
+      next.focus();
+    }
+  }
+
   let listRequests = 0; // a slow answer must not overwrite a newer one
 
   async function refreshUploads() {
@@ -357,11 +406,85 @@
     const uploads = config.listAll
       ? (await callApp("/uploads")).uploads
       : await ownUploadsWithLinks();
-    if (request !== listRequests) {
+    if (request === listRequests) {
+      renderUploads(uploads);
+    }
+  }
+
+  // ---- Pending registrations: stored in S3, not yet recorded by the app ---------------------
+
+  // Kept in localStorage until the app records them, so a reload or a crash orphans nothing.
+  const PENDING_KEY = "s3-upload.pending-registrations";
+  const REGISTER_DELAYS = [1, 2, 4, 8, 16, 30];
+  const LATER = "It is tried again when you press Retry or reload this page.";
+
+  function loadPending() {
+    try {
+      const pending = JSON.parse(localStorage.getItem(PENDING_KEY) || "[]");
+      return Array.isArray(pending) ? pending : [];
+    } catch {
+      return [];
+    }
+  }
+
+  function savePending(pending) {
+    try {
+      localStorage.setItem(PENDING_KEY, JSON.stringify(pending));
+    } catch {
+      // Storage full or refused (private mode): the retries on this page still run.
+    }
+  }
+
+  function keepPending(report) {
+    savePending([...loadPending().filter((other) => other.key !== report.key), report]);
+  }
+
+  function dropPending(report) {
+    savePending(loadPending().filter((other) => other.key !== report.key));
+  }
+
+  // No answer, the app's own trouble (5xx) or its rate limit are worth another try; a refusal
+  // (the key is not ours, the ETag differs) is final.
+  function worthRetrying(error) {
+    return error.status === 0 || error.status === 429 || error.status >= 500;
+  }
+
+  async function register(row) {
+    const report = row.report;
+    keepPending(report);
+    for (let attempt = 0; ; attempt += 1) {
+      setStatus(row, "Stored in S3; recording it…", "recording");
+      try {
+        const { upload } = await registerUpload(report);
+        dropPending(report);
+        rememberUpload(upload, report.token);
+        registered.push(upload);
+        return upload;
+      } catch (error) {
+        if (!worthRetrying(error)) {
+          dropPending(report);
+          throw error;
+        }
+        if (attempt >= REGISTER_DELAYS.length) {
+          throw appError(`Stored in S3, but not recorded yet: ${error.message} ${LATER}`, 0);
+        }
+        const delay = Math.max(REGISTER_DELAYS[attempt], error.retryAfter);
+        const said = `Stored in S3, but not recorded yet: ${error.message}`;
+        await countdown(row, delay, (left) => `${said} Trying again in ${left} s…`);
+      }
+    }
+  }
+
+  async function finishRegistration(row) {
+    let upload;
+    try {
+      upload = await register(row);
+    } catch (error) {
+      showFailure(row, "", error.message);
       return;
     }
-    document.getElementById("uploads").replaceChildren(...uploads.map(uploadItem));
-    document.getElementById("uploads-empty").hidden = uploads.length > 0;
+    await refreshUploads().catch((error) => console.warn("Could not refresh the list:", error));
+    showDone(row, upload);
   }
 
   // ---- One row per file ---------------------------------------------------------------------
@@ -376,13 +499,42 @@
     progress.value = 0;
     progress.setAttribute("aria-label", `Upload progress of ${file.name}`);
     const status = element("p", "file-status", "Waiting…");
-    status.setAttribute("aria-live", "polite");
-    const cancel = element("button", "button button-small file-cancel", "Cancel");
-    cancel.type = "button";
-    cancel.setAttribute("aria-label", `Cancel ${file.name}`);
-    item.append(name, size, cancel, progress, status);
+    status.tabIndex = -1;
+    const actions = element("span", "file-actions", "");
+    const row = { element: item, file, name, progress, status, loaded: 0, cancelled: false };
+    row.buttons = {
+      start: button("Start", file.name, () => start(row)),
+      cancel: button("Cancel", file.name, () => cancel(row)),
+      retry: button("Retry", file.name, () => retry(row)),
+      remove: button("Remove", file.name, () => remove(row)),
+    };
+    actions.append(...Object.values(row.buttons));
+    item.append(preview(row), name, size, actions, progress, status);
     document.getElementById("queue").append(item);
-    return { element: item, name, progress, status, cancel, cancelled: false };
+    return row;
+  }
+
+  function button(text, filename, onClick) {
+    const node = element("button", "button button-small", text);
+    node.type = "button";
+    node.hidden = true;
+    node.setAttribute("aria-label", `${text} ${filename}`);
+    node.addEventListener("click", onClick);
+    return node;
+  }
+
+  // A thumbnail of an image before it is sent, from an object URL released with the row.
+  function preview(row) {
+    const { file } = row;
+    if (!(file instanceof Blob) || !file.type.startsWith("image/")) {
+      return fileBadge({ filename: file.name, content_type: file.type || "" });
+    }
+    const image = document.createElement("img");
+    image.className = "thumb";
+    image.alt = "";
+    row.previewUrl = URL.createObjectURL(file);
+    image.src = row.previewUrl;
+    return image;
   }
 
   function element(tag, className, text) {
@@ -392,29 +544,114 @@
     return node;
   }
 
+  // Which buttons each state offers; a state not listed offers none.
+  const BUTTONS = {
+    ready: ["start", "remove"],
+    working: ["cancel"],
+    waiting: ["cancel"],
+    recording: [],
+    error: ["retry", "remove"],
+    cancelled: ["retry", "remove"],
+    refused: ["remove"],
+  };
+
   function setStatus(row, text, state) {
+    const hadFocus = row.element.contains(document.activeElement);
     row.status.textContent = text;
+    row.state = state;
     row.element.dataset.state = state;
-    if (state !== "working") {
-      row.cancel.hidden = true;
+    const shown = BUTTONS[state] || [];
+    for (const [name, node] of Object.entries(row.buttons)) {
+      node.hidden = !shown.includes(name);
     }
+    row.progress.hidden = !["working", "waiting", "recording", "done"].includes(state);
+    if (hadFocus && !row.element.contains(document.activeElement)) {
+      focusWithin(row);
+    }
+    updateOverall();
   }
 
-  function showFailure(row, code, sentence) {
-    setStatus(row, "", "error");
-    row.progress.hidden = true;
+  function showFailure(row, code, sentence, state = "error") {
+    row.loaded = 0;
+    setStatus(row, "", state);
     if (code) {
       row.status.append(element("code", "error-code", code), " ");
     }
     row.status.append(sentence);
   }
 
+  // Finished rows leave the queue: the file is now in the list of uploaded files.
   function showDone(row, upload) {
-    row.progress.value = 100;
-    const link = element("a", "file-name", upload.filename);
-    link.href = upload.url;
-    row.name.replaceWith(link);
+    row.loaded = row.file.size;
+    row.upload = upload;
     setStatus(row, "Uploaded", "done");
+    forget(row, document.getElementById("uploads-heading"));
+  }
+
+  // ---- What each button does ----------------------------------------------------------------
+
+  function start(row) {
+    setStatus(row, "Waiting…", "working");
+    startUpload(row.data, row, false);
+  }
+
+  function cancel(row) {
+    row.cancelled = true;
+    if (row.stopWait) {
+      row.stopWait();
+    }
+    if (row.abort) {
+      row.abort();
+    }
+    showCancelled(row);
+  }
+
+  function showCancelled(row) {
+    row.loaded = 0;
+    setStatus(row, "Cancelled", "cancelled");
+  }
+
+  function retry(row) {
+    row.cancelled = false;
+    joinBatch([row]);
+    setStatus(row, "Waiting…", "working");
+    if (row.report) {
+      finishRegistration(row);
+    } else {
+      startUpload(row.data, row, false);
+    }
+  }
+
+  // When a row's state hides the button that had focus (Cancel, Retry, Start), focus moves to
+  // the row's first visible button, else its status: never lost to <body>.
+  function focusWithin(row) {
+    const visible = Object.values(row.buttons).find((node) => !node.hidden);
+    (visible || row.status).focus();
+  }
+
+  // Removing a file stored in S3 but not recorded also stops it being sent again at a reload.
+  function remove(row) {
+    batch.rows = batch.rows.filter((other) => other !== row);
+    chosen.delete(row.identity);
+    if (row.report) {
+      dropPending(row.report);
+    }
+    forget(row, document.getElementById("file-input"));
+  }
+
+  // Takes the row off the queue; focus inside it goes to the next row, else to `fallback`.
+  function forget(row, fallback) {
+    const hadFocus = row.element.contains(document.activeElement);
+    const next = row.element.nextElementSibling || row.element.previousElementSibling;
+    if (row.previewUrl) {
+      URL.revokeObjectURL(row.previewUrl);
+    }
+    row.element.remove();
+    if (hadFocus) {
+      const target = next && [...next.querySelectorAll("button")].find((node) => !node.hidden);
+      (target || fallback).focus();
+    }
+    updateOverall();
   }
 
   // ---- The upload flow ----------------------------------------------------------------------
@@ -423,14 +660,8 @@
     const file = data.files[0];
     row.abort = null;
     setStatus(row, "Signing…", "working");
-    let credentials;
-    try {
-      credentials = await requestPolicy(file);
-    } catch (error) {
-      showFailure(row, "", error.message);
-      return;
-    }
-    if (row.cancelled) {
+    const credentials = await signedForm(row, file);
+    if (!credentials || row.cancelled) {
       return;
     }
     if (!useCredentials(data, credentials, file)) {
@@ -477,6 +708,53 @@
     }
   }
 
+  // The app's signed form; its rate limit is a wait, counted down on the row, never a failure.
+  async function signedForm(row, file) {
+    for (;;) {
+      try {
+        return await requestPolicy(file);
+      } catch (error) {
+        if (row.cancelled) {
+          return null;
+        }
+        if (error.status !== 429) {
+          showFailure(row, "", error.message);
+          return null;
+        }
+        setStatus(row, "", "waiting");
+        const said = "Waiting: the server takes only so many files a minute.";
+        const waited = await countdown(row, error.retryAfter || 5, (s) => `${said} Going on in ${s} s…`);
+        if (!waited) {
+          return null;
+        }
+        setStatus(row, "Signing…", "working");
+      }
+    }
+  }
+
+  // Waits `seconds`, saying each second what comes next; false when cancelled meanwhile.
+  function countdown(row, seconds, say) {
+    return new Promise((resolve) => {
+      let left = Math.max(1, Math.ceil(seconds));
+      const tick = () => {
+        if (left === 0) {
+          row.stopWait = null;
+          resolve(true);
+          return;
+        }
+        row.status.textContent = say(left);
+        left -= 1;
+        row.waitTimer = setTimeout(tick, 1000);
+      };
+      row.stopWait = () => {
+        clearTimeout(row.waitTimer);
+        row.stopWait = null;
+        resolve(false);
+      };
+      tick();
+    });
+  }
+
   // Calls onStall once S3_STALL_SECONDS pass without a poke; each progress event pokes it.
   function stallWatchdog(onStall) {
     let timer = 0;
@@ -488,18 +766,18 @@
     return { poke, stop: () => clearTimeout(timer) };
   }
 
-  async function finishUpload(row, credentials, file, xhr) {
+  function finishUpload(row, credentials, file, xhr) {
     showProtocol(credentials, file, xhr);
-    setStatus(row, "Stored in S3; registering…", "working");
-    try {
-      const { upload } = await registerUpload(credentials, parsePostResponse(xhr, credentials));
-      rememberUpload(upload, credentials.token);
-      showDone(row, upload);
-    } catch (error) {
-      showFailure(row, "", error.message);
-      return;
-    }
-    refreshUploads().catch((error) => console.warn("Could not refresh the list:", error.message));
+    const stored = parsePostResponse(xhr, credentials);
+    row.loaded = file.size;
+    row.report = {
+      key: stored.key,
+      etag: stored.etag,
+      token: credentials.token,
+      filename: file.name,
+      size: file.size,
+    };
+    finishRegistration(row);
   }
 
   function handleFailure(data, row, retried, { credentials, file, xhr, textStatus }) {
@@ -509,13 +787,13 @@
       return;
     }
     if (textStatus === "abort") {
-      setStatus(row, "Cancelled", "cancelled");
+      showCancelled(row);
       return;
     }
     showProtocol(credentials, file, xhr);
     if (xhr.status === 0) {
-      const reason = "a network error, or the bucket's CORS rule does not allow this page";
-      showFailure(row, "", `S3 could not be reached at ${config.s3Origin}: ${reason}.`);
+      const detail = "the Protocol panel below has the details";
+      showFailure(row, "", `The file could not reach the storage server; try again (${detail}).`);
       return;
     }
     const error = parseS3Error(xhr);
@@ -528,16 +806,53 @@
     showFailure(row, error.code, explainS3Error(error, credentials));
   }
 
-  function cancel(row) {
-    row.cancelled = true;
-    if (row.abort) {
-      row.abort();
-    } else {
-      setStatus(row, "Cancelled", "cancelled");
+  // ---- The batch: overall progress and what happened ----------------------------------------
+
+  // The rows of the current batch, counted until every one has finished one way or another.
+  const batch = { rows: [], startedAt: 0, announced: true };
+  const ACTIVE = ["working", "waiting", "recording"];
+
+  function joinBatch(rows) {
+    if (!batch.rows.some((row) => ACTIVE.includes(row.state))) {
+      const left = batch.rows.filter((row) => row.state !== "done" && row.element.isConnected);
+      batch.rows = left.filter((row) => !rows.includes(row));
+      batch.startedAt = performance.now();
     }
+    batch.rows.push(...rows);
+    batch.announced = false;
   }
 
-  // ---- Overall progress ---------------------------------------------------------------------
+  function counts(rows) {
+    const count = (state) => rows.filter((row) => row.state === state).length;
+    return {
+      total: rows.length,
+      done: count("done"),
+      failed: count("error"),
+      cancelled: count("cancelled"),
+      refused: count("refused"),
+      ready: count("ready"),
+      waiting: count("waiting"),
+      active: rows.filter((row) => ACTIVE.includes(row.state)).length,
+    };
+  }
+
+  // "2 of 3 uploaded, 1 failed": what happened, never "all sent" when something was not.
+  function summary(tally) {
+    const parts = [`${tally.done} of ${tally.total} uploaded`];
+    const others = [
+      [tally.failed, "failed"],
+      [tally.cancelled, "cancelled"],
+      [tally.refused, "not accepted"],
+      [tally.waiting, "waiting"],
+      [tally.ready, "ready to start"],
+    ];
+    for (const [number, word] of others) {
+      if (number) {
+        parts.push(`${number} ${word}`);
+      }
+    }
+    return parts.join(", ");
+  }
 
   function formatDuration(seconds) {
     if (!Number.isFinite(seconds)) {
@@ -550,58 +865,143 @@
     return `${Math.floor(rounded / 60)} min ${rounded % 60} s left`;
   }
 
-  // Average speed since this batch started: steadier than an instant rate, honest for a guess.
-  function showOverallProgress(loaded, total, startedAt) {
+  // Bytes of the files that can still arrive; a failed file counts as nothing sent.
+  function updateOverall() {
+    const rows = batch.rows;
+    const tally = counts(rows);
+    document.getElementById("overall").hidden = rows.length === 0;
+    document.getElementById("start-all").hidden = !tally.ready;
+    const sendable = rows.filter((row) => row.state !== "refused");
+    const total = sendable.reduce((sum, row) => sum + row.file.size, 0);
+    const loaded = sendable.reduce((sum, row) => sum + row.loaded, 0);
     const percent = total ? Math.floor((loaded / total) * 100) : 0;
-    const seconds = (performance.now() - startedAt) / 1000;
-    const bytesPerSecond = seconds > 0 ? loaded / seconds : 0;
-    document.getElementById("overall").hidden = false;
     document.getElementById("overall-progress").value = percent;
     document.getElementById("overall-percent").textContent = `${percent}%`;
+    document.getElementById("overall-label").textContent = summary(tally);
+    showSpeed(rows, loaded, tally.active > 0);
+    if (!tally.active && !tally.ready && rows.length && !batch.announced) {
+      batch.announced = true;
+      announceBatch(tally);
+    }
+  }
+
+  // Average speed since this batch started: steadier than an instant rate, honest for a guess.
+  function showSpeed(rows, loaded, running) {
+    document.getElementById("overall-stats").hidden = !running;
+    const seconds = (performance.now() - batch.startedAt) / 1000;
+    const bytesPerSecond = seconds > 0 ? loaded / seconds : 0;
+    const left = rows
+      .filter((row) => ACTIVE.includes(row.state))
+      .reduce((sum, row) => sum + row.file.size - row.loaded, 0);
     document.getElementById("overall-speed").textContent =
       `${(bytesPerSecond / 1024 ** 2).toFixed(1)} MB/s`;
     document.getElementById("overall-eta").textContent = formatDuration(
-      bytesPerSecond ? (total - loaded) / bytesPerSecond : Number.NaN,
+      bytesPerSecond ? left / bytesPerSecond : Number.NaN,
     );
+  }
+
+  // ---- Announcements: one polite live region for the whole page -----------------------------
+
+  // What is said within one moment is said together, once.
+  const said = [];
+
+  function announce(text) {
+    const region = document.getElementById("announcer");
+    if (!said.length) {
+      region.textContent = "";
+      setTimeout(() => {
+        region.textContent = said.splice(0).join(" ");
+      }, 100);
+    }
+    said.push(text);
+  }
+
+  function announceBatch(tally) {
+    const listed = document.querySelectorAll("#uploads .upload").length;
+    const list = `The list of uploaded files has ${listed} file${listed === 1 ? "" : "s"}.`;
+    announce(`${summary(tally)}. ${tally.done ? list : ""}`.trim());
   }
 
   // ---- Wiring -------------------------------------------------------------------------------
 
+  // Every file chosen and not yet removed, by identity: the same file is not taken twice.
+  const chosen = new Set();
+
   function onAdd(_event, data) {
     const file = data.files[0];
-    const row = createRow(file);
-    data.context = row;
-    row.cancel.addEventListener("click", () => cancel(row));
-    const problem = problemWith(file);
-    if (problem) {
-      showFailure(row, "", `Not sent. ${problem}`);
+    const identity = fileIdentity(file);
+    if (chosen.has(identity)) {
+      announce(`${file.name} is already chosen; it was not added again.`);
       return;
     }
-    startUpload(data, row, false);
+    chosen.add(identity);
+    const row = createRow(file);
+    row.identity = identity;
+    row.data = data;
+    data.context = row;
+    joinBatch([row]);
+    const problem = problemWith(file);
+    if (problem) {
+      showFailure(row, "", `Not sent. ${problem}`, "refused");
+      announce(`${file.name} was not sent. ${problem}`);
+      return;
+    }
+    if (limits.auto_start) {
+      startUpload(data, row, false);
+    } else {
+      setStatus(row, "Ready to upload", "ready");
+    }
+  }
+
+  function startAll() {
+    const ready = batch.rows.filter((row) => row.state === "ready");
+    joinBatch([]);
+    ready.forEach((row) => {
+      setStatus(row, "Waiting…", "working");
+      startUpload(row.data, row, false);
+    });
+    if (ready.length) {
+      ready[0].buttons.cancel.focus();
+    }
   }
 
   function onProgress(_event, data) {
-    data.context.progress.value = Math.floor((data.loaded / data.total) * 100);
-    if (data.context.watchdog) {
-      data.context.watchdog.poke();
+    const row = data.context;
+    row.loaded = data.loaded;
+    row.progress.value = Math.floor((data.loaded / data.total) * 100);
+    if (row.watchdog) {
+      row.watchdog.poke();
     }
+    updateOverall();
   }
 
-  let batchStartedAt = 0;
+  // Uploads stored in S3 that an earlier visit could not record are recorded now.
+  function resumePending() {
+    const pending = loadPending();
+    const rows = pending.map((report) => {
+      const row = createRow({ name: report.filename, size: report.size, type: "" });
+      row.report = report;
+      return row;
+    });
+    joinBatch(rows);
+    rows.forEach(finishRegistration);
+  }
 
   function enhance() {
     const form = $("#upload-form");
     const input = $("#file-input");
     const dropzone = $("#dropzone");
     form.on("submit", (event) => event.preventDefault());
-    $("#nojs-submit").prop("hidden", true);
+    form.prop("hidden", false);
+    $("#nojs-forms").prop("hidden", true);
     $("#protocol").prop("hidden", false);
-    input.prop("multiple", true);
+    $("#start-all").on("click", startAll);
+    $("#uploads-more").on("click", showMoreUploads);
     dropzone.on("dragover", () => dropzone.addClass("is-dragover"));
     dropzone.on("dragleave drop", () => dropzone.removeClass("is-dragover"));
     input.fileupload({
       dropZone: dropzone,
-      pasteZone: null,
+      pasteZone: $(document),
       paramName: "file",
       multipart: true,
       singleFileUploads: true,
@@ -610,14 +1010,9 @@
       add: onAdd,
       send: onSend,
       progress: onProgress,
-      start: () => {
-        batchStartedAt = performance.now();
-      },
-      progressall: (_event, data) => showOverallProgress(data.loaded, data.total, batchStartedAt),
-      stop: () => {
-        document.getElementById("overall-eta").textContent = "all sent";
-      },
     });
+    paginateUploads();
+    resumePending();
   }
 
   // Dropping a file outside the zone should not navigate away from the page.

@@ -719,6 +719,26 @@ def test_header_signed_head_returns_headers_without_body(s3_app, uploaded, s3_cr
     assert response.headers["ETag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
 
 
+def test_signed_delete_removes_the_object_and_answers_204_even_when_gone(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    headers = signer.sign_request(s3_credentials, "DELETE", uploaded, REGION, now=s3_now)
+
+    assert s3_app.delete(f"/uploads/{KEY}", headers=headers, status=204).body == b""
+    missing = s3_app.get(presigned(uploaded, s3_credentials, s3_now), status=404)
+    assert error_of(missing)[0] == "NoSuchKey"
+    assert s3_app.delete(f"/uploads/{KEY}", headers=headers, status=204).body == b""
+
+
+def test_unsigned_delete_is_access_denied_and_keeps_the_object(
+    s3_app, uploaded, s3_credentials, s3_now
+):
+    response = s3_app.delete(f"/uploads/{KEY}", status=403)
+
+    assert error_of(response)[0] == "AccessDenied"
+    assert s3_app.get(presigned(uploaded, s3_credentials, s3_now)).body == BODY
+
+
 def test_presigned_url_past_its_expiry_is_access_denied(s3_app, uploaded, s3_credentials, s3_now):
     url = presigned(uploaded, s3_credentials, s3_now - timedelta(seconds=61), expires_in=60)
     response = s3_app.get(url, status=403)

@@ -57,6 +57,15 @@ NOT_MET_BY_THE_PAGE = {
     "MalformedXML",
     "NoSuchCORSConfiguration",
     "NoSuchKey",
+    # Completing a multipart upload is the server's request, not the page's.
+    "InvalidPart",
+    "InvalidPartOrder",
+    # The setup doctor's questions about the bucket.
+    "NoSuchLifecycleConfiguration",
+    "OwnershipControlsNotFoundError",
+    # The page never sends a body with a GET, nor a header-signed payload hash.
+    "UnexpectedContent",
+    "XAmzContentSHA256Mismatch",
 }
 
 

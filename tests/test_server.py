@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -25,8 +26,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
+import bs4
 import pytest
 import webtest
 from conftest import APP_NOW, APP_SECRET, Clock, free_port, logged_in_owner
@@ -258,16 +260,31 @@ def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
         "max_bytes": 10485760,
         "max_human": "10 MB",
         "allowed_types": ["image/*", "application/pdf", "text/plain"],
+        "allowed_names": "images, PDFs and text files",
         "policy_ttl": 300,
+        "form_ttl": 3600,
+        "auto_start": True,
     }
     assert tokens.page_token_valid(
         tokens.Secrets.derive(APP_SECRET), embedded["pageToken"], APP_NOW
     )
-    form = response.forms["upload-form"]
-    assert form.action == f"{config.endpoint}/uploads/"
-    assert KEY_FORMAT.fullmatch(form["key"].value)
-    redirect = urlsplit(form["success_action_redirect"].value)
+    forms = response.html.find_all("form", class_="nojs-form")
+    assert [form["data-accept"] for form in forms] == ["image/*", "application/pdf", "text/plain"]
+    pdf = nojs_form_fields(response.text, "application/pdf")
+    assert forms[1]["action"] == f"{config.endpoint}/uploads/"
+    assert KEY_FORMAT.fullmatch(pdf["key"])
+    assert pdf["Content-Type"] == "application/pdf"
+    redirect = urlsplit(pdf["success_action_redirect"])
     assert (redirect.netloc, redirect.path) == ("localhost:80", "/uploads/done")
+    policy = json.loads(base64.b64decode(pdf["policy"]))
+    assert policy["expiration"] == "2026-12-02T02:02:03.000Z"  # UPLOAD_FORM_TTL: an hour
+
+
+def nojs_form_fields(html: str, accept: str) -> dict[str, str]:
+    """The hidden fields of the page's no-JavaScript form for `accept` (e.g. text/plain)."""
+    page = bs4.BeautifulSoup(html, "html.parser")
+    form = page.find("form", attrs={"data-accept": accept})
+    return {field["name"]: field["value"] for field in form.find_all("input", type="hidden")}
 
 
 def test_page_sends_security_headers(client, config) -> None:
@@ -735,14 +752,15 @@ def test_readme_read_the_code_table_names_every_source_file_once() -> None:
 def test_readme_iam_policy_and_cors_rule_match_what_the_app_needs() -> None:
     section = readme_section("Using real S3, MinIO, R2 or Ceph")
     iam, cors = (json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S))
-    objects, listing = iam["Statement"]
-    assert sorted(objects["Action"]) == ["s3:GetObject", "s3:PutObject"]
+    uploads, records, listing = iam["Statement"]
     bucket = "arn:aws:s3:::my-upload-bucket"
     defaults = Config.from_env({}, None)
-    prefixes = (defaults.key_prefix, defaults.registry_prefix)
-    assert objects["Resource"] == [f"{bucket}/{prefix}/*" for prefix in prefixes]
+    assert sorted(uploads["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    assert uploads["Resource"] == f"{bucket}/{defaults.key_prefix}/*"
+    assert sorted(records["Action"]) == ["s3:GetObject", "s3:PutObject"]
+    assert records["Resource"] == f"{bucket}/{defaults.registry_prefix}/*"
     assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", bucket)
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{prefixes[1]}/*"}}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": f"{defaults.registry_prefix}/*"}}
     (rule,) = cors["CORSRules"]
     assert rule["AllowedOrigins"] == [Config.from_env({}, None).app_origin]
     assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD", "POST", "PUT"]
@@ -884,10 +902,10 @@ def test_s3_refuses_a_file_over_the_configured_limit(config, s3, post_to_s3) -> 
     assert (status, xml_field(body, "Code")) == (400, "EntityTooLarge")
 
 
-def test_no_js_form_uploads_and_redirects_back_to_the_page(live, post_to_s3) -> None:
-    form = live.get("/").html.find(id="upload-form")
-    fields = {field["name"]: field["value"] for field in form.find_all("input", type="hidden")}
-    status, headers, _ = post_to_s3(form["action"], fields, b"plain form bytes", "notes.txt")
+def test_no_js_form_uploads_and_redirects_back_to_the_page(live, s3, post_to_s3) -> None:
+    fields = nojs_form_fields(live.get("/").text, "text/plain")
+    url = f"{s3.url}/uploads/"
+    status, headers, _ = post_to_s3(url, fields, b"plain form bytes", "notes.txt")
     assert status == 303
     back = urlsplit(headers["Location"])
     assert (back.scheme, back.netloc, back.path) == ("http", "localhost:80", "/uploads/done")
@@ -901,17 +919,71 @@ def test_no_js_form_uploads_and_redirects_back_to_the_page(live, post_to_s3) -> 
 
 
 def test_no_js_upload_keeps_a_non_ascii_file_name_through_s3s_filename_variable(
-    live, post_to_s3
+    live, s3, post_to_s3
 ) -> None:
-    form = live.get("/").html.find(id="upload-form")
-    fields = {field["name"]: field["value"] for field in form.find_all("input", type="hidden")}
+    fields = nojs_form_fields(live.get("/").text, "application/pdf")
     assert fields["x-amz-meta-filename"] == "${filename}"
-    _, headers, _ = post_to_s3(form["action"], fields, b"bytes", "rapport d'\u00e9t\u00e9.pdf")
+    url = f"{s3.url}/uploads/"
+    _, headers, _ = post_to_s3(url, fields, b"%PDF-1.4 bytes", "rapport d'\u00e9t\u00e9.pdf")
     back = urlsplit(headers["Location"])
     live.get(f"{back.path}?{back.query}", status=303)
     [upload] = live.get("/uploads").json["uploads"]
     assert upload["filename"] == "rapport d'\u00e9t\u00e9.pdf"
     assert KEY_FORMAT.fullmatch(upload["key"])
+
+
+def nojs_upload(live, s3, post_to_s3, accept, content, filename, **fields) -> tuple[str, str]:
+    """Post `content` through the page's no-JS form for `accept` (the person's choice of kind
+    in `fields`), follow S3's redirect to /uploads/done: (its key, where that sends the browser)."""
+    form = nojs_form_fields(live.get("/").text, accept) | fields
+    status, headers, body = post_to_s3(f"{s3.url}/uploads/", form, content, filename)
+    assert status == 303, body
+    back = urlsplit(headers["Location"])
+    done = live.get(f"{back.path}?{back.query}", status=303)
+    return parse_qs(back.query)["key"][0], done.location
+
+
+def test_no_js_png_is_stored_with_its_type_and_listed(live, s3, post_to_s3) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(100)
+    image = {"Content-Type": "image/png"}
+    key, location = nojs_upload(live, s3, post_to_s3, "image/*", png, "cat.png", **image)
+    assert location == "/?uploaded=" + quote(key)
+    [upload] = live.get("/uploads").json["uploads"]
+    assert (upload["filename"], upload["content_type"]) == ("cat.png", "image/png")
+
+
+@pytest.mark.parametrize(
+    ("accept", "kind", "content", "named"),
+    [
+        ("image/*", "image/png", b"PK\x03\x04 a zip archive", "PNG images"),
+        ("image/*", "image/jpeg", b"\x89PNG\r\n\x1a\n a png, not a jpeg", "JPEG images"),
+        ("text/plain", None, b"\x00\x01\x02 binary, not text", "text files"),
+        ("application/pdf", None, b"<html>not a pdf</html>", "PDFs"),
+    ],
+    ids=["zip-as-png", "png-as-jpeg", "binary-as-text", "html-as-pdf"],
+)
+def test_no_js_file_that_is_not_what_it_says_is_deleted_and_not_listed(
+    live, s3, config, post_to_s3, accept, kind, content, named
+) -> None:
+    chosen = {"Content-Type": kind} if kind else {}
+    key, location = nojs_upload(live, s3, post_to_s3, accept, content, "file.bin", **chosen)
+    assert parse_qs(urlsplit(location).query) == {
+        "error": [
+            f"the file's first bytes are not those of {named}, the kind chosen, so it was deleted."
+        ]
+    }
+    assert live.get("/uploads").json == {"uploads": [], "next": None}
+    s3_config = dataclasses.replace(config, endpoint=s3.url)
+    with pytest.raises(s3_client.S3Failure) as missing:
+        s3_client.head_object(s3_config, key, datetime.now(UTC))
+    assert missing.value.status == 404
+
+
+def test_no_js_form_cannot_declare_a_type_outside_its_family(live, s3, post_to_s3) -> None:
+    form = nojs_form_fields(live.get("/").text, "image/*") | {"Content-Type": "application/zip"}
+    status, _, body = post_to_s3(f"{s3.url}/uploads/", form, b"PK\x03\x04", "a.zip")
+    assert (status, xml_field(body, "Code")) == (403, "AccessDenied")
+    assert '["starts-with", "$Content-Type", "image/"]' in xml_field(body, "Message")
 
 
 def test_no_js_redirect_for_another_bucket_is_refused(live) -> None:
