@@ -712,7 +712,7 @@ def test_a_part_put_from_the_apps_origin_exposes_its_etag(s3):
     assert "ETag" in response.headers["Access-Control-Expose-Headers"]
 
 
-# --- on disk: paths from hashes, private files ---------------------------------------------
+# --- on disk: paths from hashes, private files --------------------------------------------------
 
 
 def test_upload_records_name_no_path_from_the_key_or_id(s3):
