@@ -578,6 +578,36 @@ def test_a_completion_whose_body_differs_from_the_signed_hash_is_refused(s3):
     assert len(listed(s3.list_parts(upload_id), "Part")) == 2
 
 
+def test_a_completion_list_over_its_size_limit_is_malformed_xml(s3):
+    upload_id, etags = s3.uploaded([b"kept"])
+    too_long = completion(etags) + b" " * local_s3.multipart.MAX_COMPLETE_XML_BYTES
+
+    s3_says(s3.complete(upload_id, [], body=too_long), "MalformedXML")
+    assert len(local_s3.multipart_uploads(s3.config, "uploads")) == 1
+
+
+def test_parts_are_joined_whole_when_the_kernel_copy_stops_midway(s3, monkeypatch):
+    """copy_file_range may refuse (another filesystem, an old kernel) after copying some bytes:
+    the rest is copied a chunk at a time, from where it stopped."""
+    real_copy = os.copy_file_range
+    calls = []
+
+    def copy_a_little_then_refuse(source, target, count):
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(18, "Invalid cross-device link")
+        return real_copy(source, target, 1000)
+
+    monkeypatch.setattr(os, "copy_file_range", copy_a_little_then_refuse)
+    parts = [os.urandom(FIVE_MIB), b"tail"]
+    upload_id, etags = s3.uploaded(parts)
+    s3.complete(upload_id, etags)
+
+    stored = local_s3.stored_object(s3.config, "uploads", KEY)
+    assert stored.path.read_bytes() == b"".join(parts)
+    assert calls[0] == FIVE_MIB
+
+
 # --- AbortMultipartUpload -----------------------------------------------------------------------
 
 
@@ -680,6 +710,37 @@ def test_a_part_put_from_the_apps_origin_exposes_its_etag(s3):
 
     assert response.headers["Access-Control-Allow-Origin"] == S3_TEST_ORIGIN
     assert "ETag" in response.headers["Access-Control-Expose-Headers"]
+
+
+# --- on disk: paths from hashes, private files --------------------------------------------------
+
+
+def test_upload_records_name_no_path_from_the_key_or_id(s3):
+    """The upload's folder is the hash of its id, whatever the key."""
+    upload_id = s3.create(key="../../outside.bin")
+    s3.put_part(upload_id, 1, b"inside", key="../../outside.bin")
+
+    (folder,) = upload_folders(s3.config)
+    assert folder.name == hashlib.sha256(upload_id.encode()).hexdigest()
+    record = json.loads((folder / "upload.json").read_text())
+    assert (record["key"], record["upload_id"]) == ("../../outside.bin", upload_id)
+    assert not (s3.config.data_dir.parent / "outside.bin").exists()
+
+
+def test_an_uploads_folder_and_records_are_private_whatever_the_umask(s3):
+    """Like the rest of the data folder: 0700 folders, 0600 records, even under umask 0."""
+    previous = os.umask(0)
+    try:
+        s3.uploaded([b"private"])
+    finally:
+        os.umask(previous)
+
+    root = s3.config.data_dir / "multipart"
+    (folder,) = upload_folders(s3.config)
+    records = [path for path in folder.iterdir() if path.suffix == ".json"]
+    assert [path.stat().st_mode & 0o777 for path in (root, folder)] == [0o700, 0o700]
+    assert sorted(path.name for path in records) == ["part-00001.json", "upload.json"]
+    assert {path.stat().st_mode & 0o777 for path in records} == {0o600}
 
 
 # --- over real HTTP: botocore, presigned lengths, restarts, memory ------------------------------
@@ -873,18 +934,6 @@ def test_a_multipart_upload_streams_with_flat_memory(running_s3):
     assert local_s3.leftover_files(running_s3.config) == []
 
 
-def test_upload_records_name_no_path_from_the_key_or_id(s3):
-    """The upload's folder is the hash of its id, whatever the key."""
-    upload_id = s3.create(key="../../outside.bin")
-    s3.put_part(upload_id, 1, b"inside", key="../../outside.bin")
-
-    (folder,) = upload_folders(s3.config)
-    assert folder.name == hashlib.sha256(upload_id.encode()).hexdigest()
-    record = json.loads((folder / "upload.json").read_text())
-    assert (record["key"], record["upload_id"]) == ("../../outside.bin", upload_id)
-    assert not (s3.config.data_dir.parent / "outside.bin").exists()
-
-
 def test_botocore_paginators_walk_parts_and_uploads_a_page_at_a_time(running_s3):
     client = boto3_client(running_s3)
     ids = sorted(
@@ -1007,49 +1056,3 @@ def test_the_browsers_preflight_for_a_part_is_answered_over_http(running_s3):
     assert reply.status == 200
     assert reply.getheader("Access-Control-Allow-Origin") == S3_TEST_ORIGIN
     assert "ETag" in reply.getheader("Access-Control-Expose-Headers")
-
-
-def test_a_completion_list_over_its_size_limit_is_malformed_xml(s3):
-    upload_id, etags = s3.uploaded([b"kept"])
-    too_long = completion(etags) + b" " * local_s3.multipart.MAX_COMPLETE_XML_BYTES
-
-    s3_says(s3.complete(upload_id, [], body=too_long), "MalformedXML")
-    assert len(local_s3.multipart_uploads(s3.config, "uploads")) == 1
-
-
-def test_an_uploads_folder_and_records_are_private_whatever_the_umask(s3):
-    """Like the rest of the data folder: 0700 folders, 0600 records, even under umask 0."""
-    previous = os.umask(0)
-    try:
-        s3.uploaded([b"private"])
-    finally:
-        os.umask(previous)
-
-    root = s3.config.data_dir / "multipart"
-    (folder,) = upload_folders(s3.config)
-    records = [path for path in folder.iterdir() if path.suffix == ".json"]
-    assert [path.stat().st_mode & 0o777 for path in (root, folder)] == [0o700, 0o700]
-    assert sorted(path.name for path in records) == ["part-00001.json", "upload.json"]
-    assert {path.stat().st_mode & 0o777 for path in records} == {0o600}
-
-
-def test_parts_are_joined_whole_when_the_kernel_copy_stops_midway(s3, monkeypatch):
-    """copy_file_range may refuse (another filesystem, an old kernel) after copying some bytes:
-    the rest is copied a chunk at a time, from where it stopped."""
-    real_copy = os.copy_file_range
-    calls = []
-
-    def copy_a_little_then_refuse(source, target, count):
-        calls.append(count)
-        if len(calls) > 1:
-            raise OSError(18, "Invalid cross-device link")
-        return real_copy(source, target, 1000)
-
-    monkeypatch.setattr(os, "copy_file_range", copy_a_little_then_refuse)
-    parts = [os.urandom(FIVE_MIB), b"tail"]
-    upload_id, etags = s3.uploaded(parts)
-    s3.complete(upload_id, etags)
-
-    stored = local_s3.stored_object(s3.config, "uploads", KEY)
-    assert stored.path.read_bytes() == b"".join(parts)
-    assert calls[0] == FIVE_MIB
