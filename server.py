@@ -163,6 +163,7 @@ def limits(config: Config) -> dict[str, Any]:
         "policy_ttl": config.policy_ttl,
         "form_ttl": config.form_ttl,
         "auto_start": config.auto_start,
+        "multipart_threshold": config.multipart_threshold,
     }
 
 

@@ -659,6 +659,10 @@
   async function startUpload(data, row, retried) {
     const file = data.files[0];
     row.abort = null;
+    if (file.size > limits.multipart_threshold) {
+      sendInParts(row, file);
+      return;
+    }
     setStatus(row, "Signing…", "working");
     const credentials = await signedForm(row, file);
     if (!credentials || row.cancelled) {
@@ -682,6 +686,35 @@
       .fail((xhr, textStatus) => {
         handleFailure(data, row, retried, { credentials, file, xhr, textStatus });
       });
+  }
+
+  // A file over UPLOAD_MULTIPART_THRESHOLD goes in parts (public/multipart.js): each part's
+  // length signed, resumable after a reload; the server completes and records the upload.
+  async function sendInParts(row, file) {
+    const stop = new AbortController();
+    row.abort = () => stop.abort();
+    setStatus(row, "Uploading in parts…", "working");
+    const onProgress = (sent, total) => {
+      row.loaded = sent;
+      row.progress.value = Math.floor((sent / total) * 100);
+      updateOverall();
+    };
+    try {
+      const { record, keyToken } = await window.MultipartUpload.send(file, {
+        pageToken: config.pageToken,
+        signal: stop.signal,
+        onProgress,
+        onStatus: (text) => setStatus(row, text, "working"),
+      });
+      rememberUpload(record, keyToken);
+      registered.push(record);
+      await refreshUploads().catch((error) => console.warn("Could not refresh the list:", error));
+      showDone(row, record);
+    } catch (error) {
+      if (!row.cancelled) {
+        showFailure(row, "", error.message);
+      }
+    }
   }
 
   // How the file goes to S3. POST: multipart/form-data, the signed fields and then the file.

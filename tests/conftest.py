@@ -303,6 +303,13 @@ def logged_in_owner(config: Any) -> tuple[Any, dict[str, str]]:
 
 
 @pytest.fixture
+def app_environ() -> dict[str, str]:
+    """Settings a browser test's app gets besides those of `make run` (none); a test module
+    overrides this fixture to try others."""
+    return {}
+
+
+@pytest.fixture
 def upload_method() -> str:
     """UPLOAD_METHOD for a test's app: post, the default; a test parametrizes it to try put."""
     return "post"

@@ -102,23 +102,25 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, served, upload_method: str) -> Iterator[Site]:
+def site(tmp_path: Path, served, upload_method: str, app_environ: dict) -> Iterator[Site]:
     """The app and its embedded local S3 on free loopback ports, started as `make run` starts
     them: fresh random credentials, and a CORS rule naming the app's origin."""
     deferred = DeferredApp()
     with served(deferred) as origin, contextlib.ExitStack() as stack:
-        config = server.start_embedded_s3(loopback_config(origin, tmp_path, upload_method), stack)
+        settings = loopback_config(origin, tmp_path, upload_method, app_environ)
+        config = server.start_embedded_s3(settings, stack)
         site = Site(origin, server.s3_origin(config), config, served=deferred)
         deferred.app = server.create_app(config, clock=site.clock)
         yield site
 
 
-def loopback_config(origin: str, data_dir: Path, upload_method: str = "post") -> Config:
+def loopback_config(
+    origin: str, data_dir: Path, upload_method: str = "post", environ: dict | None = None
+) -> Config:
     """The settings of `make run` with no bucket, for an app already listening at `origin`."""
     port = str(urlsplit(origin).port)
-    return Config.from_env(
-        {"PORT": port, "S3_PORT": "0", "DATA_DIR": str(data_dir), "UPLOAD_METHOD": upload_method}
-    )
+    ours = {"PORT": port, "S3_PORT": "0", "DATA_DIR": str(data_dir), "UPLOAD_METHOD": upload_method}
+    return Config.from_env({**ours, **(environ or {})})
 
 
 @pytest.fixture
