@@ -118,13 +118,23 @@ def read_switch(name: str, text: str | None) -> bool:
 
 
 def read_trusted_proxy(name: str, address: str | None) -> str | None:
-    """waitress believes X-Forwarded-* only from this one peer address, or from anyone with *."""
-    if address and address != "*":
+    """waitress believes X-Forwarded-* only from this one peer address.
+
+    waitress also takes "*", trusting every peer: then any client writes its own
+    X-Forwarded-For and picks the address the rate limit counts, so each request buys a fresh
+    budget. The app refuses it rather than starting in a state that looks protected.
+    """
+    if address == "*":
+        raise ConfigError(
+            f"{name}=* would let every client choose its own address (and a fresh rate budget);"
+            " name your proxy's address, e.g. 127.0.0.1."
+        )
+    if address:
         try:
             ipaddress.ip_address(address)
         except ValueError:
             raise ConfigError(
-                f"{name} {address!r} is not an IP address such as 127.0.0.1 (or *)."
+                f"{name} {address!r} is not an IP address such as 127.0.0.1."
             ) from None
     return address or None
 
@@ -143,8 +153,8 @@ def read_upload_auth(name: str, text: str | None) -> Callable[[bottle.BaseReques
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError, ValueError):
         function = None
-    if not colon or not callable(function):
-        raise ConfigError(f"{name} {text!r} is not basic:USER:PASSWORD or module:function.")
+    if not colon or not callable(function):  # the text may be a mistyped password: never shown
+        raise ConfigError(f"{name} is not basic:USER:PASSWORD or module:function.")
     return function
 
 
@@ -178,6 +188,7 @@ class Setting:
     field: str | None
     read: Reader
     help: str
+    secret: bool = False  # its value never appears in an error, the help or the README
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -197,9 +208,15 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         text_or_none,
         "secret key (required with S3_BUCKET; never shown)",
+        secret=True,
     ),
     Setting(
-        "AWS_SESSION_TOKEN", None, None, text_or_none, "session token for temporary credentials"
+        "AWS_SESSION_TOKEN",
+        None,
+        None,
+        text_or_none,
+        "session token for temporary credentials",
+        secret=True,
     ),
     Setting(
         "AWS_REGION",
@@ -271,6 +288,7 @@ SETTINGS: tuple[Setting, ...] = (
         "auth",
         read_upload_auth,
         "login for page and forms: basic:USER:PASSWORD, or module:function(request) -> allowed",
+        secret=True,
     ),
     Setting("HOST", "127.0.0.1", "host", text_or_none, "address the app listens on"),
     Setting(
@@ -286,7 +304,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "trusted_proxy",
         read_trusted_proxy,
-        "address of your reverse proxy, e.g. 127.0.0.1 (or *): its X-Forwarded-* name the client",
+        "address of your reverse proxy, e.g. 127.0.0.1: its X-Forwarded-* name the client",
     ),
     Setting(
         "S3_PORT",
@@ -354,7 +372,7 @@ class Config:
         """Read the settings; a `.env` file fills in what the environment leaves unset."""
         values = {**read_dotenv(dotenv), **environ}
         text = {s.name: values.get(s.name) or s.default for s in SETTINGS}
-        fields = {s.field: s.read(s.name, text[s.name]) for s in SETTINGS if s.field}
+        fields = {s.field: read_setting(s, text[s.name]) for s in SETTINGS if s.field}
         external = fields["bucket"] is not None
         return cls(
             credentials=read_credentials(text) if external else None,
@@ -373,6 +391,17 @@ class Config:
     @property
     def app_origin(self) -> str:
         return f"http://{self.browser_host}:{self.port}"
+
+
+def read_setting(setting: Setting, text: str | None) -> Any:
+    """The setting's value, or its ConfigError; a secret's value is cut out of any message, so a
+    reader written without that care still cannot print a password to the terminal or a log."""
+    try:
+        return setting.read(setting.name, text)
+    except ConfigError as error:
+        if setting.secret and text and text in str(error):
+            raise ConfigError(f"{setting.name} is not valid (its value is not shown).") from None
+        raise
 
 
 def read_credentials(text: Mapping[str, str | None]) -> signer.Credentials:
