@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from rate_limit import RateLimit, RateLimiter
 from settings import SETTINGS, Config, ConfigError
 
 # ---- settings: a secret's value is never shown ----------------------------------------------
@@ -59,3 +60,24 @@ def test_trusting_every_proxy_is_refused_at_start_up() -> None:
         "TRUSTED_PROXY=* would let every client choose its own address (and a fresh rate "
         "budget); name your proxy's address, e.g. 127.0.0.1."
     )
+
+
+# ---- the rate limiter: a bounded table, least recently seen pushed out ----------------------
+
+
+def test_rate_limiter_keeps_at_most_its_bound_of_clients_however_many_are_active() -> None:
+    limiter = RateLimiter(RateLimit(30, 60), max_clients=100)
+    for n in range(1_000):
+        assert limiter.wait(f"198.51.100.{n}", 1000.0) == 0  # every one inside the window
+    assert len(limiter.clients) == 100
+    assert next(iter(limiter.clients)) == "198.51.100.900"
+
+
+def test_rate_limiter_pushes_out_the_client_seen_longest_ago() -> None:
+    limiter = RateLimiter(RateLimit(2, 60), max_clients=3)
+    for client in ("a", "a", "b", "c"):
+        limiter.wait(client, 1000.0)
+    assert limiter.wait("a", 1001.0) == 59  # "a" is seen again: now the most recent
+    limiter.wait("d", 1002.0)  # a fourth client pushes out "b", seen longest ago
+    assert list(limiter.clients) == ["c", "a", "d"]
+    assert limiter.wait("a", 1003.0) == 57  # still refused: its log survived
