@@ -31,6 +31,7 @@ import bottle
 import jinja2
 
 import filenames
+import request_checks
 import s3_client
 import s3_rules
 import serving
@@ -66,6 +67,7 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> b
         headers=security_headers(s3_origin(config)),
     )
     app.install(json_errors)
+    app.install(refuse_bad_requests)  # before the login: a refused request learns nothing more
     app.install(require_login)  # inside json_errors, so a refusal is JSON too
     app.route("/", "GET", page)
     app.route("/static/<path:path>", "GET", static)
@@ -347,9 +349,12 @@ def parse_registration(request: bottle.BaseRequest) -> tuple[str, str, str]:
     if request.content_type.split(";")[0].strip() != "application/json":
         raise AppError(400, "The body must be JSON (Content-Type: application/json).")
     if request.content_length > MAX_REGISTRATION_BYTES:
-        raise AppError(400, "The body is too large for an upload report.")
+        raise AppError(413, "The body is too large for an upload report.")
+    text = request.body.read(MAX_REGISTRATION_BYTES)
+    if request_checks.json_too_deep(text):
+        raise AppError(400, "The body is nested too deeply for an upload report.")
     try:
-        body = json.loads(request.body.read(MAX_REGISTRATION_BYTES))
+        body = json.loads(text)
     except ValueError:
         raise AppError(400, "The body is not valid JSON.") from None
     fields = ("key", "etag", "token")
@@ -530,6 +535,17 @@ def require_login(callback: Callable[..., Any]) -> Callable[..., Any]:
                 return json_response(401, "Log in to upload files.", challenge)
         elif not login_allowed(auth):
             return json_response(403, "Log in to this site before uploading files.")
+        return callback(*args, **kwargs)
+
+    return handler
+
+
+def refuse_bad_requests(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Bottle plugin: a body the app never wants is refused from its headers, unread."""
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        if refusal := request_checks.body_refusal(bottle.request.environ):
+            raise AppError(*refusal)
         return callback(*args, **kwargs)
 
     return handler

@@ -265,13 +265,16 @@ def client(app: Any) -> Any:
 
 @pytest.fixture
 def served() -> Callable[..., Any]:
-    """served(app, threads=4) -> a context manager: the WSGI app under waitress on a free
-    loopback port, in a thread, giving its URL; every socket is closed when the block ends."""
+    """served(app, threads=4, port=0) -> a context manager: the WSGI app under waitress as
+    serving.serve configures it, on loopback (port 0: a free one), in a thread, giving its URL;
+    every socket is closed when the block ends."""
     import serving
 
     @contextlib.contextmanager
-    def serve(app: Callable[..., Any], threads: int = 4) -> Iterator[str]:
-        with serving.BackgroundServer(app, threads=threads) as http:
+    def serve(app: Callable[..., Any], threads: int = 4, port: int = 0) -> Iterator[str]:
+        options = serving.waitress_options(threads, None)
+        channel = serving.QuietChannel
+        with serving.BackgroundServer(app, port=port, channel_class=channel, **options) as http:
             yield http.url
 
     return serve

@@ -264,6 +264,7 @@ registration_bodies = (
         st.dictionaries(st.text(), json_values),
     )
     | st.sampled_from([b"{" * 5_000, b'{"key": "' + b"k" * 5_000 + b'"}', b"\xff\xfe{}", b""])
+    | st.sampled_from([b"[" * 4_000, b'{"key": ' + b"[" * 3_000])
 )
 content_types = st.sampled_from(
     ["application/json", "application/json; charset=utf-8", "text/plain", "", "application/jsonx"]
@@ -287,7 +288,7 @@ def check_registration(client: webtest.TestApp, body: bytes, content_type: str) 
     headers = {**token_header(), "Content-Type": content_type}
     response = client.post("/uploads", body, headers=headers, expect_errors=True)
     # 502: a body naming an issued key gets as far as asking S3, which is down here.
-    assert_json_error(response, (400, 403, 502))
+    assert_json_error(response, (400, 403, 413, 502))
 
 
 # ---- abuse: other sites, rate limits -----------------------------------------------------------

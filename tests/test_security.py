@@ -5,10 +5,34 @@ docs/SECURITY.md names each defence and where it lives; the tests here follow it
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+import dataclasses
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
+import pytest
+import webtest
+from conftest import APP_NOW, connect, free_port
+
+import request_checks
+import server
+import tokens
 from rate_limit import RateLimit, RateLimiter
-from settings import SETTINGS, Config, ConfigError
+from settings import SETTINGS, BasicAuth, Config, ConfigError
+
+GET_BODY = "A GET or HEAD request must not have a body."
+TOO_LARGE = "The body is larger than 64 KB; this app takes less."
+CHUNKED = "Send the body with a Content-Length, not in chunks."
+BAD_LENGTH = "The Content-Length header is not a number."
+
+
+def token_header(client: webtest.TestApp) -> dict[str, str]:
+    """The X-Upload-Token our page would send, for the app under `client`."""
+    return {"X-Upload-Token": tokens.issue_page_token(client.app.state.secrets, APP_NOW)}
+
 
 # ---- settings: a secret's value is never shown ----------------------------------------------
 
@@ -81,3 +105,147 @@ def test_rate_limiter_pushes_out_the_client_seen_longest_ago() -> None:
     limiter.wait("d", 1002.0)  # a fourth client pushes out "b", seen longest ago
     assert list(limiter.clients) == ["c", "a", "d"]
     assert limiter.wait("a", 1003.0) == 57  # still refused: its log survived
+
+
+# ---- bodies: refused from their headers, before they are read -----------------------------
+
+
+class UnreadableBody:
+    """A wsgi.input that fails the test if anyone reads it."""
+
+    def read(self, *args: object) -> bytes:
+        raise AssertionError("the body was read")
+
+    readline = readlines = __iter__ = read
+
+
+def unread(**environ: str) -> dict[str, Any]:
+    return {"wsgi.input": UnreadableBody(), **environ}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "environ", "status", "message"),
+    [
+        ("GET", "/", {"CONTENT_LENGTH": "10"}, 400, GET_BODY),
+        ("GET", "/healthz", {"CONTENT_LENGTH": "300000000"}, 400, GET_BODY),
+        ("HEAD", "/healthz", {"CONTENT_LENGTH": "1"}, 400, None),
+        ("GET", "/s3_credentials", {"HTTP_TRANSFER_ENCODING": "chunked"}, 400, GET_BODY),
+        ("POST", "/uploads", {"CONTENT_LENGTH": "65537"}, 413, TOO_LARGE),
+        ("POST", "/uploads", {"CONTENT_LENGTH": "300000000"}, 413, TOO_LARGE),
+        ("POST", "/uploads", {"HTTP_TRANSFER_ENCODING": "chunked"}, 411, CHUNKED),
+    ],
+)
+def test_unwanted_bodies_are_refused_before_a_byte_is_read(
+    client, method, path, environ, status, message
+) -> None:
+    response = client.request(path, method=method, environ=unread(**environ), expect_errors=True)
+    assert response.status_int == status
+    if message:  # a HEAD answer has no body
+        assert response.json == {"error": message}
+
+
+def test_a_content_length_that_is_not_a_number_is_refused() -> None:
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "12abc"}
+    assert request_checks.body_refusal(environ) == (400, BAD_LENGTH)
+
+
+def test_bodies_are_refused_even_behind_the_login(config, clock) -> None:
+    guarded = dataclasses.replace(config, auth=BasicAuth("alice", "a-long-passphrase"))
+    client = webtest.TestApp(server.create_app(guarded, clock=clock))
+    environ = unread(CONTENT_LENGTH="293000000")
+    response = client.request("/uploads", method="POST", environ=environ, expect_errors=True)
+    assert (response.status_int, response.json) == (413, {"error": TOO_LARGE})
+
+
+def test_a_registration_body_over_4_kb_is_413(client) -> None:
+    body = json.dumps({"key": "k" * 5000, "etag": "e", "token": "t"})
+    headers = {**token_header(client), "Content-Type": "application/json"}
+    response = client.post("/uploads", body, headers, status=413)
+    assert response.json == {"error": "The body is too large for an upload report."}
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, bytes, bool]:
+    """Send a request head (and body) by hand; (status, answer body, whether the server then
+    closed the connection)."""
+    with connect(url) as sock:
+        sock.sendall(head.encode() + body)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        content = answer.read()
+        closed = answer.will_close
+    return answer.status, content, closed
+
+
+def head(method: str, url: str, path: str, *lines: str) -> str:
+    host = urlsplit(url).netloc
+    return "\r\n".join([f"{method} {path} HTTP/1.1", f"Host: {host}", *lines]) + "\r\n\r\n"
+
+
+@pytest.fixture
+def served_app(config, clock, served) -> Iterator[str]:
+    """The app under waitress as `make run` serves it, on its own configured port."""
+    port = free_port()
+    app = server.create_app(dataclasses.replace(config, port=port), clock=clock)
+    with served(app, port=port) as url:
+        yield url
+
+
+def test_a_huge_declared_body_is_refused_by_waitress_before_it_is_sent(served_app) -> None:
+    request = head("POST", served_app, "/uploads", "Content-Length: 300000000")
+    status, _, closed = raw_request(served_app, request)  # not one byte of the body sent
+    assert (status, closed) == (413, True)
+
+
+def test_a_chunked_body_is_refused_at_64_kb_while_it_arrives(served_app) -> None:
+    chunk = b"%x\r\n%s\r\n" % (16 * 1024, b"[" * 16 * 1024)
+    request = head("POST", served_app, "/uploads", "Transfer-Encoding: chunked")
+    with connect(served_app) as sock:
+        sock.sendall(request.encode())
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(64):  # 1 MB offered, if the server kept reading
+                sock.sendall(chunk)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+    assert answer.status == 413
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/"])
+def test_a_get_with_a_small_body_over_the_network_is_a_json_400(served_app, path) -> None:
+    request = head("GET", served_app, path, "Content-Length: 5")
+    status, body, _ = raw_request(served_app, request, b"hello")
+    assert (status, json.loads(body)) == (400, {"error": GET_BODY})
+
+
+def test_a_chunked_get_over_the_network_is_a_json_400(served_app) -> None:
+    request = head("GET", served_app, "/healthz", "Transfer-Encoding: chunked")
+    status, body, _ = raw_request(served_app, request, b"5\r\nhello\r\n0\r\n\r\n")
+    assert (status, json.loads(body)) == (400, {"error": GET_BODY})
+
+
+# ---- JSON: nesting is counted before the parser recurses ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "too_deep"),
+    [
+        (b'{"key": "k", "etag": "e", "token": "t"}', False),
+        (b"[" * 8 + b"]" * 8, False),
+        (b"[" * 9, True),
+        (b'{"a": {"b": [[[[[[[1]]]]]]]}}', True),
+        (b'["' + b"[" * 50 + b'"]', False),  # brackets inside a string
+        (b'["\\"' + b"[" * 50 + b'"]', False),  # an escaped quote does not end the string
+        (b'["\\\\"' + b"[" * 50, True),  # an escaped backslash does
+        (b"", False),
+    ],
+)
+def test_json_depth_is_counted_outside_strings(text, too_deep) -> None:
+    assert request_checks.json_too_deep(text) is too_deep
+
+
+def test_deeply_nested_registration_json_is_a_400_and_logs_nothing(client, caplog) -> None:
+    body = b"[" * 4000 + b"]" * 96  # 4 KB: the size a report may have
+    response = client.post(
+        "/uploads", body, {**token_header(client), "Content-Type": "application/json"}, status=400
+    )
+    assert response.json == {"error": "The body is nested too deeply for an upload report."}
+    assert caplog.records == []
