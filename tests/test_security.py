@@ -9,6 +9,9 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -249,3 +252,57 @@ def test_deeply_nested_registration_json_is_a_400_and_logs_nothing(client, caplo
     )
     assert response.json == {"error": "The body is nested too deeply for an upload report."}
     assert caplog.records == []
+
+
+# ---- slow clients: 150 connections that never finish their request ------------------------
+
+SLOW_CLIENTS = 150
+
+
+def open_slow_clients(url: str, count: int) -> list[socket.socket]:
+    """Half send a request head and stop in its middle; half send a whole head and then trickle
+    a body that never ends. Each keeps its connection busy and never finishes a request."""
+    sockets = []
+    for n in range(count):
+        sock = connect(url)
+        if n % 2:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        else:
+            sock.sendall(head("POST", url, "/uploads", "Content-Length: 60000").encode() + b"[")
+        sockets.append(sock)
+    return sockets
+
+
+def trickle(sockets: list[socket.socket], stop: threading.Event) -> None:
+    """One more byte on every connection every 0.2 s, so none of them is ever idle."""
+    while not stop.wait(0.2):
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.send(b"a")
+
+
+def test_a_normal_request_is_answered_while_150_slow_clients_hold_connections(served_app):
+    threads_before = threading.active_count()
+    stop = threading.Event()
+    sockets = open_slow_clients(served_app, SLOW_CLIENTS)
+    trickler = threading.Thread(target=trickle, args=(sockets, stop))
+    trickler.start()
+    try:
+        started = time.monotonic()
+        connection = http.client.HTTPConnection(urlsplit(served_app).netloc, timeout=5)
+        connection.request("GET", "/healthz")  # a timeout after 5 s fails the test
+        reply = connection.getresponse()
+        assert (reply.status, json.loads(reply.read())["status"]) == (200, "ok")
+        connection.close()
+        elapsed = time.monotonic() - started
+        threads_during = threading.active_count() - 1  # the trickler is ours
+    finally:
+        stop.set()
+        trickler.join()
+        for sock in sockets:
+            sock.close()
+    assert threads_during == threads_before  # a slow connection holds no thread
+    print(
+        f"\n{SLOW_CLIENTS} slow clients: GET /healthz answered in {elapsed * 1000:.1f} ms; "
+        f"threads {threads_before} before, {threads_during} with the slow clients"
+    )
