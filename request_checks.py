@@ -10,17 +10,61 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from settings import EVERY_INTERFACE, Config
+
 # The app's own bodies are JSON of a few hundred bytes (POST /uploads); 64 KB leaves room and
 # still refuses anyone who would make the server buffer a file it never wanted. waitress
 # enforces the same number on the socket (serving.waitress_options), before the app sees it.
 MAX_BODY_BYTES = 64 * 1024
 # {"key", "etag", "token"} is one level deep; anything nested deeper is not an upload report.
 MAX_JSON_DEPTH = 8
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # as a Host header writes them
 BODYLESS_METHODS = ("GET", "HEAD")
+# Answered for any Host: a load balancer's or orchestrator's probe often names the address it
+# dialled, and the answer ("ok", which S3) gives a rebinding page nothing to use.
+ANY_HOST_PATHS = ("/healthz",)
 
 Refusal = tuple[int, str]
+
+
+def refusal(environ: Mapping[str, Any], hosts: frozenset[str]) -> Refusal | None:
+    """The first reason to refuse the request from its headers alone, or None."""
+    return host_refusal(environ, hosts) or body_refusal(environ)
+
+
+def allowed_hosts(config: Config) -> frozenset[str]:
+    """The Host headers this app answers: its own names, with its port.
+
+    A DNS-rebinding page (evil.example, re-resolved to 127.0.0.1) reaches a loopback app from
+    the victim's browser as same-origin, but its requests still say `Host: evil.example:PORT`:
+    answering only our own names takes the app away from it. The browser's names for the
+    app (PUBLIC_HOST, else HOST), the loopback names when it listens on loopback, and behind a
+    trusted proxy PUBLIC_HOST alone, the host the proxy forwards (nginx's $host has no port).
+    """
+    names = {config.browser_host.lower()}
+    if config.host in LOOPBACK_HOSTS or config.host in EVERY_INTERFACE:
+        names.update(LOOPBACK_NAMES)
+    hosts = {f"{name}:{config.port}" for name in names}
+    if config.port == 80:  # a browser leaves the default port out of Host
+        hosts.update(names)
+    if config.trusted_proxy and config.public_host:
+        hosts.add(config.public_host.lower())
+    return frozenset(hosts)
+
+
+def host_refusal(environ: Mapping[str, Any], hosts: frozenset[str]) -> Refusal | None:
+    """421 Misdirected Request for a Host that is not ours.
+
+    421 rather than 400: the request is well-formed, but reached a server that does not answer
+    for that name (RFC 9110 15.5.20), which is exactly the rebinding case, and it tells a client
+    that used a wrong name that another connection may succeed.
+    """
+    if environ.get("PATH_INFO") in ANY_HOST_PATHS:
+        return None
+    if environ.get("HTTP_HOST", "").lower() not in hosts:
+        return 421, "This server does not answer for that host name."
+    return None
 
 
 def body_refusal(environ: Mapping[str, Any]) -> Refusal | None:

@@ -65,6 +65,7 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> b
         registry=UploadRegistry.create(config.data_dir / "uploads.sqlite3"),
         page=templates().get_template("index.html"),
         headers=security_headers(s3_origin(config)),
+        hosts=request_checks.allowed_hosts(config),
     )
     app.install(json_errors)
     app.install(refuse_bad_requests)  # before the login: a refused request learns nothing more
@@ -92,6 +93,7 @@ class AppState:
     registry: UploadRegistry
     page: jinja2.Template
     headers: tuple[tuple[str, str], ...]
+    hosts: frozenset[str]
 
 
 def templates() -> jinja2.Environment:
@@ -541,10 +543,10 @@ def require_login(callback: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def refuse_bad_requests(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Bottle plugin: a body the app never wants is refused from its headers, unread."""
+    """Bottle plugin: a Host not ours, or a body the app never wants, refused from the headers."""
 
     def handler(*args: Any, **kwargs: Any) -> Any:
-        if refusal := request_checks.body_refusal(bottle.request.environ):
+        if refusal := request_checks.refusal(bottle.request.environ, state().hosts):
             raise AppError(*refusal)
         return callback(*args, **kwargs)
 

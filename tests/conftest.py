@@ -211,11 +211,18 @@ def clock(now: datetime) -> Clock:
     return Clock(now)
 
 
+# WebTest's requests say `Host: localhost:80`; the app answers only its own host names, so the
+# tests' app listens (in name) on port 80 of loopback, where localhost:80 is its own.
+WEBTEST_PORT = 80
+
+
 def app_config(**fields: Any) -> Any:
-    """The app's settings for bucket "uploads" in us-east-1: the defaults of settings.SETTINGS
-    (what an empty environment gives), with `fields` changed. Give it `credentials`."""
+    """The app's settings for bucket "uploads" in us-east-1, on loopback port 80 (WebTest's
+    default host): the defaults of settings.SETTINGS (what an empty environment gives), with
+    `fields` changed. Give it `credentials`."""
     from settings import Config
 
+    fields = {"port": WEBTEST_PORT, **fields}
     return dataclasses.replace(Config.from_env({}), bucket="uploads", region="us-east-1", **fields)
 
 

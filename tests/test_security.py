@@ -30,6 +30,7 @@ GET_BODY = "A GET or HEAD request must not have a body."
 TOO_LARGE = "The body is larger than 64 KB; this app takes less."
 CHUNKED = "Send the body with a Content-Length, not in chunks."
 BAD_LENGTH = "The Content-Length header is not a number."
+MISDIRECTED = "This server does not answer for that host name."
 
 
 def token_header(client: webtest.TestApp) -> dict[str, str]:
@@ -179,8 +180,8 @@ def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, bytes, boo
     return answer.status, content, closed
 
 
-def head(method: str, url: str, path: str, *lines: str) -> str:
-    host = urlsplit(url).netloc
+def head(method: str, url: str, path: str, *lines: str, host: str = "") -> str:
+    host = host or urlsplit(url).netloc
     return "\r\n".join([f"{method} {path} HTTP/1.1", f"Host: {host}", *lines]) + "\r\n\r\n"
 
 
@@ -306,3 +307,54 @@ def test_a_normal_request_is_answered_while_150_slow_clients_hold_connections(se
         f"\n{SLOW_CLIENTS} slow clients: GET /healthz answered in {elapsed * 1000:.1f} ms; "
         f"threads {threads_before} before, {threads_during} with the slow clients"
     )
+
+
+# ---- Host: only the app's own names, so a rebinding page cannot drive it -------------------
+
+LOOPBACK_8080 = {"127.0.0.1:8080", "localhost:8080", "[::1]:8080"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "hosts"),
+    [
+        ({}, LOOPBACK_8080),
+        ({"HOST": "localhost"}, {"localhost:8080", "127.0.0.1:8080", "[::1]:8080"}),
+        ({"HOST": "192.0.2.10"}, {"192.0.2.10:8080"}),
+        ({"HOST": "0.0.0.0", "PUBLIC_HOST": "Up.Example.test"}, {"up.example.test:8080"}),
+        ({"PORT": "80"}, {*(h.replace("8080", "80") for h in LOOPBACK_8080), "127.0.0.1"}),
+        (
+            {"HOST": "192.0.2.10", "PUBLIC_HOST": "up.example.test", "TRUSTED_PROXY": "192.0.2.1"},
+            {"up.example.test:8080", "up.example.test"},
+        ),
+    ],
+)
+def test_the_app_answers_its_own_host_names_only(environ, hosts) -> None:
+    expected = set(hosts)
+    if environ.get("HOST") == "0.0.0.0":
+        expected |= LOOPBACK_8080
+    if environ.get("PORT") == "80":
+        expected |= {"localhost", "[::1]"}
+    assert request_checks.allowed_hosts(Config.from_env(environ, None)) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/"), ("GET", "/s3_credentials"), ("POST", "/uploads"), ("GET", "/static/style.css")],
+)
+@pytest.mark.parametrize("host", ["rebind.example:80", "rebind.example", "127.0.0.1.nip.io:80", ""])
+def test_a_host_that_is_not_ours_is_421_misdirected(client, method, path, host) -> None:
+    environ = {"HTTP_HOST": host}
+    response = client.request(path, method=method, environ=environ, expect_errors=True)
+    assert (response.status_int, response.json) == (421, {"error": MISDIRECTED})
+
+
+def test_host_names_are_compared_without_case_and_health_answers_any_host(client) -> None:
+    assert client.get("/", headers={"Host": "LocalHost:80"}).status_int == 200
+    assert client.get("/healthz", headers={"Host": "probe.internal:9999"}).json["status"] == "ok"
+
+
+def test_a_rebinding_page_gets_421_from_the_served_app_and_the_app_its_page(served_app) -> None:
+    port = urlsplit(served_app).port
+    for host, status in [(f"rebind.example:{port}", 421), (f"127.0.0.1:{port}", 200)]:
+        request = head("GET", served_app, "/", host=host)
+        assert raw_request(served_app, request)[0] == status

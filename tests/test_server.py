@@ -212,7 +212,7 @@ def test_readme_settings_table_is_the_settings_table() -> None:
 
 def test_create_app_without_a_config_reads_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)  # no .env here, and DATA_DIR lands in tmp_path
-    for name, value in {**EXTERNAL, "UPLOAD_KEY_PREFIX": "from-env"}.items():
+    for name, value in {**EXTERNAL, "UPLOAD_KEY_PREFIX": "from-env", "PORT": "80"}.items():
         monkeypatch.setenv(name, value)
     client = webtest.TestApp(server.create_app())
     assert client.get("/healthz").json == {"status": "ok", "s3": "external"}
