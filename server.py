@@ -151,13 +151,27 @@ class Notice(NamedTuple):
     is_error: bool = False
 
 
+# After a failed no-JavaScript upload, /uploads/done sends the browser to /?error=<status>: a
+# code, never text, so a link to the page cannot make it say anything but these sentences.
+NOJS_ERRORS = {
+    "400": "the file went to a different bucket.",
+    "403": "this server did not issue the form it was sent with.",
+    "404": "S3 has no such file, or this app may not read it.",
+    "409": "the file in S3 is not the one the browser reported.",
+    "502": "S3 could not be reached to check it; try again.",
+    "503": "the file is in S3 but could not be recorded; try again.",
+    "504": "S3 did not answer in time; try again.",
+}
+
+
 def page_notice(registry: UploadRegistry, query: Mapping[str, str]) -> Notice | None:
     """The line shown after the no-JavaScript form's redirect back to the page."""
     if query.get("uploaded"):
         record = registry.get(query["uploaded"])
         return Notice(f"Uploaded {record['filename']}") if record else None
     if query.get("error"):
-        return Notice("Upload not recorded: " + query["error"][:200], is_error=True)
+        reason = NOJS_ERRORS.get(query["error"], "try again.")
+        return Notice(f"Upload not recorded: {reason}", is_error=True)
     return None
 
 
@@ -338,7 +352,7 @@ def upload_done() -> None:
             raise AppError(400, "The upload went to a different bucket.")
         record_upload(app, key, etag, token, moment)
     except AppError as error:
-        see_other("/?error=" + quote(error.message))
+        see_other(f"/?error={error.status}")
     see_other("/?uploaded=" + quote(key))
 
 

@@ -358,3 +358,29 @@ def test_a_rebinding_page_gets_421_from_the_served_app_and_the_app_its_page(serv
     for host, status in [(f"rebind.example:{port}", 421), (f"127.0.0.1:{port}", 200)]:
         request = head("GET", served_app, "/", host=host)
         assert raw_request(served_app, request)[0] == status
+
+
+# ---- the page's notice: our own sentences only ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "<b>S3 said no</b>",
+        "Your account is locked: call +1 555 0100 now",
+        "This key was not issued by this server.",
+        "4090",
+        "",
+    ],
+)
+def test_the_page_never_shows_text_from_its_link(client, error) -> None:
+    page = client.get("/", {"error": error}).text
+    if error:
+        assert "Upload not recorded: try again.</p>" in page
+    for words in ("S3 said no", "locked", "not issued", "4090"):
+        assert words not in page
+
+
+def test_each_refusal_of_a_no_js_upload_has_its_own_sentence() -> None:
+    statuses = {400, 403, 404, 409, 502, 503, 504}  # upload_done's and s3_client's refusals
+    assert set(server.NOJS_ERRORS) == {str(status) for status in statuses}
