@@ -127,11 +127,13 @@ VENDOR_FILES = {
 def page() -> str:
     app, moment = state(), now()
     config = app.config
+    wait = rate_limit_wait(app, moment)  # the page signs a form too: it counts like any other
     return app.page.render(
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
-        nojs_form=nojs_form(config, app.secrets, moment, request_origin()),
+        nojs_form=None if wait else nojs_form(config, app.secrets, moment, request_origin()),
+        retry_after=wait,
         uploads=[with_download_url(config, record, moment) for record in app.registry.recent()],
         notice=page_notice(app.registry, request_query()),
     )
@@ -216,10 +218,8 @@ def s3_credentials() -> dict[str, Any]:
     """A signed form for one file. Other sites are refused before they spend any rate budget."""
     app, moment = state(), now()
     refuse_cross_site(app.secrets, moment)
-    if app.limiter:
-        client = bottle.request.environ.get("REMOTE_ADDR", "")
-        if wait := app.limiter.wait(client, moment.timestamp()):
-            raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
+    if wait := rate_limit_wait(app, moment):
+        raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
     upload = parse_upload_request(request_query(), app.config)
     extension = filenames.extension(upload.filename)
     key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension)
@@ -249,6 +249,13 @@ def refuse_cross_site(keys: tokens.Secrets, moment: datetime) -> None:
         raise AppError(403, "Requests from other origins may not use this endpoint.")
     if not tokens.page_token_valid(keys, request_header("X-Upload-Token"), moment):
         raise AppError(403, "The X-Upload-Token header is missing or expired; reload the page.")
+
+
+def rate_limit_wait(app: AppState, moment: datetime) -> int:
+    """Seconds before this client may have another signed form (0: now, and it is counted).
+    Every signed form counts, the page's no-JavaScript form as much as /s3_credentials'."""
+    client = bottle.request.environ.get("REMOTE_ADDR", "")
+    return app.limiter.wait(client, moment.timestamp()) if app.limiter else 0
 
 
 @dataclass(frozen=True)

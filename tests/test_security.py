@@ -384,3 +384,43 @@ def test_the_page_never_shows_text_from_its_link(client, error) -> None:
 def test_each_refusal_of_a_no_js_upload_has_its_own_sentence() -> None:
     statuses = {400, 403, 404, 409, 502, 503, 504}  # upload_done's and s3_client's refusals
     assert set(server.NOJS_ERRORS) == {str(status) for status in statuses}
+
+
+# ---- the rate limit counts every signed form, the page's too ------------------------------
+
+
+@pytest.fixture
+def limited(config, clock) -> webtest.TestApp:
+    """The app allowing 2 signed forms a minute, for client 192.0.2.1."""
+    limit = dataclasses.replace(config, rate_limit=RateLimit(2, 60))
+    return webtest.TestApp(server.create_app(limit, clock=clock), {"REMOTE_ADDR": "192.0.2.1"})
+
+
+def ask_for_form(client: webtest.TestApp) -> webtest.TestResponse:
+    query = {"filename": "a.png", "content_type": "image/png", "size": "10"}
+    return client.get("/s3_credentials", query, token_header(client), expect_errors=True)
+
+
+def has_signed_form(page: webtest.TestResponse) -> bool:
+    return 'name="policy"' in page.text
+
+
+def test_each_page_load_spends_one_signed_form(limited, clock) -> None:
+    assert [has_signed_form(limited.get("/")) for _ in range(2)] == [True, True]
+    clock.advance(15)
+    page = limited.get("/")  # over the limit: the page still loads, without a signed form
+    assert not has_signed_form(page)
+    notice = " ".join(page.html.find(id="rate-limited").text.split())
+    assert (
+        notice == "Too many upload forms were asked for from your address: try again in 45 seconds."
+    )
+    assert ask_for_form(limited).status_int == 429
+    clock.advance(45)
+    assert has_signed_form(limited.get("/"))
+
+
+def test_forms_asked_for_by_script_leave_the_page_without_a_signed_form(limited) -> None:
+    assert [ask_for_form(limited).status_int for _ in range(2)] == [200, 200]
+    assert not has_signed_form(limited.get("/"))
+    other = limited.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.2"})
+    assert has_signed_form(other)
