@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ import bottle
 import jinja2
 
 import filenames
+import media_types
 import request_checks
 import s3_client
 import s3_rules
@@ -143,7 +144,9 @@ def limits(config: Config) -> dict[str, Any]:
     return {
         "max_bytes": config.max_bytes,
         "max_human": s3_rules.human_size(config.max_bytes),
-        "allowed_types": list(config.allowed_types),
+        "allowed_types": list(
+            media_types.signable_types(config.allowed_types, config.allow_active_types)
+        ),
         "policy_ttl": config.policy_ttl,
     }
 
@@ -193,6 +196,7 @@ def nojs_form(config: Config, keys: tokens.Secrets, moment: datetime, origin: st
         config.credentials,
         **post_target(config, key),
         success_action_redirect=redirect,
+        content_disposition=media_types.ATTACHMENT,  # no type is pinned: every file downloads
         metadata={"filename": signer.FILENAME_VARIABLE},
         now=moment,
     )
@@ -221,12 +225,13 @@ def s3_credentials() -> dict[str, Any]:
     if wait := rate_limit_wait(app, moment):
         raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
     upload = parse_upload_request(request_query(), app.config)
-    extension = filenames.extension(upload.filename)
+    extension = media_types.extension(upload.content_type)
     key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension)
     form = signer.presigned_post(
         app.config.credentials,
         **post_target(app.config, key),
         content_type=upload.content_type,
+        content_disposition=media_types.content_disposition(upload.content_type),
         metadata={"filename": filenames.encode_metadata(upload.filename)},
         success_action_status="201",
         now=moment,
@@ -281,15 +286,9 @@ def parse_upload_request(query: Mapping[str, str], config: Config) -> UploadRequ
     if int(size_text) > config.max_bytes:
         limit = s3_rules.human_size(config.max_bytes)
         raise AppError(413, f"The file is larger than the {limit} limit.")
-    if not type_allowed(content_type, config.allowed_types):
+    if not media_types.signable(content_type, config.allowed_types, config.allow_active_types):
         raise AppError(415, f"Files of type {content_type} are not accepted here.")
     return UploadRequest(filename, content_type, int(size_text))
-
-
-def type_allowed(content_type: str, patterns: Iterable[str]) -> bool:
-    """Exact types, or a whole family with "image/*"."""
-    family = content_type.split("/")[0] + "/*"
-    return any(pattern in (content_type, family) for pattern in patterns)
 
 
 def object_key(prefix: str, moment: datetime, unique: uuid.UUID, extension: str) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import bottle
 
+import media_types
 import s3_rules
 import signer
 from rate_limit import RateLimit
@@ -248,6 +249,13 @@ SETTINGS: tuple[Setting, ...] = (
         "allowed MIME types",
     ),
     Setting(
+        "UPLOAD_ALLOW_ACTIVE_TYPES",
+        "off",
+        "allow_active_types",
+        read_switch,
+        "on|off: sign types browsers run (SVG, HTML, XML, JavaScript...), as downloads",
+    ),
+    Setting(
         "UPLOAD_KEY_PREFIX",
         "uploads",
         "key_prefix",
@@ -351,6 +359,7 @@ class Config:
     endpoint: str | None
     max_bytes: int
     allowed_types: tuple[str, ...]
+    allow_active_types: bool
     key_prefix: str
     policy_ttl: int
     rate_limit: RateLimit | None
@@ -373,6 +382,7 @@ class Config:
         values = {**read_dotenv(dotenv), **environ}
         text = {s.name: values.get(s.name) or s.default for s in SETTINGS}
         fields = {s.field: read_setting(s, text[s.name]) for s in SETTINGS if s.field}
+        check_active_types(fields["allowed_types"], fields["allow_active_types"])
         external = fields["bucket"] is not None
         return cls(
             credentials=read_credentials(text) if external else None,
@@ -391,6 +401,24 @@ class Config:
     @property
     def app_origin(self) -> str:
         return f"http://{self.browser_host}:{self.port}"
+
+
+def check_active_types(patterns: tuple[str, ...], allow_active: bool) -> None:
+    """Without UPLOAD_ALLOW_ACTIVE_TYPES, an exact type that browsers run is a mistake to say
+    at start-up, not a 415 for every user; a family such as image/* signs its safe types only."""
+    if allow_active:
+        return
+    active = [p for p in patterns if not p.endswith("/*") and media_types.is_active(p)]
+    if active:
+        raise ConfigError(
+            f"UPLOAD_ALLOWED_TYPES names {', '.join(active)}, which browsers may run or show as a"
+            " page; set UPLOAD_ALLOW_ACTIVE_TYPES=on to accept it, as a download."
+        )
+    if not media_types.signable_types(patterns, allow_active):
+        raise ConfigError(
+            "UPLOAD_ALLOWED_TYPES matches no type on the safe list (media_types.SAFE_TYPES);"
+            " name one, or set UPLOAD_ALLOW_ACTIVE_TYPES=on."
+        )
 
 
 def read_setting(setting: Setting, text: str | None) -> Any:

@@ -149,6 +149,7 @@ def presigned_post(
     min_bytes: int = 1,
     endpoint: str | None = None,
     content_type: str | None = None,
+    content_disposition: str | None = None,
     acl: str | None = None,
     success_action_status: str = "201",
     success_action_redirect: str | None = None,
@@ -166,6 +167,7 @@ def presigned_post(
     fields = {
         "key": key,
         **_content_type_field(content_type),
+        **({"Content-Disposition": content_disposition} if content_disposition else {}),
         **({"acl": acl} if acl else {}),
         **_success_field(success_action_status, success_action_redirect),
         **_metadata_fields(metadata or {}),

@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import local_s3
+import media_types
 import rate_limit
 import server
 import serving
@@ -103,8 +104,12 @@ def assert_signed_within_limits(form: dict[str, Any], config: Config, now: datet
     key_shape = rf"{config.key_prefix}/{date}/{UUID4}(\.[a-z0-9]{{1,10}})?"
     assert re.fullmatch(key_shape, fields["key"]) and form["key"] == fields["key"]
     assert {"key": fields["key"]} in conditions and {"bucket": config.bucket} in conditions
-    assert server.type_allowed(fields["Content-Type"], config.allowed_types)
-    assert {"Content-Type": fields["Content-Type"]} in conditions
+    content_type = fields["Content-Type"]
+    assert media_types.signable(content_type, config.allowed_types, config.allow_active_types)
+    assert {"Content-Type": content_type} in conditions
+    assert fields["key"].endswith(media_types.extension(content_type))
+    if media_types.is_active(content_type):
+        assert {"Content-Disposition": "attachment"} in conditions
     expiration = datetime.fromisoformat(policy["expiration"])
     assert now < expiration <= now + timedelta(seconds=config.policy_ttl)
     assert form["expires_at"] == expiration.strftime("%Y-%m-%dT%H:%M:%SZ")

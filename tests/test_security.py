@@ -5,6 +5,7 @@ docs/SECURITY.md names each defence and where it lives; the tests here follow it
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import http.client
@@ -20,6 +21,7 @@ import pytest
 import webtest
 from conftest import APP_NOW, connect, free_port
 
+import media_types
 import request_checks
 import server
 import tokens
@@ -424,3 +426,93 @@ def test_forms_asked_for_by_script_leave_the_page_without_a_signed_form(limited)
     assert not has_signed_form(limited.get("/"))
     other = limited.get("/", extra_environ={"REMOTE_ADDR": "192.0.2.2"})
     assert has_signed_form(other)
+
+
+# ---- active content: never signed by default -----------------------------------------------
+
+ACTIVE = [
+    "image/svg+xml",
+    "text/html",
+    "application/xhtml+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/x-unknown-thing",
+]
+EVERY_FAMILY = ("image/*", "text/*", "application/*")
+
+
+@pytest.fixture
+def broad(config, clock) -> webtest.TestApp:
+    """The app allowing whole families (image/*, text/*, application/*), active types off."""
+    wide = dataclasses.replace(config, allowed_types=EVERY_FAMILY, rate_limit=None)
+    return webtest.TestApp(server.create_app(wide, clock=clock))
+
+
+def form_for(client: webtest.TestApp, content_type: str, status: int = 200) -> Any:
+    query = {"filename": "a.HTML", "content_type": content_type, "size": "10"}
+    return client.get("/s3_credentials", query, token_header(client), status=status)
+
+
+@pytest.mark.parametrize("content_type", ACTIVE)
+def test_types_a_browser_runs_are_never_signed_by_default(broad, content_type) -> None:
+    response = form_for(broad, content_type, status=415)
+    assert response.json == {"error": f"Files of type {content_type} are not accepted here."}
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "text/plain", "application/pdf"])
+def test_safe_types_are_signed_inline_with_the_extension_of_their_type(broad, content_type):
+    form = form_for(broad, content_type).json
+    assert form["key"].endswith(media_types.EXTENSIONS[content_type])
+    assert "Content-Disposition" not in form["fields"]
+
+
+@pytest.mark.parametrize("content_type", ACTIVE)
+def test_allowed_active_types_are_pinned_as_downloads(config, clock, content_type) -> None:
+    wide = dataclasses.replace(config, allowed_types=EVERY_FAMILY, allow_active_types=True)
+    form = form_for(webtest.TestApp(server.create_app(wide, clock=clock)), content_type).json
+    policy = json.loads(base64.b64decode(form["fields"]["policy"]))
+    assert form["fields"]["Content-Disposition"] == "attachment"
+    assert {"Content-Disposition": "attachment"} in policy["conditions"]
+    assert form["key"].endswith(media_types.extension(content_type))
+    assert not form["key"].endswith(".HTML")
+
+
+def test_the_page_offers_exactly_the_types_the_server_signs(broad) -> None:
+    page = broad.get("/")
+    offered = page.html.find(id="file-input")["accept"].split(",")
+    limits = json.loads(page.html.find(id="upload-config").string)["limits"]
+    assert offered == limits["allowed_types"]
+    families = {pattern.removesuffix("*") for pattern in EVERY_FAMILY}
+    assert set(offered) == {t for t in media_types.SAFE_TYPES if t.startswith(tuple(families))}
+    for content_type in offered:
+        assert form_for(broad, content_type).status_int == 200
+    assert "image/svg+xml" not in page.html.find(id="limits").text
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"UPLOAD_ALLOWED_TYPES": "image/png,image/svg+xml"},
+            "UPLOAD_ALLOWED_TYPES names image/svg+xml, which browsers may run or show as a page;"
+            " set UPLOAD_ALLOW_ACTIVE_TYPES=on to accept it, as a download.",
+        ),
+        (
+            {"UPLOAD_ALLOWED_TYPES": "font/*"},
+            "UPLOAD_ALLOWED_TYPES matches no type on the safe list (media_types.SAFE_TYPES);"
+            " name one, or set UPLOAD_ALLOW_ACTIVE_TYPES=on.",
+        ),
+    ],
+)
+def test_an_active_type_named_without_the_switch_stops_start_up(environ, message) -> None:
+    with pytest.raises(ConfigError) as error:
+        Config.from_env(environ, None)
+    assert str(error.value) == message
+    assert Config.from_env({**environ, "UPLOAD_ALLOW_ACTIVE_TYPES": "on"}, None)
+
+
+def test_the_safe_list_and_the_extension_table_agree() -> None:
+    assert set(media_types.SAFE_TYPES) <= set(media_types.EXTENSIONS)
+    assert not {"image/svg+xml", "text/html", "text/xml"} & set(media_types.SAFE_TYPES)
