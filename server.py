@@ -6,8 +6,9 @@ it with a signed HEAD request and records it. With no bucket configured, ``main`
 embedded local S3 (the ``local_s3`` package) so everything runs offline.
 
 The file reads in request order: app and routes, page, signing endpoint, upload registration,
-errors, entry point. Settings, tokens, filenames, the S3 client, the upload registry and
-serving live in the modules of those names beside it.
+errors, entry point. Settings, tokens, filenames, media types, the S3 client, the upload
+registry, serving, request checks and the request/response plumbing (web.py) live in the modules
+of those names beside it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote
 
 import bottle
 import jinja2
@@ -42,6 +43,7 @@ import tokens
 from rate_limit import RateLimiter
 from registry import RegistryError, UploadRegistry
 from settings import BasicAuth, Config, ConfigError
+from web import NO_STORE, request_header, request_origin, request_query, s3_origin, security_headers
 
 LOG = logging.getLogger("server")
 HERE = Path(__file__).resolve().parent
@@ -441,50 +443,7 @@ def see_other(location: str) -> None:
     raise bottle.HTTPResponse(status=303, headers={"Location": location})
 
 
-# ---- Requests and responses: what every handler reads and every answer carries --------------
-
-
-def request_query() -> Mapping[str, str]:
-    """The query string decoded as UTF-8; bytes that are not UTF-8 become U+FFFD, never a 500."""
-    return dict(parse_qsl(bottle.request.query_string, keep_blank_values=True))
-
-
-def request_header(name: str) -> str:
-    """A header as the client sent it. Bottle decodes headers as UTF-8 and raises on any other
-    bytes; headers are the client's to write, so read the Latin-1 text WSGI hands over."""
-    return bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"), "")
-
-
-def request_origin() -> str:
-    """This app's origin as the browser sees it (scheme and Host header)."""
-    parts = bottle.request.urlparts
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def s3_origin(config: Config) -> str:
-    parts = urlsplit(signer.bucket_url(config.bucket, config.region, config.endpoint))
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def security_headers(origin: str) -> tuple[tuple[str, str], ...]:
-    """CSP: only our own scripts; the browser may talk to (and post forms to) S3 and no one else.
-
-    Built once per app: they depend on the S3 origin only, and every response carries them.
-    """
-    csp = (
-        f"default-src 'none'; script-src 'self'; style-src 'self'; "
-        f"img-src 'self' data: blob: {origin}; connect-src 'self' {origin}; "
-        f"form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
-    )
-    return (
-        ("Content-Security-Policy", csp),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "same-origin"),
-        ("X-Frame-Options", "DENY"),
-    )
-
-
-NO_STORE = (("Cache-Control", "no-store"),)
+# ---- Responses: every answer carries the security headers (web.py builds them) -------------
 
 
 class App(bottle.Bottle):
