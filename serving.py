@@ -26,8 +26,9 @@ FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwar
 # Slow and huge clients, with waitress's documented options
 # (https://docs.pylonsproject.org/projects/waitress/en/stable/arguments.html). waitress reads
 # requests in its one event loop and gives a worker thread only a complete request, so a slow
-# client holds a connection, never a thread; what runs out is connections. waitress's default
-# of 100 let 100 slow clients lock everyone else out for its 120 s idle timeout.
+# client holds a connection, never a thread; what runs out is connections. With waitress's
+# default of 100, 150 clients sending a byte every 0.2 s kept a normal request waiting for over
+# 400 s (its 120 s idle timeout never fires for a client that keeps sending).
 DEFENCES: dict[str, Any] = {
     # Connections held at once: far more than slow clients a test or a small attack opens; a
     # connection waiting for its request costs a socket and a few KB, not a thread.
