@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import email.header
-import re
 import unicodedata
 from urllib.parse import quote, unquote
 
@@ -23,7 +22,6 @@ MAX_FILENAME_METADATA_BYTES = s3_rules.MAX_USER_METADATA_BYTES // 2
 # "$" too, because S3 replaces ${filename} in every form field, this one included, before it
 # checks the policy: a file named "${filename}.jpg" would fail its own exact-match condition.
 METADATA_SAFE = " !\"#&'()*+,-./:;<=>?@[\\]^_`{|}~"
-EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 
 
 def clean_filename(filename: str) -> str:
@@ -58,10 +56,3 @@ def decode_metadata(value: str) -> str:
         with contextlib.suppress(ValueError, LookupError):
             return str(email.header.make_header(email.header.decode_header(value)))
     return unquote(value, errors="replace")
-
-
-def extension(filename: str) -> str:
-    """The extension, ".jpg" from "Holiday.JPG"; none unless it is 1-10 letters or digits."""
-    stem, dot, ext = filename.rpartition(".")
-    ext = ext.lower()
-    return f".{ext}" if dot and stem and EXTENSION.fullmatch(ext) else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 
@@ -17,21 +17,28 @@ class RateLimit:
 
 
 class RateLimiter:
-    """A sliding-window log per client, thread-safe; idle clients are forgotten when many."""
+    """A sliding-window log per client, thread-safe, in a table of bounded size.
+
+    The table keeps the `max_clients` clients seen most recently, in the order they were last
+    seen: each request moves its client to the end, and a new client beyond the bound pushes
+    out the one seen longest ago. Both are O(1), so a flood of fresh addresses costs each request
+    the same small work and the memory stays capped (about 1 KB a client, measured with
+    tracemalloc: docs/SECURITY.md). A client pushed out starts again with a full budget; to
+    push out a client seen within the window takes `max_clients` other addresses in that time.
+    """
 
     MAX_CLIENTS = 10_000
 
-    def __init__(self, limit: RateLimit) -> None:
+    def __init__(self, limit: RateLimit, max_clients: int = MAX_CLIENTS) -> None:
         self.limit = limit
+        self.max_clients = max_clients
         self.lock = threading.Lock()
-        self.clients: dict[str, deque[float]] = {}
+        self.clients: OrderedDict[str, deque[float]] = OrderedDict()
 
     def wait(self, client: str, moment: float) -> int:
         """Record one request and answer 0, or refuse it: the whole seconds until one is allowed."""
         with self.lock:
-            if len(self.clients) > self.MAX_CLIENTS:
-                self.forget_idle(moment)
-            times = self.clients.setdefault(client, deque())
+            times = self.seen(client)
             while times and times[0] <= moment - self.limit.seconds:
                 times.popleft()
             if len(times) >= self.limit.requests:
@@ -39,7 +46,13 @@ class RateLimiter:
             times.append(moment)
             return 0
 
-    def forget_idle(self, moment: float) -> None:
-        idle = [c for c, times in self.clients.items() if times[-1] <= moment - self.limit.seconds]
-        for client in idle:
-            del self.clients[client]
+    def seen(self, client: str) -> deque[float]:
+        """The client's request times, its entry now the most recently seen."""
+        times = self.clients.get(client)
+        if times is None:
+            if len(self.clients) >= self.max_clients:
+                self.clients.popitem(last=False)
+            times = self.clients[client] = deque()
+        else:
+            self.clients.move_to_end(client)
+        return times

@@ -6,8 +6,9 @@ it with a signed HEAD request and records it. With no bucket configured, ``main`
 embedded local S3 (the ``local_s3`` package) so everything runs offline.
 
 The file reads in request order: app and routes, page, signing endpoint, upload registration,
-errors, entry point. Settings, tokens, filenames, the S3 client, the upload registry and
-serving live in the modules of those names beside it.
+errors, entry point. Settings, tokens, filenames, media types, the S3 client, the upload
+registry, serving, request checks and the request/response plumbing (web.py) live in the modules
+of those names beside it.
 """
 
 from __future__ import annotations
@@ -21,20 +22,22 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote
 
 import bottle
 import jinja2
 
 import file_types
 import filenames
+import media_types
 import parts
 import registry
+import request_checks
 import s3_client
 import s3_rules
 import serving
@@ -45,6 +48,7 @@ from app_errors import AppError
 from rate_limit import RateLimiter
 from registry import UploadRegistry
 from settings import BasicAuth, Config, ConfigError
+from web import NO_STORE, request_header, request_origin, request_query, s3_origin, security_headers
 
 LOG = logging.getLogger("server")
 HERE = Path(__file__).resolve().parent
@@ -69,8 +73,10 @@ def create_app(config: Config | None = None, *, clock: Clock | None = None) -> b
         registry=UploadRegistry(config),
         page=templates().get_template("index.html"),
         headers=security_headers(s3_origin(config)),
+        hosts=request_checks.allowed_hosts(config),
     )
     app.install(json_errors)
+    app.install(refuse_bad_requests)  # before the login: a refused request learns nothing more
     app.install(require_login)  # inside json_errors, so a refusal is JSON too
     app.route("/", "GET", page)
     app.route("/static/<path:path>", "GET", static)
@@ -101,6 +107,7 @@ class AppState:
     registry: UploadRegistry
     page: jinja2.Template
     headers: tuple[tuple[str, str], ...]
+    hosts: frozenset[str]
 
 
 def templates() -> jinja2.Environment:
@@ -134,19 +141,21 @@ VENDOR_FILES = {
 def page() -> str:
     app, moment = state(), now()
     config = app.config
+    wait = rate_limit_wait(app, moment)  # the page signs forms too: they count like any other
+    origin = request_origin(config.public_url)
     uploads, uploads_error = [], None
     if config.auth is not None:  # the list of every upload is for logged-in users only
         try:
             uploads = recent_uploads(app, moment, None)["uploads"]
         except AppError as error:
             uploads_error = error.message
-    kinds = file_types.form_kinds(config.allowed_types)
     return app.page.render(
         limits=limits(config),
         page_token=tokens.issue_page_token(app.secrets, moment),
         s3_origin=s3_origin(config),
         upload_method=config.upload_method,
-        nojs_forms=[nojs_form(config, app.secrets, moment, request_origin(), k) for k in kinds],
+        nojs_forms=[] if wait else nojs_forms(config, app.secrets, moment, origin),
+        retry_after=wait,
         uploads=uploads,
         uploads_error=uploads_error,
         list_all=config.auth is not None,
@@ -158,7 +167,9 @@ def limits(config: Config) -> dict[str, Any]:
     return {
         "max_bytes": config.max_bytes,
         "max_human": s3_rules.human_size(config.max_bytes),
-        "allowed_types": list(config.allowed_types),
+        "allowed_types": list(
+            media_types.signable_types(config.allowed_types, config.allow_active_types)
+        ),
         "allowed_names": file_types.describe(config.allowed_types),
         "policy_ttl": config.policy_ttl,
         "form_ttl": config.form_ttl,
@@ -173,6 +184,21 @@ class Notice(NamedTuple):
     url: str = ""
 
 
+# After a failed no-JavaScript upload, /uploads/done sends the browser to /?error=<status>: a
+# code, never text, so a link to the page cannot make it say anything but these sentences.
+NOJS_ERRORS = {
+    "400": "the file went to a different bucket.",
+    "403": "this server did not issue the form it was sent with.",
+    "404": "S3 has no such file, or this app may not read it.",
+    "409": "the file in S3 is not the one the browser reported.",
+    "415": "the file's first bytes are not those of the kind of file its form was for, so it "
+    "was deleted.",
+    "502": "S3 could not be reached to check it; try again.",
+    "503": "the file is in S3 but could not be recorded; try again.",
+    "504": "S3 did not answer in time; try again.",
+}
+
+
 def page_notice(config: Config, query: Mapping[str, str], moment: datetime) -> Notice | None:
     """The line shown after the no-JavaScript form's redirect back to the page; the name is
     the one S3 holds for an upload of ours, never text from the query."""
@@ -185,8 +211,16 @@ def page_notice(config: Config, query: Mapping[str, str], moment: datetime) -> N
         name = upload_record(key, info, moment)["filename"]
         return Notice(f"Uploaded {name}", url=download_url(config, key, moment.replace(second=0)))
     if query.get("error"):
-        return Notice("Upload not recorded: " + query["error"][:200], is_error=True)
+        reason = NOJS_ERRORS.get(query["error"], "try again.")
+        return Notice(f"Upload not recorded: {reason}", is_error=True)
     return None
+
+
+def nojs_forms(config: Config, keys: tokens.Secrets, moment: datetime, origin: str) -> list:
+    return [
+        nojs_form(config, keys, moment, origin, k)
+        for k in file_types.form_kinds(config.allowed_types)
+    ]
 
 
 def nojs_form(
@@ -208,6 +242,7 @@ def nojs_form(
         **post_target(config, key) | {"expires_in": config.form_ttl},
         content_type=kind.content_type,
         success_action_redirect=redirect,
+        content_disposition=media_types.ATTACHMENT,  # no type is pinned: every file downloads
         metadata={"filename": signer.FILENAME_VARIABLE},
         now=moment,
     )
@@ -238,8 +273,9 @@ def s3_credentials() -> dict[str, Any]:
     upload = parse_upload_request(request_query(), app.config)
     if upload.size > s3_rules.MAX_POST_OBJECT_BYTES:
         raise AppError(413, "A file over 5 GB goes to S3 in parts: POST /multipart.")
-    extension = filenames.extension(upload.filename)
-    key = object_key(app.config.key_prefix, moment, uuid.uuid4(), extension)
+    key = object_key(
+        app.config.key_prefix, moment, uuid.uuid4(), media_types.extension(upload.content_type)
+    )
     signed = sign_upload(app.config, key, upload, moment)
     expires_at = moment + timedelta(seconds=app.config.policy_ttl)
     token = tokens.key_token(app.secrets, key, moment)
@@ -252,23 +288,28 @@ def sign_upload(config: Config, key: str, upload: UploadRequest, moment: datetim
     string_to_sign}, for providers without browser POST (Cloudflare R2, Backblaze B2)."""
     metadata = {"filename": filenames.encode_metadata(upload.filename)}
     target = {**post_target(config, key), "content_type": upload.content_type, "now": moment}
+    disposition = media_types.content_disposition(upload.content_type)
     if config.upload_method == "put":
         put = signer.presigned_put(
-            config.credentials, **target, size=upload.size, metadata=metadata
+            config.credentials,
+            **target,
+            size=upload.size,
+            metadata=metadata,
+            content_disposition=disposition,
         )
         return {"method": "PUT", **put}
     return {
         "method": "POST",
-        **signer.presigned_post(config.credentials, **target, metadata=metadata),
+        **signer.presigned_post(
+            config.credentials, **target, metadata=metadata, content_disposition=disposition
+        ),
     }
 
 
 def spend_rate_budget(app: AppState, moment: datetime) -> None:
     """Each signed upload counts against its client's rate limit, however it is asked for."""
-    if app.limiter:
-        client = bottle.request.environ.get("REMOTE_ADDR", "")
-        if wait := app.limiter.wait(client, moment.timestamp()):
-            raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
+    if wait := rate_limit_wait(app, moment):
+        raise AppError(429, "Too many upload requests; wait and try again.", wait=wait)
 
 
 def refuse_cross_site(keys: tokens.Secrets, moment: datetime) -> None:
@@ -280,10 +321,17 @@ def refuse_cross_site(keys: tokens.Secrets, moment: datetime) -> None:
     if request_header("Sec-Fetch-Site") == "cross-site":
         raise AppError(403, "Cross-site requests may not use this endpoint.")
     origin = request_header("Origin")
-    if origin and origin != request_origin():
+    if origin and origin != request_origin(state().config.public_url):
         raise AppError(403, "Requests from other origins may not use this endpoint.")
     if not tokens.page_token_valid(keys, request_header("X-Upload-Token"), moment):
         raise AppError(403, "The X-Upload-Token header is missing or expired; reload the page.")
+
+
+def rate_limit_wait(app: AppState, moment: datetime) -> int:
+    """Seconds before this client may have another signed form (0: now, and it is counted).
+    Every signed form counts, the page's no-JavaScript form as much as /s3_credentials'."""
+    client = bottle.request.environ.get("REMOTE_ADDR", "")
+    return app.limiter.wait(client, moment.timestamp()) if app.limiter else 0
 
 
 @dataclass(frozen=True)
@@ -309,15 +357,9 @@ def parse_upload_request(query: Mapping[str, str], config: Config) -> UploadRequ
     if int(size_text) > config.max_bytes:
         limit = s3_rules.human_size(config.max_bytes)
         raise AppError(413, f"The file is larger than the {limit} limit.")
-    if not type_allowed(content_type, config.allowed_types):
+    if not media_types.signable(content_type, config.allowed_types, config.allow_active_types):
         raise AppError(415, f"Files of type {content_type} are not accepted here.")
     return UploadRequest(filename, content_type, int(size_text))
-
-
-def type_allowed(content_type: str, patterns: Iterable[str]) -> bool:
-    """Exact types, or a whole family with "image/*"."""
-    family = content_type.split("/")[0] + "/*"
-    return any(pattern in (content_type, family) for pattern in patterns)
 
 
 def object_key(prefix: str, moment: datetime, unique: uuid.UUID, extension: str) -> str:
@@ -384,7 +426,7 @@ def upload_links() -> dict[str, Any]:
     token: a browser renews the links to its own files and to no one else's."""
     app, moment = state(), now()
     refuse_cross_site(app.secrets, moment)
-    body = read_json(bottle.request, MAX_LINKS_REQUEST_BYTES)
+    body = read_json(bottle.request, MAX_LINKS_REQUEST_BYTES, "a links request")
     entries = body.get("uploads") if isinstance(body, dict) else None
     if not isinstance(entries, list) or len(entries) > registry.RECENT_UPLOADS:
         raise AppError(400, 'The body must be {"uploads": [{"key", "token"}, ...]}.')
@@ -416,7 +458,7 @@ def upload_done() -> None:
             raise AppError(400, "The upload went to a different bucket.")
         record_upload(app, key, etag, token, moment, check_type=True)
     except AppError as error:
-        see_other("/?error=" + quote(error.message))
+        see_other(f"/?error={error.status}")
     see_other("/?uploaded=" + quote(key))
 
 
@@ -426,21 +468,24 @@ def healthz() -> dict[str, str]:
 
 def parse_registration(request: bottle.BaseRequest) -> tuple[str, str, str]:
     """The JSON body {"key", "etag", "token"}, all strings; anything else is a 400."""
-    body = read_json(request, MAX_REGISTRATION_BYTES)
+    body = read_json(request, MAX_REGISTRATION_BYTES, "an upload report")
     fields = ("key", "etag", "token")
     if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
         raise AppError(400, "The body must be a JSON object with string key, etag and token.")
     return body["key"], body["etag"], body["token"]
 
 
-def read_json(request: bottle.BaseRequest, max_bytes: int) -> Any:
-    """A small JSON body, or a 400 saying what is wrong with it."""
+def read_json(request: bottle.BaseRequest, max_bytes: int, what: str) -> Any:
+    """A small JSON body (`what` it is, for the errors), or a 4xx saying what is wrong."""
     if request.content_type.split(";")[0].strip() != "application/json":
         raise AppError(400, "The body must be JSON (Content-Type: application/json).")
     if request.content_length > max_bytes:
-        raise AppError(400, "The body is too large for this request.")
+        raise AppError(413, f"The body is too large for {what}.")
+    text = request.body.read(max_bytes)
+    if request_checks.json_too_deep(text):
+        raise AppError(400, f"The body is nested too deeply for {what}.")
     try:
-        return json.loads(request.body.read(max_bytes))
+        return json.loads(text)
     except ValueError:
         raise AppError(400, "The body is not valid JSON.") from None
 
@@ -528,11 +573,11 @@ def start_multipart() -> dict[str, Any]:
     app, moment = state(), now()
     refuse_cross_site(app.secrets, moment)
     spend_rate_budget(app, moment)
-    body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES)
+    body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES, "a multipart request")
     fields = {k: str(v) for k, v in body.items()} if isinstance(body, dict) else {}
     upload = parse_upload_request(fields, app.config)
     key = object_key(
-        app.config.key_prefix, moment, uuid.uuid4(), filenames.extension(upload.filename)
+        app.config.key_prefix, moment, uuid.uuid4(), media_types.extension(upload.content_type)
     )
     started = parts.start(app.config, app.secrets, key, upload, moment)
     return {**started, "key_token": tokens.key_token(app.secrets, key, moment)}
@@ -566,57 +611,13 @@ def multipart_request() -> tuple[AppState, datetime, parts.MultipartUpload, dict
     """Our page, and an upload this server started (its token says so)."""
     app, moment = state(), now()
     refuse_cross_site(app.secrets, moment)
-    body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES)
+    body = read_json(bottle.request, MAX_MULTIPART_REQUEST_BYTES, "a multipart request")
     body = body if isinstance(body, dict) else {}
     upload = parts.proven_upload(app.secrets, body, moment)
     return app, moment, upload, body
 
 
-# ---- Requests and responses: what every handler reads and every answer carries --------------
-
-
-def request_query() -> Mapping[str, str]:
-    """The query string decoded as UTF-8; bytes that are not UTF-8 become U+FFFD, never a 500."""
-    return dict(parse_qsl(bottle.request.query_string, keep_blank_values=True))
-
-
-def request_header(name: str) -> str:
-    """A header as the client sent it. Bottle decodes headers as UTF-8 and raises on any other
-    bytes; headers are the client's to write, so read the Latin-1 text WSGI hands over."""
-    return bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"), "")
-
-
-def request_origin() -> str:
-    """This app's origin as the browser sees it: PUBLIC_URL when set (behind a platform's HTTPS
-    router the request itself says http), else the request's scheme and Host header."""
-    parts = bottle.request.urlparts
-    return state().config.public_url or f"{parts.scheme}://{parts.netloc}"
-
-
-def s3_origin(config: Config) -> str:
-    parts = urlsplit(signer.bucket_url(config.bucket, config.region, config.endpoint))
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def security_headers(origin: str) -> tuple[tuple[str, str], ...]:
-    """CSP: only our own scripts; the browser may talk to (and post forms to) S3 and no one else.
-
-    Built once per app: they depend on the S3 origin only, and every response carries them.
-    """
-    csp = (
-        f"default-src 'none'; script-src 'self'; style-src 'self'; "
-        f"img-src 'self' data: blob: {origin}; connect-src 'self' {origin}; "
-        f"form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
-    )
-    return (
-        ("Content-Security-Policy", csp),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "same-origin"),
-        ("X-Frame-Options", "DENY"),
-    )
-
-
-NO_STORE = (("Cache-Control", "no-store"),)
+# ---- Responses: every answer carries the security headers (web.py builds them) -------------
 
 
 class App(bottle.Bottle):
@@ -679,6 +680,17 @@ def require_login(callback: Callable[..., Any]) -> Callable[..., Any]:
                 return json_response(401, "Log in to upload files.", challenge)
         elif not login_allowed(auth):
             return json_response(403, "Log in to this site before uploading files.")
+        return callback(*args, **kwargs)
+
+    return handler
+
+
+def refuse_bad_requests(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Bottle plugin: a Host not ours, or a body the app never wants, refused from the headers."""
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        if refusal := request_checks.refusal(bottle.request.environ, state().hosts):
+            raise AppError(*refusal)
         return callback(*args, **kwargs)
 
     return handler

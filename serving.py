@@ -16,11 +16,36 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
+from request_checks import MAX_BODY_BYTES
 from settings import Config
 
 LOG = logging.getLogger("server")
 
 FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+
+# Slow and huge clients, with waitress's documented options
+# (https://docs.pylonsproject.org/projects/waitress/en/stable/arguments.html). waitress reads
+# requests in its one event loop and gives a worker thread only a complete request, so a slow
+# client holds a connection, never a thread; what runs out is connections. With waitress's
+# default of 100, 150 clients sending a byte every 0.2 s kept a normal request waiting for over
+# 400 s (its 120 s idle timeout never fires for a client that keeps sending).
+DEFENCES: dict[str, Any] = {
+    # Connections held at once: far more than slow clients a test or a small attack opens; a
+    # connection waiting for its request costs a socket and a few KB, not a thread.
+    "connection_limit": 500,
+    # poll() rather than select(), which cannot watch a descriptor numbered 1024 or more.
+    "asyncore_use_poll": True,
+    # A connection silent this long between two reads is closed (waitress: 120 s), checked
+    # every cleanup_interval seconds. A client that sends a byte every few seconds is not
+    # silent: that is what connection_limit, and in production a buffering proxy, are for.
+    "channel_timeout": 30,
+    "cleanup_interval": 5,
+    # The app's requests have small heads and bodies of a few hundred bytes. waitress refuses a
+    # Content-Length of max_request_body_size or more (413) before reading the body, and a
+    # chunked body as soon as that much has arrived; the app refuses from 64 KB + 1 itself.
+    "max_request_body_size": MAX_BODY_BYTES + 1,
+    "max_request_header_size": 32 * 1024,
+}
 
 
 def waitress_options(threads: int, trusted_proxy: str | None) -> dict[str, Any]:
@@ -32,7 +57,7 @@ def waitress_options(threads: int, trusted_proxy: str | None) -> dict[str, Any]:
     X-Forwarded-* headers of that peer only; from anyone else it drops them (its default), so a
     client cannot buy a fresh rate budget by writing its own X-Forwarded-For.
     """
-    options: dict[str, Any] = {"threads": threads}
+    options: dict[str, Any] = {"threads": threads, **DEFENCES}
     if trusted_proxy:
         options |= {
             "trusted_proxy": trusted_proxy,

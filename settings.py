@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import bottle
 
+import media_types
 import s3_rules
 import signer
 from rate_limit import RateLimit
@@ -150,13 +151,23 @@ def read_switch(name: str, text: str | None) -> bool:
 
 
 def read_trusted_proxy(name: str, address: str | None) -> str | None:
-    """waitress believes X-Forwarded-* only from this one peer address, or from anyone with *."""
-    if address and address != "*":
+    """waitress believes X-Forwarded-* only from this one peer address.
+
+    waitress also takes "*", trusting every peer: then any client writes its own
+    X-Forwarded-For and picks the address the rate limit counts, so each request buys a fresh
+    budget. The app refuses it rather than starting in a state that looks protected.
+    """
+    if address == "*":
+        raise ConfigError(
+            f"{name}=* would let every client choose its own address (and a fresh rate budget);"
+            " name your proxy's address, e.g. 127.0.0.1."
+        )
+    if address:
         try:
             ipaddress.ip_address(address)
         except ValueError:
             raise ConfigError(
-                f"{name} {address!r} is not an IP address such as 127.0.0.1 (or *)."
+                f"{name} {address!r} is not an IP address such as 127.0.0.1."
             ) from None
     return address or None
 
@@ -175,8 +186,8 @@ def read_upload_auth(name: str, text: str | None) -> Callable[[bottle.BaseReques
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError, ValueError):
         function = None
-    if not colon or not callable(function):
-        raise ConfigError(f"{name} {text!r} is not basic:USER:PASSWORD or module:function.")
+    if not colon or not callable(function):  # the text may be a mistyped password: never shown
+        raise ConfigError(f"{name} is not basic:USER:PASSWORD or module:function.")
     return function
 
 
@@ -210,6 +221,7 @@ class Setting:
     field: str | None
     read: Reader
     help: str
+    secret: bool = False  # its value never appears in an error, the help or the README
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -229,9 +241,15 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         text_or_none,
         "secret key (required with S3_BUCKET; never shown)",
+        secret=True,
     ),
     Setting(
-        "AWS_SESSION_TOKEN", None, None, text_or_none, "session token for temporary credentials"
+        "AWS_SESSION_TOKEN",
+        None,
+        None,
+        text_or_none,
+        "session token for temporary credentials",
+        secret=True,
     ),
     Setting(
         "AWS_REGION",
@@ -282,6 +300,13 @@ SETTINGS: tuple[Setting, ...] = (
         "allowed_types",
         read_allowed_types,
         "allowed MIME types",
+    ),
+    Setting(
+        "UPLOAD_ALLOW_ACTIVE_TYPES",
+        "off",
+        "allow_active_types",
+        read_switch,
+        "on|off: sign types browsers run (SVG, HTML, XML, JavaScript...), as downloads",
     ),
     Setting(
         "UPLOAD_KEY_PREFIX",
@@ -352,6 +377,7 @@ SETTINGS: tuple[Setting, ...] = (
         "auth",
         read_upload_auth,
         "login for page and forms: basic:USER:PASSWORD, or module:function(request) -> allowed",
+        secret=True,
     ),
     Setting("HOST", "127.0.0.1", "host", text_or_none, "address the app listens on"),
     Setting(
@@ -374,7 +400,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "trusted_proxy",
         read_trusted_proxy,
-        "address of your reverse proxy, e.g. 127.0.0.1 (or *): its X-Forwarded-* name the client",
+        "address of your reverse proxy, e.g. 127.0.0.1: its X-Forwarded-* name the client",
     ),
     Setting(
         "S3_PORT",
@@ -424,6 +450,7 @@ class Config:
     part_size: int
     parallel_parts: int
     allowed_types: tuple[str, ...]
+    allow_active_types: bool
     key_prefix: str
     registry_prefix: str
     policy_ttl: int
@@ -450,7 +477,8 @@ class Config:
         """Read the settings; a `.env` file fills in what the environment leaves unset."""
         values = {**read_dotenv(dotenv), **environ}
         text = {s.name: values.get(s.name) or s.default for s in SETTINGS}
-        fields = {s.field: s.read(s.name, text[s.name]) for s in SETTINGS if s.field}
+        fields = {s.field: read_setting(s, text[s.name]) for s in SETTINGS if s.field}
+        check_active_types(fields["allowed_types"], fields["allow_active_types"])
         external = fields["bucket"] is not None
         check_disjoint(fields["key_prefix"], fields["registry_prefix"])
         return cls(
@@ -472,6 +500,35 @@ class Config:
         """The origin browsers load the page from: PUBLIC_URL when a platform's router (TLS,
         port 443) stands in front, else this server's own address."""
         return self.public_url or f"http://{self.browser_host}:{self.port}"
+
+
+def check_active_types(patterns: tuple[str, ...], allow_active: bool) -> None:
+    """Without UPLOAD_ALLOW_ACTIVE_TYPES, an exact type that browsers run is a mistake to say
+    at start-up, not a 415 for every user; a family such as image/* signs its safe types only."""
+    if allow_active:
+        return
+    active = [p for p in patterns if not p.endswith("/*") and media_types.is_active(p)]
+    if active:
+        raise ConfigError(
+            f"UPLOAD_ALLOWED_TYPES names {', '.join(active)}, which browsers may run or show as a"
+            " page; set UPLOAD_ALLOW_ACTIVE_TYPES=on to accept it, as a download."
+        )
+    if not media_types.signable_types(patterns, allow_active):
+        raise ConfigError(
+            "UPLOAD_ALLOWED_TYPES matches no type on the safe list (media_types.SAFE_TYPES);"
+            " name one, or set UPLOAD_ALLOW_ACTIVE_TYPES=on."
+        )
+
+
+def read_setting(setting: Setting, text: str | None) -> Any:
+    """The setting's value, or its ConfigError; a secret's value is cut out of any message, so a
+    reader written without that care still cannot print a password to the terminal or a log."""
+    try:
+        return setting.read(setting.name, text)
+    except ConfigError as error:
+        if setting.secret and text and text in str(error):
+            raise ConfigError(f"{setting.name} is not valid (its value is not shown).") from None
+        raise
 
 
 def read_credentials(text: Mapping[str, str | None]) -> signer.Credentials:

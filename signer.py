@@ -149,6 +149,7 @@ def presigned_post(
     min_bytes: int = 1,
     endpoint: str | None = None,
     content_type: str | None = None,
+    content_disposition: str | None = None,
     acl: str | None = None,
     success_action_status: str = "201",
     success_action_redirect: str | None = None,
@@ -166,6 +167,7 @@ def presigned_post(
     fields = {
         "key": key,
         **_content_type_field(content_type),
+        **({"Content-Disposition": content_disposition} if content_disposition else {}),
         **({"acl": acl} if acl else {}),
         **_success_field(success_action_status, success_action_redirect),
         **_metadata_fields(metadata or {}),
@@ -416,6 +418,7 @@ def presigned_put(
     content_type: str = DEFAULT_CONTENT_TYPE,
     acl: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    content_disposition: str | None = None,
     expires_in: int = 300,
     now: datetime | None = None,
 ) -> dict:
@@ -436,6 +439,8 @@ def presigned_put(
     if not min_bytes <= size <= max_bytes:
         raise SignerError(f"size ({size}) is outside the allowed [{min_bytes}, {max_bytes}].")
     headers = put_headers(size, content_type, acl, metadata or {})
+    if content_disposition:
+        headers["Content-Disposition"] = content_disposition
     url = object_url(bucket, key, region, endpoint)
     signed = presigned_url(credentials, "PUT", url, region, headers, expires_in, now)
     return {

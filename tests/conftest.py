@@ -276,11 +276,18 @@ def clock(now: datetime) -> Clock:
     return Clock(now)
 
 
+# WebTest's requests say `Host: localhost:80`; the app answers only its own host names, so the
+# tests' app listens (in name) on port 80 of loopback, where localhost:80 is its own.
+WEBTEST_PORT = 80
+
+
 def app_config(**fields: Any) -> Any:
-    """The app's settings for bucket "uploads" in us-east-1: the defaults of settings.SETTINGS
-    (what an empty environment gives), with `fields` changed. Give it `credentials`."""
+    """The app's settings for bucket "uploads" in us-east-1, on loopback port 80 (WebTest's
+    default host): the defaults of settings.SETTINGS (what an empty environment gives), with
+    `fields` changed. Give it `credentials`."""
     from settings import Config
 
+    fields = {"port": WEBTEST_PORT, **fields}
     return dataclasses.replace(Config.from_env({}), bucket="uploads", region="us-east-1", **fields)
 
 
@@ -358,13 +365,16 @@ def client(app: Any) -> Any:
 
 @pytest.fixture
 def served() -> Callable[..., Any]:
-    """served(app, threads=4) -> a context manager: the WSGI app under waitress on a free
-    loopback port, in a thread, giving its URL; every socket is closed when the block ends."""
+    """served(app, threads=4, port=0) -> a context manager: the WSGI app under waitress as
+    serving.serve configures it, on loopback (port 0: a free one), in a thread, giving its URL;
+    every socket is closed when the block ends."""
     import serving
 
     @contextlib.contextmanager
-    def serve(app: Callable[..., Any], threads: int = 4) -> Iterator[str]:
-        with serving.BackgroundServer(app, threads=threads) as http:
+    def serve(app: Callable[..., Any], threads: int = 4, port: int = 0) -> Iterator[str]:
+        options = serving.waitress_options(threads, None)
+        channel = serving.QuietChannel
+        with serving.BackgroundServer(app, port=port, channel_class=channel, **options) as http:
             yield http.url
 
     return serve

@@ -528,8 +528,8 @@ def test_plain_form_refuses_and_deletes_a_file_that_is_not_its_kind(
     upload_without_javascript(page, "Images", payload("a.zip", "application/zip", b"PK\x03\x04"))
 
     expect(page.locator(".notice-error")).to_have_text(
-        "Upload not recorded: the file's first bytes are not those of PNG images, "
-        "the kind chosen, so it was deleted."
+        "Upload not recorded: the file's first bytes are not those of the kind of file its form "
+        "was for, so it was deleted."
     )
     expect(page.locator("#uploads .upload")).to_have_count(0)
     assert site.uploads() == []
