@@ -132,6 +132,7 @@ def page() -> str:
         nojs_forms=[nojs_form(config, app.secrets, moment, request_origin(), k) for k in kinds],
         uploads=[with_download_url(config, record, moment) for record in app.registry.recent()],
         notice=page_notice(app.registry, request_query()),
+        type_name=file_types.type_name,
     )
 
 
@@ -141,6 +142,7 @@ def limits(config: Config) -> dict[str, Any]:
         "max_human": s3_rules.human_size(config.max_bytes),
         "allowed_types": list(config.allowed_types),
         "allowed_names": file_types.describe(config.allowed_types),
+        "type_names": file_types.TYPE_NAMES,
         "policy_ttl": config.policy_ttl,
         "form_ttl": config.form_ttl,
         "auto_start": config.auto_start,

@@ -206,7 +206,8 @@ def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -
     page.reload()
 
     assert page.inner_text("#uploads") == listed_by_script
-    assert "TXT\nnotes.txt\n1.5 KB · text/plain" in listed_by_script
+    assert "TXT\nnotes.txt\n1.5 KB · text file" in listed_by_script
+    assert "photo.png\n791 bytes · PNG image" in listed_by_script
 
 
 def test_protocol_panel_shows_the_last_exchange_with_the_signature_shortened(

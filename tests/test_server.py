@@ -33,6 +33,7 @@ from conftest import APP_NOW, APP_SECRET, Clock, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import file_types
 import filenames
 import local_s3
 import rate_limit
@@ -243,6 +244,7 @@ def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
         "max_human": "10 MB",
         "allowed_types": ["image/*", "application/pdf", "text/plain"],
         "allowed_names": "images, PDFs and text files",
+        "type_names": file_types.TYPE_NAMES,
         "policy_ttl": 300,
         "form_ttl": 3600,
         "auto_start": True,
