@@ -1,7 +1,8 @@
 """File types for people: what each type is called, and how a file's first bytes show its type.
 
 The page speaks of "PNG images, PDFs and text files", never of image/png: `TYPE_NAMES` is the
-one table of those names, and server.py hands the page the sentence once, with the limits.
+one table of those names, and server.py hands the page the table and the sentence once, with
+the limits.
 `sniff` reads a file's magic number, for the no-JavaScript form, whose signed policy is made
 before the user picks a file and so cannot pin its type: /uploads/done reads the first bytes
 of what S3 stored and refuses (and deletes) a file that is not what it was declared to be.
@@ -17,15 +18,16 @@ import s3_client
 from settings import Config
 
 # Families first ("image/*"), then the exact types people pick from in the no-JavaScript form.
+# Each name is singular, and its plural takes an "s".
 TYPE_NAMES = {
-    "image/*": "images",
-    "text/*": "text files",
-    "image/png": "PNG images",
-    "image/jpeg": "JPEG images",
-    "image/gif": "GIF images",
-    "image/webp": "WebP images",
-    "application/pdf": "PDFs",
-    "text/plain": "text files",
+    "image/*": "image",
+    "text/*": "text file",
+    "image/png": "PNG image",
+    "image/jpeg": "JPEG image",
+    "image/gif": "GIF image",
+    "image/webp": "WebP image",
+    "application/pdf": "PDF",
+    "text/plain": "text file",
 }
 
 # Magic numbers: the bytes each format's specification puts first (PNG: RFC 2083 section 3.1;
@@ -42,13 +44,19 @@ TEXT_CONTROLS = frozenset(range(32)) - {9, 10, 12, 13}  # tab, line feed, form f
 
 
 def type_name(pattern: str) -> str:
+    """ "PNG image" for image/png, "image" for another image; else the type itself."""
+    family = pattern.split("/")[0] + "/*"
+    return TYPE_NAMES.get(pattern) or TYPE_NAMES.get(family) or pattern
+
+
+def plural_name(pattern: str) -> str:
     """ "PNG images" for image/png; a type with no name here is shown as itself."""
-    return TYPE_NAMES.get(pattern, pattern)
+    return TYPE_NAMES[pattern] + "s" if pattern in TYPE_NAMES else pattern
 
 
 def describe(patterns: Iterable[str]) -> str:
     """ "images, PDFs and text files": the allowed types as a sentence's list."""
-    names = list(dict.fromkeys(type_name(pattern) for pattern in patterns))
+    names = list(dict.fromkeys(plural_name(pattern) for pattern in patterns))
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -78,9 +86,9 @@ def form_kinds(patterns: Iterable[str]) -> list[FormKind]:
         prefix = pattern.removesuffix("*")
         named = {t: n for t, n in TYPE_NAMES.items() if t.startswith(prefix) and t != pattern}
         if pattern == prefix:
-            kinds.append(FormKind(type_name(pattern), pattern, pattern, {}))
+            kinds.append(FormKind(plural_name(pattern), pattern, pattern, {}))
         elif named:
-            kinds.append(FormKind(type_name(pattern), pattern, prefix, named))
+            kinds.append(FormKind(plural_name(pattern), pattern, prefix, named))
     return kinds
 
 
@@ -124,7 +132,7 @@ def keep_only_allowed(config: Config, key: str, declared: str, moment: datetime)
     if acceptable(declared, reply.body[:SNIFF_BYTES], config.allowed_types):
         return
     deleted = s3_client.send(config, "DELETE", key, now=moment)
-    wrong = f"the file's first bytes are not those of {type_name(declared)}, the kind chosen"
+    wrong = f"the file's first bytes are not those of {plural_name(declared)}, the kind chosen"
     if deleted.status not in (200, 204):
         raise s3_client.S3Failure(502, f"{wrong}, and S3 would not delete it.")
     raise s3_client.S3Failure(415, f"{wrong}, so it was deleted.")

@@ -160,6 +160,7 @@ def page() -> str:
         uploads_error=uploads_error,
         list_all=config.auth is not None,
         notice=page_notice(config, request_query(), moment),
+        type_name=file_types.type_name,
     )
 
 
@@ -171,6 +172,7 @@ def limits(config: Config) -> dict[str, Any]:
             media_types.signable_types(config.allowed_types, config.allow_active_types)
         ),
         "allowed_names": file_types.describe(config.allowed_types),
+        "type_names": file_types.TYPE_NAMES,
         "policy_ttl": config.policy_ttl,
         "form_ttl": config.form_ttl,
         "auto_start": config.auto_start,

@@ -57,6 +57,12 @@
     return null;
   }
 
+  // file_types.type_name: "PNG image" for image/png, "image" for another image, else the type.
+  function typeName(type) {
+    const family = `${type.split("/")[0]}/*`;
+    return limits.type_names[type] || limits.type_names[family] || type;
+  }
+
   // name, size and lastModified: the same file chosen twice, as Uppy recognises it.
   function fileIdentity(file) {
     return JSON.stringify([file.name, file.size, file.lastModified]);
@@ -299,7 +305,7 @@
     name.className = "upload-name";
     name.textContent = upload.filename;
     meta.className = "upload-meta";
-    meta.textContent = `${formatBytes(upload.size)} · ${upload.content_type}`;
+    meta.textContent = `${formatBytes(upload.size)} · ${typeName(upload.content_type)}`;
     link.append(thumbnail(upload), name);
     item.append(link, meta);
     return item;

@@ -221,7 +221,8 @@ def test_reloaded_page_lists_uploads_as_the_script_did(site: Site, page: Page) -
 
     expect(page.locator("#uploads .upload")).to_have_count(2)
     assert page.inner_text("#uploads") == listed_by_script
-    assert "TXT\nnotes.txt\n1.5 KB · text/plain" in listed_by_script
+    assert "TXT\nnotes.txt\n1.5 KB · text file" in listed_by_script
+    assert "photo.png\n791 bytes · PNG image" in listed_by_script
 
 
 def test_another_browser_sees_none_of_my_uploads(site: Site, page: Page, browser: Browser):

@@ -20,6 +20,21 @@ def test_allowed_types_are_described_in_words(patterns: list[str], sentence: str
 
 
 @pytest.mark.parametrize(
+    ("content_type", "name"),
+    [
+        ("image/png", "PNG image"),
+        ("image/x-icon", "image"),
+        ("application/pdf", "PDF"),
+        ("text/plain", "text file"),
+        ("text/csv", "text file"),
+        ("application/zip", "application/zip"),
+    ],
+)
+def test_a_stored_type_is_named_for_people(content_type: str, name: str) -> None:
+    assert file_types.type_name(content_type) == name
+
+
+@pytest.mark.parametrize(
     ("head", "content_type"),
     [
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image/png"),

@@ -35,6 +35,7 @@ from conftest import APP_NOW, APP_SECRET, Clock, free_port, logged_in_owner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import file_types
 import filenames
 import local_s3
 import media_types
@@ -265,6 +266,7 @@ def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
         "max_human": "10 MB",
         "allowed_types": [*SAFE_IMAGES, "application/pdf", "text/plain"],
         "allowed_names": "images, PDFs and text files",
+        "type_names": file_types.TYPE_NAMES,
         "policy_ttl": 300,
         "form_ttl": 3600,
         "auto_start": True,
