@@ -110,8 +110,10 @@ class AppState:
     hosts: frozenset[str]
 
 
+@functools.cache
 def templates() -> jinja2.Environment:
-    """Jinja2 with autoescape on for every template: a filename can never become markup."""
+    """Jinja2 with autoescape on for every template: a filename can never become markup. One
+    environment for the process, so each app reuses the compiled page."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "views"),
         autoescape=True,

@@ -25,15 +25,13 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 
-# `make stress` sets HYPOTHESIS_PROFILE=stress; CI gets Hypothesis's built-in "ci" profile
-# (set by the CI variable); elsewhere "dev": its defaults, without the 200 ms deadline per
-# example, which fails a test for the machine being busy, not for what the test checks.
+# `make test` runs 40 examples per property, `make stress` (HYPOTHESIS_PROFILE=stress) 5,000;
+# CI's profile is also derandomized, so a CI run is repeatable. No 200 ms deadline per example:
+# that fails a test for the machine being busy, not for what the test checks.
 settings.register_profile("stress", max_examples=5_000, deadline=None)
-settings.register_profile("dev", deadline=None)
-if "HYPOTHESIS_PROFILE" in os.environ:
-    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
-elif "CI" not in os.environ:
-    settings.load_profile("dev")
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.register_profile("ci", parent=settings.get_profile("ci"), max_examples=40, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if "CI" in os.environ else "dev"))
 
 
 @pytest.fixture(scope="session")
@@ -320,6 +318,14 @@ def app_environ() -> dict[str, str]:
 def upload_method() -> str:
     """UPLOAD_METHOD for a test's app: post, the default; a test parametrizes it to try put."""
     return "post"
+
+
+def page_config(html: str) -> dict[str, Any]:
+    """The settings the page hands its script, read as the script reads them: the JSON inside
+    <script id="upload-config">, without parsing the rest of the page."""
+    import json
+
+    return json.loads(html.partition('id="upload-config">')[2].partition("</script>")[0])
 
 
 def free_port() -> int:

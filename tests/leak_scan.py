@@ -174,14 +174,44 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     logging.getLogger().removeHandler(HANDLER)
 
 
+@pytest.fixture(autouse=True)
+def secrets_stay_on_the_server() -> Iterator[None]:
+    """Fails the test during which a secret was found (under pytest-xdist, too, where each
+    worker process scans what its own tests serve and log)."""
+    before = len(SCANNER.leaks)
+    yield
+    if len(SCANNER.leaks) > before:
+        pytest.fail("secret leaked: " + "; ".join(SCANNER.leaks[before:]), pytrace=False)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SCANNER.leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: report to the controller
+        session.config.workeroutput["leak_scan"] = {
+            "counts": SCANNER.counts,
+            "secrets": len(SCANNER.needles),
+            "leaks": SCANNER.leaks,
+        }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller: add up what each worker scanned, for the summary line."""
+    report = getattr(node, "workeroutput", {}).get("leak_scan")
+    if report:
+        for what, number in report["counts"].items():
+            SCANNER.counts[what] += number
+        SCANNER.leaks.extend(report["leaks"])
+        WORKER_SECRETS.append(report["secrets"])
+
+
+WORKER_SECRETS: list[int] = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     counts = ", ".join(f"{number} {what}" for what, number in SCANNER.counts.items())
-    secrets = len(SCANNER.needles)
+    secrets = len(SCANNER.needles) + sum(WORKER_SECRETS)
     if SCANNER.leaks:
         terminalreporter.section("SECRET LEAKED", red=True)
         for leak in sorted(set(SCANNER.leaks)):

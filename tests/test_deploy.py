@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import leak_scan
-from conftest import OWNER, S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, free_port, send_form, wait_for
+from conftest import (
+    OWNER,
+    S3_TEST_ACCESS_KEY,
+    S3_TEST_SECRET_KEY,
+    free_port,
+    page_config,
+    send_form,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGIN = {"Authorization": "Basic " + base64.b64encode(":".join(OWNER).encode()).decode()}
@@ -68,9 +76,7 @@ def call(url: str, token: str | None = None, body: dict | None = None) -> dict:
 def page_token(app_url: str) -> str:
     request = urllib.request.Request(app_url + "/", headers=LOGIN)
     with urllib.request.urlopen(request, timeout=10) as page:
-        html = page.read().decode()
-    script = html.partition('id="upload-config"')[2].partition(">")[2].partition("</script>")[0]
-    return json.loads(script)["pageToken"]
+        return page_config(page.read().decode())["pageToken"]
 
 
 def sign_and_send(app_url: str, content: bytes, name: str) -> dict:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import webtest
-from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, app_config
+from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, app_config, page_config
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,7 +43,7 @@ def client(config) -> webtest.TestApp:
 
 
 def call(client: webtest.TestApp, path: str, body: object, status: int = 200):
-    token = json.loads(client.get("/").html.find(id="upload-config").string)["pageToken"]
+    token = page_config(client.get("/").text)["pageToken"]
     headers = {"X-Upload-Token": token}
     return client.post_json(path, body, headers=headers, status=status)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import webtest
-from conftest import APP_NOW, connect, free_port
+from conftest import APP_NOW, connect, free_port, page_config
 
 import media_types
 import request_checks
@@ -482,7 +482,7 @@ def test_allowed_active_types_are_pinned_as_downloads(config, clock, content_typ
 def test_the_page_offers_exactly_the_types_the_server_signs(broad) -> None:
     page = broad.get("/")
     offered = page.html.find(id="file-input")["accept"].split(",")
-    limits = json.loads(page.html.find(id="upload-config").string)["limits"]
+    limits = page_config(page.text)["limits"]
     assert offered == limits["allowed_types"]
     families = {pattern.removesuffix("*") for pattern in EVERY_FAMILY}
     assert set(offered) == {t for t in media_types.SAFE_TYPES if t.startswith(tuple(families))}

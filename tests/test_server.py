@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import bs4
 import pytest
 import webtest
-from conftest import APP_NOW, APP_SECRET, Clock, free_port, logged_in_owner
+from conftest import APP_NOW, APP_SECRET, Clock, free_port, logged_in_owner, page_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -82,7 +82,7 @@ def page_token(client: webtest.TestApp) -> str:
     """The token the page hands its script, as the script reads it. The page is read from
     another address: it signs a form too, which would spend the asking client's rate budget."""
     page = client.get("/", extra_environ={"REMOTE_ADDR": "198.51.100.254"})
-    return json.loads(page.html.find(id="upload-config").string)["pageToken"]
+    return page_config(page.text)["pageToken"]
 
 
 def ask_for_form(client: webtest.TestApp, status: int = 200, **params):
@@ -260,7 +260,7 @@ def test_main_stops_with_the_config_error(monkeypatch, capsys) -> None:
 def test_page_renders_limits_token_and_no_js_form(client, config) -> None:
     response = client.get("/")
     assert response.content_type == "text/html"
-    embedded = json.loads(response.html.find(id="upload-config").string)
+    embedded = page_config(response.text)
     assert embedded["limits"] == {
         "max_bytes": 10485760,
         "max_human": "10 MB",
@@ -464,7 +464,7 @@ def test_query_that_is_not_utf8_is_a_clear_answer_not_a_crash(client) -> None:
     assert client.get("/?uploaded=%FF").status_int == 200
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=st.dictionaries(st.sampled_from(["filename", "content_type", "size"]), st.text()))
 def test_any_signing_request_gets_an_answer_never_a_500(unlimited, query) -> None:
     headers = {"X-Upload-Token": page_token(unlimited)}
@@ -473,7 +473,7 @@ def test_any_signing_request_gets_an_answer_never_a_500(unlimited, query) -> Non
     assert response.content_type == "application/json"
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
 def test_any_registration_body_gets_an_answer_never_a_500(client, body) -> None:
     headers = {"X-Upload-Token": page_token(client), "Content-Type": "application/json"}
@@ -1502,7 +1502,7 @@ def test_put_answer_holds_no_secret_nor_signing_key(put_client, config) -> None:
     assert key.hex() not in text
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=st.dictionaries(st.sampled_from(["filename", "content_type", "size"]), st.text()))
 def test_any_put_signing_request_gets_an_answer_never_a_500(put_unlimited, query) -> None:
     client = put_unlimited

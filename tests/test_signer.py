@@ -450,7 +450,6 @@ def botocore_clock(moment: datetime):
     )
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     key=keys,
     region=regions,
@@ -469,7 +468,6 @@ def test_presigned_urls_equal_botocores_byte_for_byte(
     assert ours == botocore_presigned_url(credentials, method, url, region, expires, moment)
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     key=keys,
     region=regions,
@@ -619,7 +617,6 @@ def test_presigned_post_expiry_follows_the_clock(credentials, now):
 # --- presigned PUT: the signed headers carry the limits a POST policy gives ----------------------
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     key=keys,
     region=regions,
@@ -696,7 +693,6 @@ def botocore_client(region: str, endpoint: str | None, token: str | None) -> Any
     )
 
 
-@settings(max_examples=150, deadline=None)
 @given(
     key=keys,
     region=regions,
