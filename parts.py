@@ -9,6 +9,7 @@ https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -176,3 +177,14 @@ def started_before(initiated: str, moment: datetime) -> bool:
     except ValueError:
         return False
     return started.astimezone(UTC) < moment
+
+
+def cleanup_command(config: Config) -> int:
+    """`python server.py cleanup`: says how many it aborted, or why it stopped; the status."""
+    try:
+        count = cleanup(config, datetime.now(UTC))
+    except s3_client.S3Failure as failure:
+        print(f"Cleanup stopped: {failure.message}", file=sys.stderr)
+        return 1
+    print(f"Aborted {count} multipart uploads started over a day ago below {config.key_prefix}/.")
+    return 0

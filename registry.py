@@ -13,6 +13,7 @@ https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -28,7 +29,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import filenames
 import s3_client
+import signer
 from app_errors import AppError
 from settings import Config
 
@@ -183,6 +186,65 @@ class UploadRegistry:
 
     def _send(self, method: str, key: str, **request: Any) -> s3_client.Reply:
         return s3_client.send(self.config, method, key, **request)
+
+
+# ---- What the list shows: a record from S3's answer, and its download link -------------------
+
+DOWNLOAD_URL_LIFETIME = 3600
+
+
+def upload_record(key: str, info: s3_client.ObjectInfo, created: datetime) -> dict[str, Any]:
+    """What the list shows, from S3's answer: the name as S3 stored it, else the key's last part;
+    the time is S3's, so recording the same upload again writes the same record."""
+    filename = filenames.clean_filename(
+        filenames.decode_metadata(info.metadata.get("filename", ""))
+    )
+    return {
+        "key": key,
+        "filename": filename or key.rpartition("/")[2],
+        "size": info.size,
+        "etag": normalise_etag(info.etag),
+        "content_type": info.content_type,
+        "created_at": iso_utc(created),
+    }
+
+
+def normalise_etag(etag: str) -> str:
+    """S3 sends ETags quoted ("..."), browsers sometimes strip the quotes: compare the inside."""
+    return etag.strip().removeprefix("W/").strip('"').lower()
+
+
+def with_download_url(config: Config, record: Mapping[str, Any], moment: datetime) -> dict:
+    """Add a presigned GET URL, so uploads in private buckets can be opened; an entry of the
+    list that is broken has no link."""
+    if "error" in record:
+        return dict(record)
+    return {**record, "url": download_url(config, record["key"], moment)}
+
+
+def download_url(config: Config, key: str, moment: datetime) -> str:
+    """A link valid for an hour from the start of the minute: every list asked for within that
+    minute reuses it, instead of presigning 50 links per request."""
+    return presigned_link(config, key, moment.replace(second=0, microsecond=0))
+
+
+@functools.lru_cache(maxsize=4096)
+def presigned_link(config: Config, key: str, signed_at: datetime) -> str:
+    url = signer.object_url(config.bucket, key, config.region, config.endpoint)
+    return signer.presign_url(
+        config.credentials,
+        "GET",
+        url,
+        config.region,
+        expires_in=DOWNLOAD_URL_LIFETIME,
+        now=signed_at,
+    )
+
+
+def iso_utc(moment: datetime) -> str:
+    """2026-12-02T01:02:03Z."""
+    t = moment.astimezone(UTC)
+    return f"{t.year:04}-{t.month:02}-{t.day:02}T{t.hour:02}:{t.minute:02}:{t.second:02}Z"
 
 
 # ---- From the SQLite registry of earlier versions: `python server.py migrate` ----------------

@@ -7,9 +7,13 @@ it as its usual JSON error, and nothing here reads the body.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import bottle
+
+from app_errors import AppError
 from settings import EVERY_INTERFACE, Config
 
 # The app's own bodies are JSON of a few hundred bytes (POST /uploads); 64 KB leaves room and
@@ -121,3 +125,18 @@ def json_too_deep(text: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
         elif byte in b"]}":
             depth -= 1
     return False
+
+
+def read_json(request: bottle.BaseRequest, max_bytes: int, what: str) -> Any:
+    """A small JSON body (`what` it is, for the errors), or a 4xx saying what is wrong."""
+    if request.content_type.split(";")[0].strip() != "application/json":
+        raise AppError(400, "The body must be JSON (Content-Type: application/json).")
+    if request.content_length > max_bytes:
+        raise AppError(413, f"The body is too large for {what}.")
+    text = request.body.read(max_bytes)
+    if json_too_deep(text):
+        raise AppError(400, f"The body is nested too deeply for {what}.")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise AppError(400, "The body is not valid JSON.") from None

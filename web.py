@@ -7,12 +7,16 @@ handlers use these; none of it is the upload protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import bottle
 
 import signer
+from app_errors import AppError
 from settings import Config
 
 
@@ -58,3 +62,55 @@ def security_headers(origin: str) -> tuple[tuple[str, str], ...]:
 
 
 NO_STORE = (("Cache-Control", "no-store"),)
+
+
+class App(bottle.Bottle):
+    """Bottle, with the security headers added to every response as it leaves the app.
+
+    Added to the WSGI header list rather than through Bottle's response object: every answer
+    carries them, Bottle's own error pages included, and Bottle's per-header bookkeeping is not
+    paid for five fixed headers on every request.
+    """
+
+    state: Any  # server.AppState, set by create_app
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        extra = self.state.headers
+        if not environ.get("PATH_INFO", "").startswith(("/static/", "/vendor/")):
+            extra += NO_STORE  # pages and answers carry signed, expiring forms
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, *extra], exc_info)
+
+        return super().wsgi(environ, start)
+
+
+def json_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> bottle.HTTPResponse:
+    body = json.dumps({"error": message})
+    return bottle.HTTPResponse(
+        body, status, {"Content-Type": "application/json", **(headers or {})}
+    )
+
+
+# ---- Files: ours from public/, the browser libraries from node_modules ---------------------
+
+HERE = Path(__file__).resolve().parent
+VENDOR_FILES = {
+    "jquery.js": "jquery/dist/jquery.min.js",
+    "jquery.ui.widget.js": "blueimp-file-upload/js/vendor/jquery.ui.widget.js",
+    "jquery.iframe-transport.js": "blueimp-file-upload/js/jquery.iframe-transport.js",
+    "jquery.fileupload.js": "blueimp-file-upload/js/jquery.fileupload.js",
+}
+
+
+def static(path: str) -> bottle.HTTPResponse:
+    return bottle.static_file(path, root=HERE / "public")
+
+
+def vendor(name: str) -> bottle.HTTPResponse:
+    """Only the listed browser libraries, from node_modules: never an arbitrary path."""
+    if name not in VENDOR_FILES:
+        raise AppError(404, f"There is no vendor file named {name!r}.")
+    return bottle.static_file(VENDOR_FILES[name], root=HERE / "node_modules")

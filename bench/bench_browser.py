@@ -42,6 +42,7 @@ from waitress.channel import HTTPChannel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import embedded  # noqa: E402
 import server  # noqa: E402
 import serving  # noqa: E402
 from settings import Config  # noqa: E402
@@ -117,7 +118,7 @@ def site(folder: Path, max_bytes: int, method: str) -> Iterator[tuple[str, Confi
     with counted_server(late, traffic) as origin, contextlib.ExitStack() as stack:
         environ = {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(folder)}
         environ.update(UPLOAD_MAX_BYTES=str(max_bytes), UPLOAD_METHOD=method)
-        config = server.start_embedded_s3(Config.from_env(environ), stack)
+        config = embedded.start_embedded_s3(Config.from_env(environ), stack)
         late.app = server.create_app(config)
         yield origin, config, traffic
 

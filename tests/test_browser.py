@@ -36,15 +36,17 @@ from playwright.sync_api import (
     expect,
 )
 
+import embedded
 import registry
 import server
 import signer
+import web
 from settings import Config
 
 pytestmark = pytest.mark.browser
 
-BUCKET = server.EMBEDDED_BUCKET
-REGION = server.EMBEDDED_REGION
+BUCKET = embedded.EMBEDDED_BUCKET
+REGION = embedded.EMBEDDED_REGION
 Color = tuple[int, int, int]
 SEA, SKY = (16, 78, 139), (135, 206, 235)
 GRASS, SUN = (34, 139, 34), (238, 221, 130)
@@ -108,8 +110,8 @@ def site(tmp_path: Path, served, upload_method: str, app_environ: dict) -> Itera
     deferred = DeferredApp()
     with served(deferred) as origin, contextlib.ExitStack() as stack:
         settings = loopback_config(origin, tmp_path, upload_method, app_environ)
-        config = server.start_embedded_s3(settings, stack)
-        site = Site(origin, server.s3_origin(config), config, served=deferred)
+        config = embedded.start_embedded_s3(settings, stack)
+        site = Site(origin, web.s3_origin(config), config, served=deferred)
         deferred.app = server.create_app(config, clock=site.clock)
         yield site
 

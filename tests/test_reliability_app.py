@@ -648,7 +648,8 @@ def test_no_js_redirect_is_never_sent_for_a_host_that_is_not_ours(client, host):
 # ---- UPLOAD_AUTH: the site's own login before any form -----------------------------------------
 
 PROTECTED = [("GET", "/"), ("GET", "/s3_credentials"), ("GET", "/uploads"), ("POST", "/uploads")]
-PROTECTED += [("GET", "/uploads/done")]
+PROTECTED += [("GET", "/uploads/done"), ("POST", "/uploads/links"), ("POST", "/multipart")]
+PROTECTED += [("POST", f"/multipart/{step}") for step in ("urls", "parts", "complete", "abort")]
 
 
 def basic(user: str, password: str) -> dict[str, str]:

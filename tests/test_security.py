@@ -22,6 +22,7 @@ import webtest
 from conftest import APP_NOW, connect, free_port, page_config
 
 import media_types
+import page_data
 import request_checks
 import server
 import tokens
@@ -385,7 +386,7 @@ def test_the_page_never_shows_text_from_its_link(client, error) -> None:
 
 def test_each_refusal_of_a_no_js_upload_has_its_own_sentence() -> None:
     statuses = {400, 403, 404, 409, 415, 502, 503, 504}  # upload_done's, s3_client's, file_types'
-    assert set(server.NOJS_ERRORS) == {str(status) for status in statuses}
+    assert set(page_data.NOJS_ERRORS) == {str(status) for status in statuses}
 
 
 # ---- the rate limit counts every signed form, the page's too ------------------------------

@@ -39,6 +39,7 @@ import file_types
 import filenames
 import local_s3
 import media_types
+import page_data
 import rate_limit
 import registry
 import s3_client
@@ -971,7 +972,7 @@ def test_no_js_file_that_is_not_what_it_says_is_deleted_and_not_listed(
     key, location = nojs_upload(live, s3, post_to_s3, accept, content, "file.bin", **chosen)
     assert parse_qs(urlsplit(location).query) == {"error": ["415"]}
     notice = live.get(location).html.find(class_="notice-error").text
-    assert notice == "Upload not recorded: " + server.NOJS_ERRORS["415"]
+    assert notice == "Upload not recorded: " + page_data.NOJS_ERRORS["415"]
     assert live.get("/uploads").json == {"uploads": [], "next": None}
     s3_config = dataclasses.replace(config, endpoint=s3.url)
     with pytest.raises(s3_client.S3Failure) as missing:
