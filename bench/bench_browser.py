@@ -41,6 +41,9 @@ from waitress.channel import HTTPChannel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402 (the suite's own browser settings)
 
 import embedded  # noqa: E402
 import server  # noqa: E402
@@ -48,15 +51,6 @@ import serving  # noqa: E402
 from settings import Config  # noqa: E402
 
 MB = 1024 * 1024
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 TOKEN = re.compile(r'"pageToken": ?"([0-9]+\.[0-9a-f]+)"')
 STORED = {"post": 201, "put": 200}  # S3's success status: a PostResponse, or a PUT's empty 200
 
