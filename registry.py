@@ -43,6 +43,8 @@ FIELDS_WITH_TIME = {**FIELDS, "created_at": str}
 # Records are immutable: an instance keeps this many it has read; a link check holds a minute.
 CACHED_RECORDS = 10_000
 OBJECT_SEEN_SECONDS = 60
+LISTING_SECONDS = 1.0
+CACHED_LISTINGS = 1_000
 # Reading 50 records one after another costs 50 round trips to S3; 8 at a time, about 7.
 FETCHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="registry")
 LEGACY_DATABASE = "uploads.sqlite3"
@@ -112,6 +114,7 @@ class UploadRegistry:
         self.prefix = config.registry_prefix
         self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._seen: dict[str, float] = {}
+        self._listed: dict[str | None, tuple[float, list[str], str | None]] = {}
         self._lock = threading.Lock()
 
     def add(self, record: Mapping[str, Any], created: datetime, now: datetime) -> str:
@@ -123,11 +126,28 @@ class UploadRegistry:
         if reply.status != 200:
             raise AppError(503, "The file is in S3 but could not be recorded; try again.")
         self._remember(name, dict(record))
+        self._listed.clear()  # this instance lists its own registration at once
         return name
 
     def recent(self, now: datetime, continuation: str | None = None) -> Listing:
         """One ListObjectsV2 on the prefix, then the records not read before, in parallel.
         A record whose upload has gone from S3 is dropped: the list never shows a dead link."""
+        names, token = self._list(now, continuation)
+        with self._lock:
+            unread = [name for name in names if name not in self._records]
+        fetched = dict(
+            zip(unread, FETCHERS.map(lambda n: self._entry(n, now), unread), strict=True)
+        )
+        entries = [fetched[name] if name in fetched else self._entry(name, now) for name in names]
+        return Listing([entry for entry in entries if entry is not None], token)
+
+    def _list(self, now: datetime, continuation: str | None) -> tuple[list[str], str | None]:
+        """The record keys of one page. A listing is kept for LISTING_SECONDS: under load every
+        list request would otherwise be a LIST request to S3 (which S3 bills); another
+        instance's registration shows that much later, this instance's own at once."""
+        cached = self._listed.get(continuation)
+        if cached and time.monotonic() - cached[0] < LISTING_SECONDS:
+            return cached[1], cached[2]
         query = {"list-type": "2", "prefix": self.prefix + "/", "max-keys": str(RECENT_UPLOADS)}
         if continuation:
             query["continuation-token"] = continuation
@@ -135,8 +155,10 @@ class UploadRegistry:
         if reply.status != 200:
             raise AppError(502, f"S3 answered {reply.status} when listing the uploads.")
         names, token = listed_keys(reply.body)
-        entries = list(FETCHERS.map(lambda name: self._entry(name, now), names))
-        return Listing([entry for entry in entries if entry is not None], token)
+        if len(self._listed) > CACHED_LISTINGS:
+            self._listed.clear()
+        self._listed[continuation] = (time.monotonic(), names, token)
+        return names, token
 
     def _entry(self, name: str, now: datetime) -> dict[str, Any] | None:
         try:

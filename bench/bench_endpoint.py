@@ -112,8 +112,9 @@ def serve_floor(port: int, threads: int) -> None:
     floor.run()
 
 
-def page_token(origin: str) -> str:
-    with urllib.request.urlopen(origin + "/", timeout=5) as reply:
+def page_token(origin: str, headers: dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(origin + "/", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as reply:
         match = TOKEN.search(reply.read().decode())
     if not match:
         raise SystemExit(f"{origin}/ has no page token")

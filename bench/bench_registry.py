@@ -17,6 +17,7 @@ SQL query. Target: the list of 50 answers within 50 ms p99 at 16 connections.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -39,11 +40,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import send_form  # noqa: E402 (the project's folders are added just above)
 
 FILES = 50
+OWNER = ("bench", "bench-password")
+LOGIN = {"Authorization": "Basic " + base64.b64encode(":".join(OWNER).encode()).decode()}
 
+WRK_LOGIN = 'wrk.headers["Authorization"] = os.getenv("LOGIN")\n'
 # wrk's Lua hooks: the page token as a header, the registration bodies in turn, one JSON line.
 WRK_POST = """
 wrk.method = "POST"
 wrk.headers["X-Upload-Token"] = os.getenv("UPLOAD_TOKEN")
+wrk.headers["Authorization"] = os.getenv("LOGIN")
 wrk.headers["Content-Type"] = "application/json"
 local bodies, next_body = {}, 0
 for line in io.lines(os.getenv("BODIES")) do bodies[#bodies + 1] = line end
@@ -79,6 +84,7 @@ def start_app(code: Path, data: Path) -> tuple[subprocess.Popen, str]:
         "PORT": str(free_port()),
         "S3_PORT": str(free_port()),
         "UPLOAD_RATE_LIMIT": "off",
+        "UPLOAD_AUTH": f"basic:{OWNER[0]}:{OWNER[1]}",  # the list of every upload needs a login
         "DATA_DIR": str(data),
         "HOST": "127.0.0.1",
     }
@@ -87,7 +93,7 @@ def start_app(code: Path, data: Path) -> tuple[subprocess.Popen, str]:
 
 def call(url: str, token: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"X-Upload-Token": token, "Content-Type": "application/json"}
+    headers = {"X-Upload-Token": token, "Content-Type": "application/json", **LOGIN}
     with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=10) as reply:
         return json.loads(reply.read())
 
@@ -127,16 +133,16 @@ def measure(code: Path, folder: Path, seconds: int, connections: list[int]) -> d
     data.mkdir()
     process, origin = start_app(code, data)
     try:
-        token = page_token(origin)
+        token = page_token(origin, LOGIN)
         reports = upload_files(origin, token)
         if len(call(origin + "/uploads", token)["uploads"]) != FILES:
             raise SystemExit(f"{code} does not list the {FILES} uploads")
         bodies = folder / "bodies.jsonl"
         bodies.write_text("".join(json.dumps(report) + "\n" for report in reports))
         get_script, post_script = folder / "get.lua", folder / "post.lua"
-        get_script.write_text(bench_endpoint.WRK_SCRIPT)
+        get_script.write_text(WRK_LOGIN + bench_endpoint.WRK_SCRIPT)
         post_script.write_text(WRK_POST + bench_endpoint.WRK_SCRIPT)
-        env = {"UPLOAD_TOKEN": token, "BODIES": str(bodies)}
+        env = {"UPLOAD_TOKEN": token, "BODIES": str(bodies), "LOGIN": LOGIN["Authorization"]}
         results = {}
         for count in connections:
             for name, script in (("GET /uploads", get_script), ("POST /uploads", post_script)):

@@ -158,6 +158,7 @@ class ObjectStore:
         for folder in (data_dir, self.tmp_dir, self.blob_dir, self.record_dir, self.cors_dir):
             private_folder(folder)
         self._locks = tuple(threading.Lock() for _ in range(64))
+        self._versions: dict[tuple, StoredObject] = {}
         self.multipart_dir = data_dir / "multipart"  # made by multipart.MultipartStore
 
     def record_path(self, bucket: str, key: str) -> Path:
@@ -244,9 +245,20 @@ class ObjectStore:
         return self.cors_dir / f"{hashlib.sha256(bucket.encode()).hexdigest()}.json"
 
     def records(self) -> list[StoredObject]:
-        return [
-            self._stored(json.loads(path.read_text("utf-8"))) for path in self.record_dir.iterdir()
-        ]
+        """Every object. A record is parsed once per version: a new version is a new file (an
+        os.replace), so its inode, time and size name it, and a listing is one directory read."""
+        known, seen = self._versions, {}
+        for entry in os.scandir(self.record_dir):
+            try:
+                info = entry.stat()
+                version = (entry.name, entry.inode(), info.st_mtime_ns, info.st_size)
+                seen[version] = known.get(version) or self._stored(
+                    json.loads(Path(entry.path).read_text("utf-8"))
+                )
+            except FileNotFoundError:  # deleted while the folder was read
+                continue
+        self._versions = seen
+        return list(seen.values())
 
     def leftover_files(self) -> list[Path]:
         """Temporary files, and blobs no record points at. Between requests: none."""

@@ -1153,6 +1153,21 @@ def test_the_list_reads_the_records_of_every_instance(config, s3, upload) -> Non
     assert [u["key"] for u in second.get("/uploads").json["uploads"]] == [sent["key"]]
 
 
+def test_a_listing_is_kept_a_moment_and_dropped_by_this_instances_own_registration(
+    config, s3, upload, monkeypatch
+) -> None:
+    monkeypatch.setattr(registry, "LISTING_SECONDS", 3600)
+    first = owner_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    second = owner_client(dataclasses.replace(config, endpoint=s3.url, s3_timeout=5))
+    assert second.get("/uploads").json["uploads"] == []
+    sent = upload(b"cached", filename="c.txt", content_type="text/plain")
+    register(first, sent)
+    assert second.get("/uploads").json["uploads"] == []  # kept: another instance registered
+    assert [u["key"] for u in first.get("/uploads").json["uploads"]] == [sent["key"]]
+    monkeypatch.setattr(registry, "LISTING_SECONDS", 0)
+    assert [u["key"] for u in second.get("/uploads").json["uploads"]] == [sent["key"]]
+
+
 def test_the_list_pages_with_s3s_continuation_token(live, upload, monkeypatch) -> None:
     monkeypatch.setattr(registry, "RECENT_UPLOADS", 2)
     keys = []
