@@ -400,6 +400,16 @@ def check_lifecycle(reply: Reply, bucket: str) -> Finding:
     return Finding("Lifecycle", WARN, sentence, fix)
 
 
+def check_upload_list(reply: Reply, prefix: str) -> Finding:
+    """The list of uploads lives in the bucket (registry.py): listing it is ListObjectsV2 on
+    its prefix, which needs s3:ListBucket there; writing a record is a PUT like an upload's."""
+    if reply.status == 200:
+        return Finding("Upload list", OK, f"The upload list ({prefix}/) can be read.")
+    sentence = f"The upload list ({prefix}/) cannot be listed ({said(reply)})."
+    fix = f"Allow s3:ListBucket on the bucket for the prefix {prefix}/* (README: IAM policy)."
+    return Finding("Upload list", FAIL, sentence, fix)
+
+
 # ---- The runner: the questions, in order -----------------------------------------------------
 
 PostTarget = Callable[[Config, str], dict[str, Any]]
@@ -427,6 +437,11 @@ def run(
         ownership = visit.send("GET", query={"ownershipControls": ""})
         findings.append(check_ownership(ownership, config.acl))
         findings += visit.upload()
+        prefix = config.registry_prefix
+        listing = visit.send(
+            "GET", query={"list-type": "2", "prefix": prefix + "/", "max-keys": "1"}
+        )
+        findings.append(check_upload_list(listing, prefix))
         lifecycle = visit.send("GET", query={"lifecycle": ""})
         findings.append(check_lifecycle(lifecycle, config.bucket))
     except S3Failure as failure:

@@ -238,9 +238,7 @@ class S3Routes:
         """ListObjectsV2, signed requests only: S3 lists a bucket to its owner's grants alone."""
         now = self.clock()
         self.require_bucket(bucket)
-        signed = authenticate(bottle.request.environ, self.config, now)
-        if signed is None:
-            raise S3Error("AccessDenied")
+        signed = self.authorize(now, "s3:ListBucket")
         check_payload_hash(signed, signer.EMPTY_SHA256)
         query = parse_qsl(bottle.request.query_string, keep_blank_values=True)
         request = parse_list_request(dict(query))

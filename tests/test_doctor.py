@@ -78,6 +78,7 @@ def test_a_right_setup_passes_every_check_and_leaves_no_probe(start_s3):
         "ACLs": "ok",
         "Upload": "ok",
         "Cleanup": "ok",
+        "Upload list": "ok",
         "Lifecycle": "ok",
     }
     assert local_s3.list_objects(s3.config) == []
@@ -358,10 +359,18 @@ def test_settings_the_credentials_may_not_read_are_warnings(start_s3, action, ch
     assert words in report
 
 
-def test_with_only_the_two_permissions_uploads_need_the_doctor_warns_and_passes(start_s3):
-    """The README's IAM policy: s3:PutObject and s3:GetObject on the prefix, nothing else."""
+def test_without_listing_the_upload_list_the_doctor_fails_and_says_what_to_allow(start_s3):
+    s3 = start_s3(**RIGHT, denied_actions=frozenset({"s3:ListBucket"}))
+
+    status, report = doctor_on(s3)
+
+    assert (status, verdicts(report)["Upload list"]) == (1, "FAIL")
+    assert "Allow s3:ListBucket on the bucket for the prefix registry/*" in report
+
+
+def test_with_only_the_permissions_uploads_need_the_doctor_warns_and_passes(start_s3):
+    """The README's IAM policy: objects under the two prefixes, listing the registry's."""
     optional = {
-        "s3:ListBucket",
         "s3:GetBucketCORS",
         "s3:GetBucketOwnershipControls",
         "s3:GetLifecycleConfiguration",
@@ -380,6 +389,7 @@ def test_with_only_the_two_permissions_uploads_need_the_doctor_warns_and_passes(
         "ACLs": "ok",
         "Upload": "ok",
         "Cleanup": "warn",
+        "Upload list": "ok",
         "Lifecycle": "warn",
     }
 
@@ -500,7 +510,7 @@ def test_server_doctor_with_no_bucket_checks_a_fresh_embedded_s3_all_green(tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Checking bucket uploads in us-east-1 (embedded local S3):" in result.stdout
     assert set(verdicts(result.stdout).values()) == {"ok"}
-    assert len(verdicts(result.stdout)) == 8
+    assert len(verdicts(result.stdout)) == 9
 
 
 def test_server_doctor_exits_non_zero_when_uploads_would_break(tmp_path):
