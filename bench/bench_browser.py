@@ -104,17 +104,29 @@ def counted_server(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def site(folder: Path, max_bytes: int, method: str) -> Iterator[tuple[str, Config, Traffic]]:
+def site(
+    folder: Path, max_bytes: int, method: str, **settings: str
+) -> Iterator[tuple[str, Config, Traffic]]:
     """The app and its embedded local S3, started as `make run` starts them (server.py's own
-    start_embedded_s3), with the app's server counting what it reads."""
+    start_embedded_s3), with the app's server counting what it reads; `settings` are more
+    environment variables for the app."""
     traffic = Traffic()
     late = LateApp(traffic)
     with counted_server(late, traffic) as origin, contextlib.ExitStack() as stack:
         environ = {"PORT": str(urlsplit(origin).port), "S3_PORT": "0", "DATA_DIR": str(folder)}
-        environ.update(UPLOAD_MAX_BYTES=str(max_bytes), UPLOAD_METHOD=method)
+        environ.update(UPLOAD_MAX_BYTES=str(max_bytes), UPLOAD_METHOD=method, **settings)
         config = embedded.start_embedded_s3(Config.from_env(environ), stack)
         late.app = server.create_app(config)
+        LATE_APPS[origin] = late
         yield origin, config, traffic
+
+
+LATE_APPS: dict[str, LateApp] = {}
+
+
+def use_config(site: tuple[str, Config, Traffic], config: Config) -> None:
+    """Serve the site's app with another configuration (the same origin and local S3)."""
+    LATE_APPS[site[0]].app = server.create_app(config)
 
 
 # ---- The two uploads ---------------------------------------------------------------------------
@@ -130,16 +142,15 @@ def make_file(folder: Path, size_mb: int) -> Path:
 
 
 def page_upload(page: Page, origin: str, path: Path, s3_url: str) -> tuple[float, float]:
-    """Seconds from choosing the file to S3's answer, and to the row saying "done"."""
+    """Seconds from choosing the file to S3's answer, and to the file in the list."""
     page.goto(origin)
-    row = page.locator("#queue .file").filter(has_text=path.name)
     with page.expect_response(lambda r: r.url.startswith(s3_url), timeout=300_000) as answer:
         started = time.perf_counter()
         page.set_input_files("#file-input", path)
     uploaded = time.perf_counter() - started
     if answer.value.status not in STORED.values():
         raise SystemExit(f"S3 answered {answer.value.status} to the page's upload")
-    row.and_(page.locator('[data-state="done"]')).wait_for(timeout=60_000)
+    page.locator("#uploads").filter(has_text=path.name).wait_for(timeout=60_000)
     return uploaded, time.perf_counter() - started
 
 
@@ -256,9 +267,8 @@ def run(size_mb: int, runs: int, data_path_mb: int, method: str) -> None:
 
 
 def page_upload_only(page: Page, path: Path, s3_url: str) -> None:
-    row = page.locator("#queue .file").filter(has_text=path.name)
     page.set_input_files("#file-input", path)
-    row.and_(page.locator('[data-state="done"]')).wait_for(timeout=120_000)
+    page.locator("#uploads").filter(has_text=path.name).wait_for(timeout=120_000)
 
 
 def report(size_mb: int, median: dict[str, float], runs: int) -> None:

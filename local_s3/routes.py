@@ -178,7 +178,8 @@ class S3Routes:
         content_md5 = checked_content_md5(fields.get("content-md5"))
         checksum = running(requested_checksum(fields, "x-amz-sdk-checksum-algorithm"))
         with self.store.upload() as upload:
-            check_payload_hash(signed, receive_put_body(environ, upload, self.config, checksum))
+            body_hash = receive_put_body(environ, upload, self.config, signed, checksum)
+            check_payload_hash(signed, body_hash)
             check_content_md5(upload, content_md5)
             verified = checksum.verify() if checksum else None
             record = {"bucket": bucket, "key": key, "last_modified": now.isoformat()}
@@ -300,7 +301,7 @@ class S3Routes:
         check_part_size(content_length(environ))
         content_md5 = checked_content_md5(environ.get("HTTP_CONTENT_MD5"))
         with self.store.upload() as received:
-            check_payload_hash(signed, receive_put_body(environ, received, self.config))
+            check_payload_hash(signed, receive_put_body(environ, received, self.config, signed))
             check_content_md5(received, content_md5)
             part = self.uploads.save_part(upload, number, received, now)
         return bottle.HTTPResponse(status=200, headers={"ETag": part.etag})
@@ -532,21 +533,25 @@ def receive_put_body(
     environ: Mapping[str, object],
     upload: Upload,
     config: S3Config,
+    signed: SignedRequest | None,
     checksum: RunningChecksum | None = None,
 ) -> str:
     """Streams the body into the upload (and the x-amz-checksum-* digest, if one was sent) and
-    returns its hex SHA-256, for x-amz-content-sha256."""
+    returns its hex SHA-256 for x-amz-content-sha256; with UNSIGNED-PAYLOAD (every presigned
+    URL) there is nothing to compare it with, so the body is not hashed twice for nothing."""
     size = content_length(environ)
     if size > config.max_body_bytes:
         raise S3Error("EntityTooLarge", ProposedSize=size, MaxSizeAllowed=config.max_body_bytes)
-    sha256 = hashlib.sha256()
+    unsigned = signed is None or signed.payload_hash == signer.UNSIGNED_PAYLOAD
+    sha256 = None if unsigned else hashlib.sha256()
     upload.begin()
     for chunk in body_chunks(environ):
-        sha256.update(chunk)
+        if sha256 is not None:
+            sha256.update(chunk)
         if checksum is not None:
             checksum.update(chunk)
         upload.write(chunk)
-    return sha256.hexdigest()
+    return signer.UNSIGNED_PAYLOAD if sha256 is None else sha256.hexdigest()
 
 
 def kept(checksum: Checksum | None) -> dict[str, object]:

@@ -617,35 +617,6 @@ def test_presigned_post_expiry_follows_the_clock(credentials, now):
 # --- presigned PUT: the signed headers carry the limits a POST policy gives ----------------------
 
 
-@given(
-    key=keys,
-    region=regions,
-    moment=moments,
-    token=tokens,
-    endpoint=endpoints,
-    size=st.integers(1, 5 * 1024**4),
-    content_type=st.sampled_from(["image/png", "application/pdf", "text/plain; charset=utf-8"]),
-    filename=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
-    acl=st.sampled_from([None, "private", "public-read"]),
-)
-def test_presigned_puts_with_signed_headers_equal_botocores(
-    key, region, moment, token, endpoint, size, content_type, filename, acl
-):
-    credentials = Credentials("AKIDEXAMPLE", "s3cr3t/+key", token)
-    url = signer.object_url("bucket-1", key, region, endpoint)
-    headers = {
-        "Content-Length": str(size),
-        "Content-Type": content_type,
-        "x-amz-meta-filename": filename,
-    }
-    if acl:
-        headers["x-amz-acl"] = acl
-    ours = signer.presign_url(
-        credentials, "PUT", url, region, headers=headers, expires_in=600, now=moment
-    )
-    assert ours == botocore_presigned_url(credentials, "PUT", url, region, 600, moment, headers)
-
-
 def test_presigned_put_names_every_signed_header(credentials, now):
     url = signer.presign_url(
         credentials,
