@@ -585,9 +585,11 @@ def test_explain_returns_the_steps_in_protocol_order():
     assert names[-2] == "Signature = hex(HMAC(SigningKey, StringToSign))"
 
 
-def test_explain_output_in_the_readme_is_what_the_command_prints():
+@pytest.mark.parametrize("mode", ["", "--put "])
+def test_explain_output_in_the_readme_is_what_the_command_prints(mode):
     readme = (ROOT / "README.md").read_text()
-    command = "python signer.py explain --now 2026-01-01T00:00:00+00:00 --key uploads/cat.jpg"
+    now, key = "--now 2026-01-01T00:00:00+00:00", "--key uploads/cat.jpg"
+    command = f"python signer.py explain {mode}{now} {key}"
     assert f"$ {command}\n" in readme
     block = readme.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
     assert block == run_signer(*command.split()[2:])
@@ -748,14 +750,6 @@ def test_presigned_put_returns_what_it_signed(credentials, now):
             put["string_to_sign"],
         )
     )
-
-
-def test_explain_put_output_in_the_readme_is_what_the_command_prints():
-    readme = (ROOT / "README.md").read_text()
-    command = "python signer.py explain --put --now 2026-01-01T00:00:00+00:00 --key uploads/cat.jpg"
-    assert f"$ {command}\n" in readme
-    block = readme.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
-    assert block == run_signer(*command.split()[2:])
 
 
 def test_explain_put_aws_example_prints_every_step_and_the_verdict():
