@@ -300,11 +300,16 @@ class S3Routes:
         upload = self.uploads.get(bucket, key, query.get("uploadId"))
         check_part_size(content_length(environ))
         content_md5 = checked_content_md5(environ.get("HTTP_CONTENT_MD5"))
+        fields = put_fields(environ, key)
+        checksum = running(requested_checksum(fields, "x-amz-sdk-checksum-algorithm"))
         with self.store.upload() as received:
-            check_payload_hash(signed, receive_put_body(environ, received, self.config, signed))
+            body_hash = receive_put_body(environ, received, self.config, signed, checksum)
+            check_payload_hash(signed, body_hash)
             check_content_md5(received, content_md5)
+            verified = checksum.verify() if checksum else None
             part = self.uploads.save_part(upload, number, received, now)
-        return bottle.HTTPResponse(status=200, headers={"ETag": part.etag})
+        headers = {"ETag": part.etag, **(verified.headers() if verified else {})}
+        return bottle.HTTPResponse(status=200, headers=headers)
 
     def list_parts(self, bucket: str, key: str) -> bottle.HTTPResponse:
         """ListParts: the parts stored so far, max-parts at a time after part-number-marker.

@@ -13,6 +13,7 @@ import json
 import os
 import tracemalloc
 import xml.etree.ElementTree as ET
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -333,6 +334,28 @@ def test_a_part_with_its_right_content_md5_is_kept(s3):
     upload_id = s3.create()
     right = base64.b64encode(hashlib.md5(b"data").digest()).decode()
     assert s3.put_part(upload_id, 1, b"data", headers={"content-md5": right}).status_int == 200
+
+
+@pytest.mark.parametrize(
+    ("checksum", "verdict"),
+    [
+        (base64.b64encode(zlib.crc32(b"data").to_bytes(4, "big")).decode(), "kept"),
+        (base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode(), "BadDigest"),
+        ("not base64!", "InvalidRequest"),
+    ],
+)
+def test_a_part_checksum_header_is_verified_like_a_puts(s3, checksum, verdict):
+    upload_id = s3.create()
+    headers = {"x-amz-checksum-crc32": checksum}
+    response = s3.put_part(upload_id, 1, b"data", headers=headers)
+
+    if verdict == "kept":
+        assert response.status_int == 200
+        assert response.headers["x-amz-checksum-crc32"] == checksum
+        assert len(listed(s3.list_parts(upload_id), "Part")) == 1
+    else:
+        assert (response.status_int, error_of(response)[0]) == (400, verdict)
+        assert listed(s3.list_parts(upload_id), "Part") == []
 
 
 def test_a_part_whose_body_differs_from_the_signed_hash_is_refused(s3):
