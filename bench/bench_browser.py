@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import re
+import socket
+import socketserver
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, sync_playwright
-from waitress.channel import HTTPChannel
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,15 +72,36 @@ class Traffic:
             self.bytes, self.requests = 0, []
 
 
-def counting_channel(traffic: Traffic) -> type[HTTPChannel]:
-    class CountingChannel(HTTPChannel):
-        def recv(self, buffer_size: int) -> bytes:
-            data = super().recv(buffer_size)
-            with traffic.lock:
-                traffic.bytes += len(data)
-            return data
+class CountingProxy(socketserver.ThreadingTCPServer):
+    """A TCP proxy on loopback in front of the app: it counts every byte the browser sends the
+    app, headers included, as the app's server reads them from its socket."""
 
-    return CountingChannel
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, target: tuple[str, int], traffic: Traffic) -> None:
+        super().__init__(("127.0.0.1", 0), ProxiedConnection)
+        self.target, self.traffic = target, traffic
+
+
+class ProxiedConnection(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        with socket.create_connection(self.server.target) as upstream:
+            back = threading.Thread(target=copy, args=(upstream, self.request, None), daemon=True)
+            back.start()
+            copy(self.request, upstream, self.server.traffic)
+            back.join()
+
+
+def copy(source: socket.socket, target: socket.socket, traffic: Traffic | None) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(256 * 1024):
+            if traffic is not None:
+                with traffic.lock:
+                    traffic.bytes += len(data)
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
 
 
 class LateApp:
@@ -99,8 +121,16 @@ class LateApp:
 
 @contextlib.contextmanager
 def counted_server(app: Callable[..., Any], traffic: Traffic) -> Iterator[str]:
-    with serving.BackgroundServer(app, channel_class=counting_channel(traffic)) as http:
-        yield http.url
+    """The app under waitress as the tests serve it, reached through the counting proxy."""
+    with serving.BackgroundServer(app) as http:
+        address = urlsplit(http.url)
+        proxy = CountingProxy((address.hostname, address.port), traffic)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{proxy.server_address[1]}"
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
 
 
 @contextlib.contextmanager
