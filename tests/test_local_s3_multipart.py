@@ -949,9 +949,10 @@ def test_a_multipart_upload_streams_with_flat_memory(running_s3):
 
     assert statuses == [200, 200, 200]
     assert done["ETag"] == s3_etag(parts)
-    # Less than one part: the bound is storage.py's MD5 queue (16 chunks of 256 KB) and a chunk
-    # or two in flight, not the part or the 15 MiB object.
-    assert peak < FIVE_MIB
+    # storage.py's MD5 queue (16 chunks of 256 KB, full when the hashing thread lags on a busy
+    # machine) and a few chunks in flight: about 5 MiB at worst. A part held whole would add
+    # 5 MiB to that, the object 15 MiB.
+    assert peak < 7 * 1024 * 1024
     stored = local_s3.stored_object(running_s3.config, "uploads", KEY)
     assert stored.size == sum(map(len, parts))
     assert local_s3.leftover_files(running_s3.config) == []

@@ -666,6 +666,12 @@ def botocore_client(region: str, endpoint: str | None, token: str | None) -> Any
     )
 
 
+# boto3 builds a client per region, endpoint and session token: about 150 ms an example, so a
+# third of the profile's examples here (13 in make test and CI, 1,666 in make stress).
+BOTO3_EXAMPLES = settings(max_examples=max(10, settings.default.max_examples // 3))
+
+
+@BOTO3_EXAMPLES
 @given(
     key=keys,
     region=regions,
