@@ -16,8 +16,11 @@ EMBEDDED_BUCKET = "uploads"
 EMBEDDED_REGION = "us-east-1"
 
 
-def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
-    """Start local_s3 with fresh random credentials that only this process ever knows."""
+def start_embedded_s3(
+    config: Config, stack: contextlib.ExitStack, threads: int | None = None
+) -> Config:
+    """Start local_s3 with fresh random credentials that only this process ever knows; its
+    workers are local_s3's default (enough for slow clients) unless `threads` says less."""
     import local_s3
 
     credentials = signer.Credentials(*local_s3.new_credentials())
@@ -29,7 +32,10 @@ def start_embedded_s3(config: Config, stack: contextlib.ExitStack) -> Config:
         cors_origins=app_origins(config),
         abort_multipart_days=1,  # it keeps no multipart parts, as this rule would on S3
     )
-    s3 = stack.enter_context(local_s3.LocalS3(s3_config, host=config.host, port=config.s3_port))
+    workers = {"threads": threads} if threads else {}
+    s3 = stack.enter_context(
+        local_s3.LocalS3(s3_config, host=config.host, port=config.s3_port, **workers)
+    )
     return replace(
         config,
         credentials=credentials,

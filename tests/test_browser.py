@@ -110,7 +110,7 @@ def site(tmp_path: Path, served, upload_method: str, app_environ: dict) -> Itera
     deferred = DeferredApp()
     with served(deferred) as origin, contextlib.ExitStack() as stack:
         settings = loopback_config(origin, tmp_path, upload_method, app_environ)
-        config = embedded.start_embedded_s3(settings, stack)
+        config = embedded.start_embedded_s3(settings, stack, threads=16)  # no slow clients here
         site = Site(origin, web.s3_origin(config), config, served=deferred)
         deferred.app = server.create_app(config, clock=site.clock)
         yield site
