@@ -175,13 +175,8 @@ class S3Routes:
         fields = put_fields(environ, checked_key(key))
         attributes = object_attributes(fields)
         check_acl_allowed(self.config, fields.get("acl"))
-        content_md5 = checked_content_md5(fields.get("content-md5"))
-        checksum = running(requested_checksum(fields, "x-amz-sdk-checksum-algorithm"))
         with self.store.upload() as upload:
-            body_hash = receive_put_body(environ, upload, self.config, signed, checksum)
-            check_payload_hash(signed, body_hash)
-            check_content_md5(upload, content_md5)
-            verified = checksum.verify() if checksum else None
+            verified = receive_checked_body(environ, upload, self.config, signed, fields)
             record = {"bucket": bucket, "key": key, "last_modified": now.isoformat()}
             stored = self.store.commit(upload, {**record, **attributes, **kept(verified)})
         headers = {"ETag": stored.etag, **(verified.headers() if verified else {})}
@@ -299,14 +294,9 @@ class S3Routes:
         number = checked_part_number(query.get("partNumber"))
         upload = self.uploads.get(bucket, key, query.get("uploadId"))
         check_part_size(content_length(environ))
-        content_md5 = checked_content_md5(environ.get("HTTP_CONTENT_MD5"))
         fields = put_fields(environ, key)
-        checksum = running(requested_checksum(fields, "x-amz-sdk-checksum-algorithm"))
         with self.store.upload() as received:
-            body_hash = receive_put_body(environ, received, self.config, signed, checksum)
-            check_payload_hash(signed, body_hash)
-            check_content_md5(received, content_md5)
-            verified = checksum.verify() if checksum else None
+            verified = receive_checked_body(environ, received, self.config, signed, fields)
             part = self.uploads.save_part(upload, number, received, now)
         headers = {"ETag": part.etag, **(verified.headers() if verified else {})}
         return bottle.HTTPResponse(status=200, headers=headers)
@@ -532,6 +522,23 @@ def content_length(environ: Mapping[str, object]) -> int:
     if not value.isdigit():
         raise S3Error("MissingContentLength")
     return int(value)
+
+
+def receive_checked_body(
+    environ: Mapping[str, object],
+    upload: Upload,
+    config: S3Config,
+    signed: SignedRequest | None,
+    fields: Mapping[str, str],
+) -> Checksum | None:
+    """A PUT's or a part's body, checked as S3 checks it: Content-MD5 and any x-amz-checksum-*
+    well-formed before a byte is read, then the signed payload hash, the MD5 and the checksum
+    of what arrived. Returns the verified checksum, if one was sent."""
+    content_md5 = checked_content_md5(fields.get("content-md5"))
+    checksum = running(requested_checksum(fields, "x-amz-sdk-checksum-algorithm"))
+    check_payload_hash(signed, receive_put_body(environ, upload, config, signed, checksum))
+    check_content_md5(upload, content_md5)
+    return checksum.verify() if checksum else None
 
 
 def receive_put_body(
