@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -45,7 +44,6 @@ from local_s3.storage import (
     ObjectStore,
     StoredObject,
     Upload,
-    create_private_file,
     private_folder,
     write_private_json,
 )
@@ -58,7 +56,6 @@ UPLOAD_ID = re.compile(r"[0-9a-f]{16}[A-Za-z0-9_-]{43}")
 MAX_INTEGER_ARGUMENT = 2**31 - 1
 # Ours: room for 10,000 <Part> elements with their checksums; a bigger body is not a part list.
 MAX_COMPLETE_XML_BYTES = MAX_PARTS * 512
-COPY_CHUNK = 256 * 1024  # parts are joined a chunk at a time, never held whole
 # What S3 answers to a completion with a part under 5 MiB before the last, with the part's
 # number and unquoted ETag, as seen from AWS in
 # https://github.com/apache/arrow-rs-object-store/issues/211 (AWS documents no message).
@@ -338,19 +335,6 @@ def s3_timestamp(moment: datetime) -> str:
 # --- on disk ---
 
 
-@dataclass(frozen=True)
-class AssembledObject:
-    """The joined parts in a temporary file, with the size and ETag ObjectStore.commit
-    records: what commit reads from an Upload, for bytes that were not hashed as one."""
-
-    path: Path
-    size: int
-    etag: str
-
-    def close(self) -> None:
-        """Nothing to flush: the file was closed when the last part was copied."""
-
-
 class MultipartStore:
     """Uploads in progress: data_dir/multipart/<SHA-256 of the upload id>/ holds upload.json
     (bucket, key, time, what the object will keep), a part-NNNNN.json record per part number
@@ -440,20 +424,20 @@ class MultipartStore:
     def complete(
         self, upload: MultipartUpload, requested: Sequence[tuple[int, str]], now: datetime
     ) -> StoredObject:
-        """The chosen parts, joined in a temporary file, become the object with ObjectStore's
-        one atomic rename; then the upload and all its parts are removed."""
+        """The chosen parts become the object in ObjectStore's one atomic rename, made of the
+        parts' own files (no byte copied); then the upload and every part's name in it go."""
         with self.lock(upload.upload_id):
             upload = self.get(upload.bucket, upload.key, upload.upload_id)
             chosen = chosen_parts(requested, self.parts(upload), upload.upload_id)
-            with self.objects.upload() as staged:
-                assembled = assemble(chosen, staged.path)
-                record = {
-                    "bucket": upload.bucket,
-                    "key": upload.key,
-                    "last_modified": now.isoformat(),
-                    **upload.attributes,
-                }
-                stored = self.objects.commit(assembled, record)
+            record = {
+                "bucket": upload.bucket,
+                "key": upload.key,
+                "last_modified": now.isoformat(),
+                **upload.attributes,
+            }
+            size = sum(part.size for part in chosen)
+            etag = multipart_etag([part.etag for part in chosen])
+            stored = self.objects.commit_parts([p.path for p in chosen], size, etag, record)
             self.remove(upload.upload_id)
         return stored
 
@@ -488,31 +472,6 @@ class MultipartStore:
         """Saving a part, completing and aborting one upload take turns."""
         digest = hashlib.sha256(upload_id.encode()).digest()
         return self._locks[digest[0] % len(self._locks)]
-
-
-def assemble(parts: Sequence[Part], target: Path) -> AssembledObject:
-    """The parts' bytes joined into `target`, never held in memory."""
-    with create_private_file(target) as joined:
-        for part in parts:
-            with part.path.open("rb") as source:
-                copy_file(source, joined, part.size)
-    size = sum(part.size for part in parts)
-    return AssembledObject(target, size, multipart_etag([part.etag for part in parts]))
-
-
-def copy_file(source: BinaryIO, target: BinaryIO, size: int) -> None:
-    """Where the kernel can (Linux's copy_file_range), it copies the bytes itself, none passing
-    through Python; elsewhere, or if it refuses midway, the rest goes a chunk at a time (both
-    files' offsets have moved with what was copied)."""
-    copied = 0
-    with contextlib.suppress(AttributeError, OSError):
-        while copied < size:
-            sent = os.copy_file_range(source.fileno(), target.fileno(), size - copied)
-            if not sent:
-                break
-            copied += sent
-    if copied < size:
-        shutil.copyfileobj(source, target, COPY_CHUNK)
 
 
 def new_blob_name() -> str:

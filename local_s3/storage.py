@@ -12,7 +12,8 @@ import os
 import queue
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,7 +54,8 @@ def write_private_json(path: Path, document: object) -> None:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """An object as S3 would describe it, plus where its bytes are on disk."""
+    """An object as S3 would describe it, plus where its bytes are on disk: one file for a PUT
+    or a POST, the parts' own files, in order, for a completed multipart upload."""
 
     bucket: str
     key: str
@@ -64,8 +66,42 @@ class StoredObject:
     acl: str
     headers: Mapping[str, str]
     last_modified: datetime
-    path: Path
+    blobs: tuple[Path, ...]
     checksum: Mapping[str, str] = field(default_factory=dict)  # {"algorithm", "value"} or {}
+
+    def read_bytes(self) -> bytes:
+        """The whole object in memory: for small objects (records, tests), never a download."""
+        return b"".join(blob.read_bytes() for blob in self.blobs)
+
+
+class ObjectReader:
+    """An object's bytes, its files read one after another. `release` runs once, at close:
+    until then ObjectStore keeps every file of the object, even if the key is replaced."""
+
+    def __init__(self, blobs: Sequence[Path], release: Callable[[], None]) -> None:
+        self._waiting = list(blobs)
+        self._file: BinaryIO | None = None
+        self._release: Callable[[], None] | None = release
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
+        while self._file is not None or self._waiting:
+            if self._file is None:
+                self._file = self._waiting.pop(0).open("rb")
+            if chunk := self._file.read(size):
+                return chunk
+            self._file.close()
+            self._file = None
+        return b""
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
 
 
 class BackgroundMD5:
@@ -139,15 +175,18 @@ class Upload:
 MULTIPART_RECORD = "upload.json"
 PART_RECORD_PREFIX = "part-"
 PART_BLOB_SUFFIX = ".bin"
+READ_CHUNK = 256 * 1024  # what ObjectReader.read() hands on at a time when asked for all
 
 
 class ObjectStore:
-    """Objects on disk: data_dir/blobs/<random> holds bytes, data_dir/objects/<hash>.json the rest.
+    """Objects on disk: data_dir/blobs/ holds bytes, data_dir/objects/<hash>.json the rest.
 
     A record's file name is the SHA-256 of bucket and key, never a path built from the key, so no
     key (``..``, ``/etc/passwd``, NUL, 1024 bytes of emoji) can name a file outside the folder.
-    A new object is one os.replace of its record, which points at a fresh blob: readers see the
-    old object or the new one, whole, never a mix ("Amazon S3 never stores partial objects").
+    A new object is one os.replace of its record, which names fresh blobs: readers see the old
+    object or the new one, whole, never a mix ("Amazon S3 never stores partial objects"). The
+    blobs a record no longer names are deleted once no reader has them open, so a download that
+    began before the key was replaced or deleted still ends with the bytes it began with.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -159,6 +198,9 @@ class ObjectStore:
             private_folder(folder)
         self._locks = tuple(threading.Lock() for _ in range(64))
         self._versions: dict[tuple, StoredObject] = {}
+        self._readers: Counter[str] = Counter()  # blob name: downloads that have it open
+        self._retired: set[str] = set()  # blobs no record names, waiting for their readers
+        self._readers_lock = threading.Lock()
         self.multipart_dir = data_dir / "multipart"  # made by multipart.MultipartStore
 
     def record_path(self, bucket: str, key: str) -> Path:
@@ -175,37 +217,57 @@ class ObjectStore:
             upload.discard()
 
     def commit(self, upload: Upload, record: Mapping[str, object]) -> StoredObject:
-        """Blob first, then the record in one os.replace; the replaced object's blob goes last.
-        Concurrent commits of one key take turns (a lock per key hash) to swap the record, so
-        each removes exactly the blob it replaced: last complete write wins, nothing leaks."""
+        """A PUT's or a POST's file becomes the object's one blob (a rename, no copy)."""
         upload.close()
         blob = self.blob_dir / uuid.uuid4().hex
-        record = {**record, "size": upload.size, "etag": upload.etag, "blob": blob.name}
-        staged = self.tmp_dir / f"{blob.name}.json"
+        os.replace(upload.path, blob)
+        return self._install({**record, "size": upload.size, "etag": upload.etag}, [blob])
+
+    def commit_parts(
+        self, parts: Sequence[Path], size: int, etag: str, record: Mapping[str, object]
+    ) -> StoredObject:
+        """A completed multipart upload becomes an object made of its parts' files, each given
+        a second name among the blobs (a hard link): no byte is copied, so completing 5 TiB
+        takes as long as completing 5 MiB, and the upload's folder can then go whole."""
+        blobs: list[Path] = []
+        try:
+            for part in parts:
+                blobs.append(self.blob_dir / uuid.uuid4().hex)
+                os.link(part, blobs[-1])
+        except BaseException:
+            for blob in blobs:
+                blob.unlink(missing_ok=True)
+            raise
+        return self._install({**record, "size": size, "etag": etag}, blobs)
+
+    def _install(self, record: Mapping[str, object], blobs: list[Path]) -> StoredObject:
+        """Blobs first, then the record in one os.replace; the replaced object's blobs go last.
+        Concurrent commits of one key take turns (a lock per key hash) to swap the record, so
+        each retires exactly the blobs it replaced: last complete write wins, nothing leaks."""
+        record = {**record, "blobs": [blob.name for blob in blobs]}
+        staged = self.tmp_dir / f"{blobs[0].name}.json"
         target = self.record_path(str(record["bucket"]), str(record["key"]))
         try:
-            os.replace(upload.path, blob)
             write_private_json(staged, record)
             with self._lock_for(target):
-                previous = self._blob_name(target)
+                previous = self._blob_names(target)
                 os.replace(staged, target)
         except BaseException:
-            blob.unlink(missing_ok=True)
+            for blob in blobs:
+                blob.unlink(missing_ok=True)
             staged.unlink(missing_ok=True)
             raise
-        if previous:
-            (self.blob_dir / previous).unlink(missing_ok=True)
+        self._retire(previous)
         return self._stored(record)
 
     def delete(self, bucket: str, key: str) -> None:
         """The record goes first, in the key's turn, so no reader finds a record without its
-        blob; deleting a missing key does nothing, as S3's DeleteObject does."""
+        blobs; deleting a missing key does nothing, as S3's DeleteObject does."""
         target = self.record_path(bucket, key)
         with self._lock_for(target):
-            blob = self._blob_name(target)
+            blobs = self._blob_names(target)
             target.unlink(missing_ok=True)
-        if blob:
-            (self.blob_dir / blob).unlink(missing_ok=True)
+        self._retire(blobs)
 
     def get(self, bucket: str, key: str) -> StoredObject | None:
         try:
@@ -214,16 +276,36 @@ class ObjectStore:
             return None
         return self._stored(json.loads(text))
 
-    def open(self, bucket: str, key: str) -> tuple[StoredObject, BinaryIO] | None:
-        """The object and its open blob. A concurrent upload may delete the blob between reading
-        the record and opening it, so read the (new) record again; once open, the bytes stay."""
-        for _attempt in range(5):
+    def open(self, bucket: str, key: str) -> tuple[StoredObject, ObjectReader] | None:
+        """The object and a reader of its bytes. The record is read and its blobs counted as
+        being read in one step that _retire also takes, so no blob is deleted under a reader."""
+        with self._readers_lock:
             stored = self.get(bucket, key)
             if stored is None:
                 return None
-            with contextlib.suppress(FileNotFoundError):
-                return stored, stored.path.open("rb")
-        return None
+            names = [blob.name for blob in stored.blobs]
+            self._readers.update(names)
+        return stored, ObjectReader(stored.blobs, lambda: self._release(names))
+
+    def _release(self, names: Iterable[str]) -> None:
+        with self._readers_lock:
+            self._readers.subtract(names)
+            finished = [name for name in names if self._readers[name] <= 0]
+            for name in finished:
+                del self._readers[name]
+            self._delete_blobs(name for name in finished if name in self._retired)
+
+    def _retire(self, names: Iterable[str]) -> None:
+        """Blobs no record names any more: deleted now, or by the last reader's close."""
+        with self._readers_lock:
+            names = list(names)
+            self._retired.update(name for name in names if name in self._readers)
+            self._delete_blobs(name for name in names if name not in self._readers)
+
+    def _delete_blobs(self, names: Iterable[str]) -> None:
+        for name in list(names):
+            self._retired.discard(name)
+            (self.blob_dir / name).unlink(missing_ok=True)
 
     def cors_rules(self, bucket: str) -> tuple[CorsRule, ...] | None:
         try:
@@ -262,7 +344,7 @@ class ObjectStore:
 
     def leftover_files(self) -> list[Path]:
         """Temporary files, and blobs no record points at. Between requests: none."""
-        referenced = {stored.path for stored in self.records()}
+        referenced = {blob for stored in self.records() for blob in stored.blobs}
         blobs = [path for path in self.blob_dir.iterdir() if path not in referenced]
         return sorted([*self.tmp_dir.iterdir(), *blobs, *self.unreferenced_part_files()])
 
@@ -294,11 +376,11 @@ class ObjectStore:
     def _lock_for(self, target: Path) -> threading.Lock:
         return self._locks[int(target.stem[:8], 16) % len(self._locks)]
 
-    def _blob_name(self, target: Path) -> str | None:
+    def _blob_names(self, target: Path) -> list[str]:
         try:
-            return json.loads(target.read_text(encoding="utf-8"))["blob"]
+            return blob_names(json.loads(target.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            return None
+            return []
 
     def _stored(self, record: Mapping) -> StoredObject:
         return StoredObject(
@@ -311,9 +393,15 @@ class ObjectStore:
             acl=record["acl"],
             headers=record["headers"],
             last_modified=datetime.fromisoformat(record["last_modified"]),
-            path=self.blob_dir / Path(record["blob"]).name,
+            blobs=tuple(self.blob_dir / Path(name).name for name in blob_names(record)),
             checksum=record.get("checksum", {}),
         )
+
+
+def blob_names(record: Mapping) -> list[str]:
+    """The files a record names, in order; records written before objects could be made of
+    parts name their one file under "blob"."""
+    return list(record["blobs"]) if "blobs" in record else [record["blob"]]
 
 
 def stored_object(config: S3Config, bucket: str, key: str) -> StoredObject | None:

@@ -153,7 +153,7 @@ def test_valid_upload_is_stored_with_its_bytes_etag_type_and_metadata(
     assert response.headers["ETag"] == etag
     assert response.headers["Location"] == f"http://localhost/uploads/{KEY}"
     stored = local_s3.stored_object(s3_config, "uploads", KEY)
-    assert stored.path.read_bytes() == BODY
+    assert stored.read_bytes() == BODY
     assert (stored.size, stored.etag, stored.content_type) == (len(BODY), etag, "image/jpeg")
     assert stored.metadata == {"x-amz-meta-album": "holidays"}
     assert stored.acl == "private"
@@ -166,8 +166,42 @@ def test_uploading_the_same_key_again_replaces_the_object_and_frees_the_old_byte
     send(s3_app, Attempt(with_file(form, b"first version")), encode_form)
     send(s3_app, Attempt(with_file(form, b"second version")), encode_form)
 
-    assert local_s3.stored_object(s3_config, "uploads", KEY).path.read_bytes() == b"second version"
+    assert local_s3.stored_object(s3_config, "uploads", KEY).read_bytes() == b"second version"
     assert len(local_s3.list_objects(s3_config)) == 1
+    assert local_s3.leftover_files(s3_config) == []
+
+
+def store_version(store, parts: list[bytes]) -> None:
+    """An object of `parts`, stored as a completed multipart upload stores it: one file each."""
+    files = []
+    for data in parts:
+        files.append(store.tmp_dir / f"part-{len(files)}")
+        files[-1].write_bytes(data)
+    record = {"bucket": "uploads", "key": KEY, "content_type": "text/plain", "metadata": {}}
+    record |= {"acl": "private", "headers": {}, "last_modified": "2026-12-04T00:00:00+00:00"}
+    store.commit_parts(files, sum(map(len, parts)), '"etag-2"', record)
+    for path in files:
+        path.unlink()
+
+
+@pytest.mark.parametrize("then", ["replaced", "deleted"])
+def test_a_download_begun_before_the_key_changed_ends_with_the_bytes_it_began_with(s3_config, then):
+    """A record no longer naming a file must not delete it under a reader; once the last reader
+    closes, the file goes (S3 serves a GET that began before a PUT or DELETE whole)."""
+    store = local_s3.storage.ObjectStore(s3_config.data_dir)
+    first = [os.urandom(300_000), os.urandom(300_000)]
+    store_version(store, first)
+    _stored, reader = store.open("uploads", KEY)
+    begun = reader.read(1000)
+    if then == "replaced":
+        store_version(store, [b"second version"])
+    else:
+        store.delete("uploads", KEY)
+
+    rest = reader.read()
+    reader.close()
+
+    assert begun + rest == b"".join(first)
     assert local_s3.leftover_files(s3_config) == []
 
 
@@ -645,7 +679,7 @@ def test_strange_keys_are_stored_and_read_back_without_writing_outside_the_data_
     response = send(s3_app, Attempt(with_file(forge.custom({"key": key}))), encode_form)
     assert response.status_int == 204
 
-    assert local_s3.stored_object(s3_config, "uploads", key).path.read_bytes() == BODY
+    assert local_s3.stored_object(s3_config, "uploads", key).read_bytes() == BODY
     url = signer.presign_url(
         forge.credentials,
         "GET",
@@ -677,7 +711,7 @@ def test_any_key_round_trips_and_stays_inside_the_data_folder(
         send(s3_app, Attempt(with_file(forge.custom({"key": key}))), encode_form).status_int == 204
     )
 
-    assert local_s3.stored_object(s3_config, "uploads", key).path.read_bytes() == BODY
+    assert local_s3.stored_object(s3_config, "uploads", key).read_bytes() == BODY
     data = s3_config.data_dir.resolve()
     assert all(path.resolve().is_relative_to(data) for path in tmp_path.rglob("*") if path != data)
 
@@ -1019,7 +1053,7 @@ def test_presigned_put_stores_the_body_with_its_content_type(
     assert (response.status_int, response.body) == (200, b"")
     assert response.headers["ETag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
     stored = local_s3.stored_object(s3_config, "uploads", KEY)
-    assert (stored.path.read_bytes(), stored.content_type) == (BODY, "image/jpeg")
+    assert (stored.read_bytes(), stored.content_type) == (BODY, "image/jpeg")
 
 
 def test_header_signed_put_keeps_metadata_and_acl(s3_app, s3_config, s3_credentials, s3_now):

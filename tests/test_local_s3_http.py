@@ -60,7 +60,7 @@ def test_botocore_presigned_post_is_accepted(running_s3, post_form):
 
     assert (status, body) == (204, b"")
     stored = local_s3.stored_object(running_s3.config, "uploads", "from/botocore.txt")
-    assert stored.path.read_bytes() == b"hello botocore"
+    assert stored.read_bytes() == b"hello botocore"
     assert headers["ETag"] == md5_etag(b"hello botocore")
 
 
@@ -150,7 +150,7 @@ def test_botocore_put_object_and_presigned_put_url_store_the_bytes(running_s3):
     assert put["ETag"] == md5_etag(b"put by boto3")
     config = running_s3.config
     assert local_s3.stored_object(config, "uploads", "put/a.txt").content_type == "text/plain"
-    assert local_s3.stored_object(config, "uploads", "put/b.bin").path.read_bytes() == b"put by URL"
+    assert local_s3.stored_object(config, "uploads", "put/b.bin").read_bytes() == b"put by URL"
 
 
 def test_botocore_put_and_get_bucket_cors_round_trip(running_s3):
@@ -181,7 +181,7 @@ def test_parallel_uploads_to_different_keys_are_all_stored_intact(running_s3, po
         assert list(pool.map(upload, payloads)) == [201] * len(payloads)
     for key, data in payloads.items():
         stored = local_s3.stored_object(running_s3.config, "uploads", key)
-        assert stored.path.read_bytes() == data
+        assert stored.read_bytes() == data
         assert stored.etag == md5_etag(data)
     assert local_s3.leftover_files(running_s3.config) == []
 
@@ -196,7 +196,7 @@ def test_parallel_uploads_to_the_same_key_leave_exactly_one_whole_upload(running
     with ThreadPoolExecutor(max_workers=10) as pool:
         assert list(pool.map(upload, versions)) == [201] * len(versions)
     stored = local_s3.stored_object(running_s3.config, "uploads", "contended.bin")
-    final = stored.path.read_bytes()
+    final = stored.read_bytes()
     assert final in versions
     assert stored.etag == md5_etag(final)
     assert local_s3.leftover_files(running_s3.config) == []

@@ -462,7 +462,7 @@ def test_complete_makes_one_object_with_s3s_multipart_etag(s3):
         "ETag": s3_etag(parts),
     }
     stored = local_s3.stored_object(s3.config, "uploads", KEY)
-    assert stored.path.read_bytes() == b"".join(parts)
+    assert stored.read_bytes() == b"".join(parts)
     assert (stored.size, stored.etag) == (2 * FIVE_MIB + 4, s3_etag(parts))
 
 
@@ -483,7 +483,7 @@ def test_complete_with_a_subset_of_parts_joins_only_those(s3):
     s3.complete(upload_id, [etags[0], etags[2]])
 
     stored = local_s3.stored_object(s3.config, "uploads", KEY)
-    assert stored.path.read_bytes() == b"1" * FIVE_MIB + b"3"
+    assert stored.read_bytes() == b"1" * FIVE_MIB + b"3"
     assert stored.etag == s3_etag([b"1" * FIVE_MIB, b"3"])
     assert local_s3.leftover_files(s3.config) == []
 
@@ -499,9 +499,9 @@ def test_the_object_is_replaced_only_at_complete(s3):
     second_id, second = s3.uploaded([b"version two"])
 
     stored = local_s3.stored_object(s3.config, "uploads", KEY)
-    assert stored.path.read_bytes() == b"version one"
+    assert stored.read_bytes() == b"version one"
     s3.complete(second_id, second)
-    assert local_s3.stored_object(s3.config, "uploads", KEY).path.read_bytes() == b"version two"
+    assert local_s3.stored_object(s3.config, "uploads", KEY).read_bytes() == b"version two"
     assert local_s3.leftover_files(s3.config) == []
 
 
@@ -609,26 +609,29 @@ def test_a_completion_list_over_its_size_limit_is_malformed_xml(s3):
     assert len(local_s3.multipart_uploads(s3.config, "uploads")) == 1
 
 
-def test_parts_are_joined_whole_when_the_kernel_copy_stops_midway(s3, monkeypatch):
-    """copy_file_range may refuse (another filesystem, an old kernel) after copying some bytes:
-    the rest is copied a chunk at a time, from where it stopped."""
-    real_copy = os.copy_file_range
-    calls = []
+def test_complete_copies_no_byte_the_object_is_made_of_the_parts_files(s3):
+    """Completing 1 GB must not write 1 GB again: the object's files are the parts' own."""
+    upload_id, etags = s3.uploaded([b"1" * FIVE_MIB, b"2" * FIVE_MIB, b"end"])
+    part_files = sorted(upload_folders(s3.config)[0].glob("*.bin"), key=lambda p: p.stat().st_size)
+    part_inodes = {path.stat().st_ino for path in part_files}
 
-    def copy_a_little_then_refuse(source, target, count):
-        calls.append(count)
-        if len(calls) > 1:
-            raise OSError(18, "Invalid cross-device link")
-        return real_copy(source, target, 1000)
-
-    monkeypatch.setattr(os, "copy_file_range", copy_a_little_then_refuse)
-    parts = [os.urandom(FIVE_MIB), b"tail"]
-    upload_id, etags = s3.uploaded(parts)
     s3.complete(upload_id, etags)
 
     stored = local_s3.stored_object(s3.config, "uploads", KEY)
-    assert stored.path.read_bytes() == b"".join(parts)
-    assert calls[0] == FIVE_MIB
+    assert {blob.stat().st_ino for blob in stored.blobs} == part_inodes
+    assert stored.read_bytes() == b"1" * FIVE_MIB + b"2" * FIVE_MIB + b"end"
+    assert local_s3.leftover_files(s3.config) == []
+
+
+def test_get_of_a_completed_upload_answers_its_parts_in_order(s3):
+    parts = [os.urandom(FIVE_MIB), os.urandom(FIVE_MIB), b"the end"]
+    upload_id, etags = s3.uploaded(parts)
+    s3.complete(upload_id, [etags[0], etags[1], etags[2]])
+
+    response = s3.request("GET")
+
+    assert response.body == b"".join(parts)
+    assert response.headers["Content-Length"] == str(2 * FIVE_MIB + 7)
 
 
 # --- AbortMultipartUpload -----------------------------------------------------------------------
@@ -1003,7 +1006,7 @@ def test_parts_sent_in_parallel_are_all_kept_and_joined_in_order(running_s3):
     assert [status for status, _, _ in replies] == [200] * 6
     assert done["ETag"] == s3_etag(parts)
     stored = local_s3.stored_object(running_s3.config, "uploads", KEY)
-    assert stored.path.read_bytes() == b"".join(parts)
+    assert stored.read_bytes() == b"".join(parts)
     assert local_s3.leftover_files(running_s3.config) == []
 
 

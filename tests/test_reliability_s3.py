@@ -84,7 +84,7 @@ def snapshot(config: local_s3.S3Config) -> dict[str, str]:
 def assert_only_whole_objects(config: local_s3.S3Config) -> None:
     """Every stored object's bytes match its size and ETag; no temporary file or stray blob."""
     for stored in local_s3.list_objects(config):
-        data = stored.path.read_bytes()
+        data = stored.read_bytes()
         assert (len(data), f'"{hashlib.md5(data).hexdigest()}"') == (stored.size, stored.etag)
     assert local_s3.leftover_files(config) == []
 
@@ -235,7 +235,7 @@ def check_after(config, root, before, status, body, stored_content, touched):
         return
     assert status in (200, 201, 204)
     stored = local_s3.stored_object(config, "uploads", KEY)
-    data = stored.path.read_bytes()
+    data = stored.read_bytes()
     assert data == stored_content if not touched else data in stored_content
 
 
@@ -266,7 +266,7 @@ def test_random_bodies_are_refused_with_s3_errors(s3_app, s3_config, tmp_path, b
 def test_an_unmutated_form_is_stored_exactly(s3_app, s3_config, s3_credentials, s3_now):
     body, _ = form_body(signed_form(s3_credentials, s3_now)["fields"], CONTENT)
     assert post_raw(s3_app, body, CONTENT_TYPES[0])[0] == 201
-    assert local_s3.stored_object(s3_config, "uploads", KEY).path.read_bytes() == CONTENT
+    assert local_s3.stored_object(s3_config, "uploads", KEY).read_bytes() == CONTENT
 
 
 @pytest.fixture(scope="module")
@@ -423,9 +423,7 @@ def test_client_hanging_up_after_the_whole_body_still_gets_a_whole_object(runnin
     )
     settle(running_s3.config)
     for key, content in uploads.items():
-        assert (
-            local_s3.stored_object(running_s3.config, "uploads", key).path.read_bytes() == content
-        )
+        assert local_s3.stored_object(running_s3.config, "uploads", key).read_bytes() == content
     assert_only_whole_objects(running_s3.config)
 
 
@@ -474,7 +472,7 @@ def test_the_file_is_written_while_it_arrives(running_s3):
         connection.sendall(body[middle:])
         assert read_answer(connection)[0] == 201
     stored = local_s3.stored_object(running_s3.config, "uploads", "halves.bin")
-    assert stored.path.read_bytes() == content
+    assert stored.read_bytes() == content
 
 
 def test_a_fast_client_and_a_slow_disk_keep_a_few_mb_in_memory(running_s3, slow_disk):
@@ -812,7 +810,7 @@ def test_restart_removes_what_a_killed_upload_left_and_keeps_every_object(tmp_pa
     (config.data_dir / "blobs" / "feedface").write_bytes(b"a blob no record names")
     with local_s3.LocalS3(config):
         assert local_s3.leftover_files(config) == []
-        assert local_s3.stored_object(config, "uploads", "kept.bin").path.read_bytes() == b"kept"
+        assert local_s3.stored_object(config, "uploads", "kept.bin").read_bytes() == b"kept"
 
 
 @pytest.mark.stress
@@ -839,7 +837,7 @@ def test_full_disk_is_an_s3_error_and_keeps_the_old_object_whole(tiny_disk, capl
         for key, size in [("big.bin", 3_000_000), ("photo.bin", 1_500_000)]:
             status, body = post_key(s3.url, key, os.urandom(size))
             assert (status, ET.fromstring(body).findtext("Code")) == (500, "InternalError")
-        assert local_s3.stored_object(config, "uploads", "photo.bin").path.read_bytes() == first
+        assert local_s3.stored_object(config, "uploads", "photo.bin").read_bytes() == first
         assert local_s3.stored_object(config, "uploads", "big.bin") is None
         assert_only_whole_objects(config)
         assert post_key(s3.url, "small.bin", b"fits")[0] == 201
@@ -865,7 +863,7 @@ def fill_rounds(disk: Path, rounds: int, seed: int) -> dict:
             refused = status == 500 and ET.fromstring(body).findtext("Code") == "InternalError"
             outcome["stored" if status == 201 else "refused" if refused else "other"] += 1
             stored = local_s3.stored_object(config, "uploads", "k.bin")
-            outcome["corrupt"] += status == 201 and stored.path.read_bytes() != content
+            outcome["corrupt"] += status == 201 and stored.read_bytes() != content
             assert_only_whole_objects(config)
             filler.unlink()
     hashing = [thread for thread in threading.enumerate() if thread.name == "local-s3-md5"]
@@ -951,7 +949,7 @@ def concurrent_uploads(s3: local_s3.LocalS3, count: int, size: int) -> dict:
     mismatched = 0
     for n, (sent, etag, status) in enumerate(results):
         stored = local_s3.stored_object(s3.config, "uploads", f"load/{n}.bin")
-        on_disk = hashlib.md5(stored.path.read_bytes()).hexdigest() if stored else ""
+        on_disk = hashlib.md5(stored.read_bytes()).hexdigest() if stored else ""
         mismatched += not (status == 201 and sent == etag == on_disk)
     megabytes = count * size / 1024**2
     print(

@@ -1124,7 +1124,7 @@ def test_a_registered_upload_is_one_json_record_in_the_bucket(live, upload, s3) 
     (name,) = registry_objects(s3)
     stored = local_s3.stored_object(s3.config, "uploads", name)
     assert stored.content_type == "application/json"
-    record = json.loads(stored.path.read_bytes())
+    record = json.loads(stored.read_bytes())
     assert record == {k: v for k, v in registered.items() if k != "url"}
     assert re.fullmatch(r"registry/[0-9]{10}-[0-9a-f]{16}\.json", name)
 
@@ -1182,11 +1182,13 @@ def test_the_list_pages_with_s3s_continuation_token(live, upload, monkeypatch) -
     assert second["next"] is None
 
 
-def test_an_upload_deleted_from_s3_leaves_the_list(live, upload, s3, monkeypatch) -> None:
+def test_an_upload_deleted_from_s3_leaves_the_list(config, live, upload, s3, monkeypatch) -> None:
     monkeypatch.setattr(registry, "OBJECT_SEEN_SECONDS", 0)
     sent = upload(b"bye", filename="gone.txt", content_type="text/plain")
     register(live, sent)
-    local_s3.stored_object(s3.config, "uploads", sent["key"]).path.unlink()
+    assert (
+        s3_client.send(at(s3, config), "DELETE", sent["key"], now=datetime.now(UTC)).status == 204
+    )
     assert live.get("/uploads").json["uploads"] == []
 
 
@@ -1247,10 +1249,16 @@ def test_upload_and_registry_prefixes_must_not_overlap(environ, message) -> None
         Config.from_env(environ, None)
 
 
+def at(s3: local_s3.LocalS3, config: Config) -> Config:
+    """The app's configuration, pointed at this local S3: to edit the bucket by hand."""
+    return dataclasses.replace(config, endpoint=s3.url, s3_timeout=5)
+
+
 def put_object(config: Config, s3: local_s3.LocalS3, key: str, body: bytes) -> None:
     """An object written with the app's own credentials, as a hand edit of the bucket would."""
-    target = dataclasses.replace(config, endpoint=s3.url, s3_timeout=5)
-    assert s3_client.send(target, "PUT", key, body=body, now=datetime.now(UTC)).status == 200
+    assert (
+        s3_client.send(at(s3, config), "PUT", key, body=body, now=datetime.now(UTC)).status == 200
+    )
 
 
 def test_migrate_copies_an_old_sqlite_list_into_the_bucket_once(config, s3, tmp_path, capsys):
@@ -1276,7 +1284,7 @@ def test_migrate_copies_an_old_sqlite_list_into_the_bucket_once(config, s3, tmp_
     names = registry_objects(s3)
     assert len(names) == 3 and not legacy.exists()
     records = [
-        json.loads(local_s3.stored_object(s3.config, "uploads", n).path.read_bytes()) for n in names
+        json.loads(local_s3.stored_object(s3.config, "uploads", n).read_bytes()) for n in names
     ]
     assert [r["filename"] for r in records] == ["2.txt", "1.txt", "0.txt"]  # newest first
     assert registry.migrate_command(target, legacy) == 0
