@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import media_types
 import s3_client
 from settings import Config
 
@@ -58,12 +59,6 @@ def describe(patterns: Iterable[str]) -> str:
     """ "images, PDFs and text files": the allowed types as a sentence's list."""
     names = list(dict.fromkeys(plural_name(pattern) for pattern in patterns))
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def allowed(content_type: str, patterns: Iterable[str]) -> bool:
-    """Exact types, or a whole family with "image/*"."""
-    family = content_type.split("/")[0] + "/*"
-    return any(pattern in (content_type, family) for pattern in patterns)
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,7 @@ def acceptable(declared: str, head: bytes, patterns: Iterable[str]) -> bool:
     (one configured beyond the table) is taken at its word."""
     known = {content_type for _, content_type in SIGNATURES} | {"image/webp", "text/plain"}
     fits = declared not in known or sniff(head) == declared
-    return allowed(declared, patterns) and fits
+    return media_types.matches(declared, patterns) and fits
 
 
 def keep_only_allowed(config: Config, key: str, declared: str, moment: datetime) -> None:

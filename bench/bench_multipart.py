@@ -5,6 +5,9 @@ Each case runs the app and its embedded local S3 as `make run` does (bench_brows
 with parts (UPLOAD_MULTIPART_THRESHOLD below the file) and once without, in the same run.
 
 1. Loopback, 1 GB: page to local S3 in parts, against one POST. Target: parts >= 0.8x POST.
+   Also in the same run, what Chromium itself allows: the page sending the file in one PUT
+   (UPLOAD_METHOD=put: the same Blob-body path every part takes), and a bare fetch() of one
+   POST and of one PUT, with no page around them (bench_browser.bare_upload).
 2. A slow link, 200 MB: the browser reaches S3 through a small shaping proxy (below) that gives
    each TCP connection about 5 MB/s and 40 ms of added latency, as a real link gives each
    connection its own window. Target: 4 parallel parts >= 3x one POST.
@@ -64,17 +67,22 @@ def page_upload(page: Page, origin: str, path: Path, timeout_s: float = 600) -> 
 
 @contextlib.contextmanager
 def both_sites(folder: Path, max_bytes: int) -> Iterator[dict[str, tuple]]:
-    """The app twice: files going in one POST, and files going in parts."""
+    """The app three times: files going in one POST, in one PUT, and in parts."""
+    whole = {"UPLOAD_MULTIPART_THRESHOLD": str(5 * 1024 * MB)}
     settings = {
-        "post": {"UPLOAD_MULTIPART_THRESHOLD": str(5 * 1024 * MB)},
-        "parts": {"UPLOAD_MULTIPART_THRESHOLD": str(5 * MB), "UPLOAD_PART_SIZE": str(PART_SIZE)},
+        "post": ("post", whole),
+        "parts": (
+            "post",
+            {"UPLOAD_MULTIPART_THRESHOLD": str(5 * MB), "UPLOAD_PART_SIZE": str(PART_SIZE)},
+        ),
+        "put": ("put", whole),
     }
     with contextlib.ExitStack() as stack:
         sites = {}
-        for name, extra in settings.items():
+        for name, (method, extra) in settings.items():
             data = folder / name
             data.mkdir()
-            sites[name] = stack.enter_context(bench_browser.site(data, max_bytes, "post", **extra))
+            sites[name] = stack.enter_context(bench_browser.site(data, max_bytes, method, **extra))
         yield sites
 
 
@@ -207,11 +215,15 @@ def run(size_mb: int, slow_mb: int, rate_mb: float) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             with both_sites(folder, max(size_mb, slow_mb) * MB) as sites:
-                page = browser.new_page()
+                page, bare = browser.new_page(), browser.new_page(bypass_csp=True)
                 loopback = {n: page_upload(page, s[0], big) for n, s in sites.items()}
                 loopback |= {f"{n} 2": page_upload(page, s[0], big) for n, s in sites.items()}
+                for name in ("post", "put"):
+                    for run_name in (f"bare {name}", f"bare {name} 2"):
+                        loopback[run_name] = bench_browser.bare_upload(bare, sites[name][0], big)
                 shaped = {}
-                for name, site in sites.items():
+                for name in ("post", "parts"):
+                    site = sites[name]
                     with behind_slow_link(site, rate_mb * MB, 0.040) as origin:
                         shaped[name] = page_upload(page, origin, slow)
                 sent, size = resumed_bytes(browser, sites["parts"][0], big)
@@ -221,12 +233,17 @@ def run(size_mb: int, slow_mb: int, rate_mb: float) -> None:
 
 
 def report(size_mb, slow_mb, rate_mb, loopback, shaped, sent, size) -> None:
-    post = min(loopback["post"], loopback["post 2"])
-    parts = min(loopback["parts"], loopback["parts 2"])
+    best = {
+        name: min(loopback[name], loopback[f"{name} 2"]) for name in loopback if name[-2:] != " 2"
+    }
     print(f"loopback, {size_mb} MB through the page (best of 2):")
-    print(f"    one POST {post:.2f} s ({size_mb / post:.0f} MB/s)")
-    print(f"    parts    {parts:.2f} s ({size_mb / parts:.0f} MB/s)")
-    print(f"    parts / POST throughput: {post / parts:.2f}x (target >= 0.8x)")
+    for name, label in [("post", "one POST"), ("put", "one PUT"), ("parts", "parts")]:
+        print(f"    {label:9s}{best[name]:.2f} s ({size_mb / best[name]:.0f} MB/s)")
+    print(f"    parts / POST throughput: {best['post'] / best['parts']:.2f}x (target >= 0.8x)")
+    print(f"    parts / one PUT throughput: {best['put'] / best['parts']:.2f}x")
+    print("  Chromium alone (a bare fetch(), no page, timed in the browser, best of 2):")
+    print(f"    one POST {best['bare post']:.2f} s, one PUT {best['bare put']:.2f} s:", end=" ")
+    print(f"PUT / POST throughput {best['bare post'] / best['bare put']:.2f}x")
     print(f"slow link ({rate_mb:g} MB/s and 40 ms per connection), {slow_mb} MB:")
     print(f"    one POST {shaped['post']:.1f} s, 4 parallel parts {shaped['parts']:.1f} s")
     print(f"    speed-up: {shaped['post'] / shaped['parts']:.2f}x (target >= 3x)")
