@@ -10,8 +10,9 @@
  * The app completes the upload from S3's own list of parts (POST /multipart/complete).
  *
  * window.MultipartUpload.send(file, options) -> Promise of the registered upload
- *   options: { pageToken, signal (AbortSignal), onProgress(sentBytes, totalBytes),
- *              onStatus(text) }
+ *   options: { pageToken, signal (AbortSignal), onSending(storedBytes) as the parts start,
+ *              onProgress(sentBytes, totalBytes), onStatus(text) }
+ *   storedBytes and sentBytes count the parts S3 already held from an earlier visit.
  */
 (function () {
   "use strict";
@@ -134,6 +135,7 @@
     cancelled.addEventListener("abort", () => stop.abort(), { once: true });
     const onProgress = options.onProgress || (() => {});
     const onStatus = options.onStatus || (() => {});
+    const onSending = options.onSending || (() => {});
     let started = await resumable(file, pageToken);
     if (started) {
       onStatus(`Resuming: ${started.stored.size} of ${started.upload.parts} parts already in S3`);
@@ -144,7 +146,9 @@
     }
     const { upload, stored } = started;
     const loaded = new Map(stored);
-    const report = () => onProgress([...loaded.values()].reduce((a, b) => a + b, 0), file.size);
+    const sum = (sizes) => [...sizes].reduce((a, b) => a + b, 0);
+    const report = () => onProgress(sum(loaded.values()), file.size);
+    onSending(sum(stored.values()));
     report();
 
     const queue = []; // the parts not started yet, in order

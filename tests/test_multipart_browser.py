@@ -79,6 +79,11 @@ def until(page: Page, condition, what: str, timeout_ms: int = 30_000) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+def speed(stats: str | None) -> float:
+    """The MB/s figure of a row's line "10 MB of 15 MB · 12.5 MB/s · 1 s left"."""
+    return float(re.search(r"([\d.]+) MB/s", stats or "")[1])
+
+
 def in_progress(site: Site) -> list[str]:
     return [u.key for u in s3_client.list_multipart_uploads(site.config, "", datetime.now(UTC))]
 
@@ -125,6 +130,27 @@ def test_a_reload_in_the_middle_resumes_and_sends_only_the_missing_parts(
     assert sorted(sent) == [3, 4]
     assert asked == [[3, 4]]
     assert stored_md5(site, "film.pdf") == hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_the_row_shows_speed_and_time_left_and_a_resume_counts_stored_parts_only_as_progress(
+    site: Site, page: Page, tmp_path
+) -> None:
+    path = big_file(tmp_path, "talk.pdf", 15 * MiB)
+    held: list[Route] = []
+    page.route(re.compile(r".*[?&]partNumber=3&.*"), lambda route: held.append(route))
+    page.goto(site.origin)
+    page.set_input_files("#file-input", str(path))
+    stats = row(page, "talk.pdf").locator(".file-stats")
+    expect(stats).to_have_text(re.compile(r"^10 MB of 15 MB · \d+\.\d MB/s · \d+ s left$"))
+    assert speed(stats.text_content()) > 0
+
+    page.reload()  # parts 1 and 2 are in S3; part 3 stays held
+    page.set_input_files("#file-input", str(path))
+
+    expect(row(page, "talk.pdf").locator("progress")).to_have_attribute("value", "66")
+    expect(stats).to_have_text("10 MB of 15 MB · 0.0 MB/s · time left: calculating")
+    row(page, "talk.pdf").get_by_role("button", name="Cancel").click()
+    expect(stats).to_be_hidden()
 
 
 def test_part_urls_come_in_shared_batches_asked_for_before_they_run_out(
