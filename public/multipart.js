@@ -10,8 +10,9 @@
  * The app completes the upload from S3's own list of parts (POST /multipart/complete).
  *
  * window.MultipartUpload.send(file, options) -> Promise of the registered upload
- *   options: { pageToken, signal (AbortSignal), onProgress(sentBytes, totalBytes),
- *              onStatus(text) }
+ *   options: { pageToken, signal (AbortSignal), onSending(storedBytes) as the parts start,
+ *              onProgress(sentBytes, totalBytes), onStatus(text) }
+ *   storedBytes and sentBytes count the parts S3 already held from an earlier visit.
  */
 (function () {
   "use strict";
@@ -134,6 +135,7 @@
     cancelled.addEventListener("abort", () => stop.abort(), { once: true });
     const onProgress = options.onProgress || (() => {});
     const onStatus = options.onStatus || (() => {});
+    const onSending = options.onSending || (() => {});
     let started = await resumable(file, pageToken);
     if (started) {
       onStatus(`Resuming: ${started.stored.size} of ${started.upload.parts} parts already in S3`);
@@ -144,24 +146,50 @@
     }
     const { upload, stored } = started;
     const loaded = new Map(stored);
-    const report = () => onProgress([...loaded.values()].reduce((a, b) => a + b, 0), file.size);
+    const sum = (sizes) => [...sizes].reduce((a, b) => a + b, 0);
+    const report = () => onProgress(sum(loaded.values()), file.size);
+    onSending(sum(stored.values()));
     report();
 
-    const waiting = [];
+    const queue = []; // the parts not started yet, in order
     for (let number = 1; number <= upload.parts; number += 1) {
       if (!stored.has(number)) {
-        waiting.push(number);
+        queue.push(number);
       }
     }
-    const urls = new Map();
+
+    // Presigned URLs come URLS_PER_REQUEST at a time, one request per batch: a part whose number
+    // is already asked for awaits that same answer, and the next batch is asked for while about
+    // `parallel` URLs are still unused, so no part waits for the app's round trip. A URL is used
+    // once: a part tried again gets a fresh one, since the first may have expired meanwhile.
+    const urls = new Map(); // part number -> URL not used yet
+    const asked = new Map(); // part number -> the request for the batch that holds it
+
+    function ask(numbers) {
+      const request = callApp("/multipart/urls", { ...proof(upload), parts: numbers }, pageToken)
+        .then(({ urls: given }) => Object.entries(given).forEach(([n, url]) => urls.set(+n, url)))
+        .finally(() => numbers.forEach((n) => asked.delete(n)));
+      request.catch(() => {}); // a batch asked ahead fails for the parts that await it, not here
+      numbers.forEach((n) => asked.set(n, request));
+    }
+
+    const unasked = (numbers) => numbers.filter((n) => !urls.has(n) && !asked.has(n));
+
     async function urlFor(number) {
-      if (!urls.has(number)) {
-        const batch = waiting.filter((n) => n >= number && !urls.has(n));
-        const body = { ...proof(upload), parts: batch.slice(0, URLS_PER_REQUEST) };
-        const answer = await callApp("/multipart/urls", body, pageToken);
-        Object.entries(answer.urls).forEach(([n, url]) => urls.set(Number(n), url));
+      if (!urls.has(number) && !asked.has(number)) {
+        ask([number, ...unasked(queue)].slice(0, URLS_PER_REQUEST));
       }
-      return urls.get(number);
+      await asked.get(number);
+      const url = urls.get(number);
+      urls.delete(number);
+      const ahead = unasked(queue).slice(0, URLS_PER_REQUEST);
+      if (ahead.length && urls.size + asked.size <= upload.parallel) {
+        ask(ahead);
+      }
+      if (!url) {
+        throw new Error(`The app sent no URL for part ${number}.`);
+      }
+      return url;
     }
 
     async function sendPart(number) {
@@ -182,14 +210,12 @@
           if (signal.aborted || attempt >= TRIES) {
             throw error;
           }
-          urls.delete(number); // the URL may have expired meanwhile
           onStatus(`Part ${number} failed; trying again (${attempt + 1} of ${TRIES})`);
           await sleep(RETRY_DELAY_MS * 2 ** (attempt - 1), signal);
         }
       }
     }
 
-    const queue = [...waiting];
     async function worker() {
       while (queue.length && !signal.aborted) {
         await sendPart(queue.shift());

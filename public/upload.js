@@ -504,10 +504,13 @@
     progress.max = 100;
     progress.value = 0;
     progress.setAttribute("aria-label", `Upload progress of ${file.name}`);
+    const stats = element("p", "file-stats", "");
+    stats.hidden = true;
     const status = element("p", "file-status", "Waiting…");
     status.tabIndex = -1;
     const actions = element("span", "file-actions", "");
-    const row = { element: item, file, name, progress, status, loaded: 0, cancelled: false };
+    const row = { element: item, file, name, progress, stats, status, cancelled: false };
+    Object.assign(row, { loaded: 0, storedBefore: 0, sendingSince: 0 });
     row.buttons = {
       start: button("Start", file.name, () => start(row)),
       cancel: button("Cancel", file.name, () => cancel(row)),
@@ -515,7 +518,7 @@
       remove: button("Remove", file.name, () => remove(row)),
     };
     actions.append(...Object.values(row.buttons));
-    item.append(preview(row), name, size, actions, progress, status);
+    item.append(preview(row), name, size, actions, progress, stats, status);
     document.getElementById("queue").append(item);
     return row;
   }
@@ -571,6 +574,10 @@
       node.hidden = !shown.includes(name);
     }
     row.progress.hidden = !["working", "waiting", "recording", "done"].includes(state);
+    if (state !== "working") {
+      row.sendingSince = 0;
+    }
+    row.stats.hidden = !row.sendingSince;
     if (hadFocus && !row.element.contains(document.activeElement)) {
       focusWithin(row);
     }
@@ -592,6 +599,31 @@
     row.upload = upload;
     setStatus(row, "Uploaded", "done");
     forget(row, document.getElementById("uploads-heading"));
+  }
+
+  // The row's speed counts from now, and only bytes sent from now: a resumed upload's parts
+  // already in S3 count in its progress, not in its speed (else the first second would claim
+  // gigabytes a second).
+  function startSending(row, storedBefore = 0) {
+    Object.assign(row, { loaded: storedBefore, storedBefore, sendingSince: performance.now() });
+    row.stats.hidden = false;
+    showRowPace(row);
+  }
+
+  function sentNow(row) {
+    return Math.max(0, row.loaded - row.storedBefore);
+  }
+
+  // "412 MB of 1 GB · 85.3 MB/s · 9 s left": a plain line, not a live region (the page has one).
+  function showRowPace(row) {
+    if (!row.sendingSince) {
+      return;
+    }
+    const { size } = row.file;
+    const { speed, eta } = pace(sentNow(row), row.sendingSince, size - row.loaded);
+    const figure = (text) => element("span", "", text); // wraps between figures only
+    const done = figure(`${formatBytes(row.loaded)} of ${formatBytes(size)}`);
+    row.stats.replaceChildren(done, " · ", figure(speed), " · ", figure(eta));
   }
 
   // ---- What each button does ----------------------------------------------------------------
@@ -679,6 +711,7 @@
       return;
     }
     setStatus(row, "Uploading…", "working");
+    startSending(row);
     const jqXHR = data.submit();
     row.abort = () => jqXHR.abort();
     row.stalled = false;
@@ -703,12 +736,14 @@
     const onProgress = (sent, total) => {
       row.loaded = sent;
       row.progress.value = Math.floor((sent / total) * 100);
+      showRowPace(row);
       updateOverall();
     };
     try {
       const { record, keyToken } = await window.MultipartUpload.send(file, {
         pageToken: config.pageToken,
         signal: stop.signal,
+        onSending: (storedBytes) => startSending(row, storedBytes),
         onProgress,
         onStatus: (text) => setStatus(row, text, "working"),
       });
@@ -917,26 +952,33 @@
     document.getElementById("overall-progress").value = percent;
     document.getElementById("overall-percent").textContent = `${percent}%`;
     document.getElementById("overall-label").textContent = summary(tally);
-    showSpeed(rows, loaded, tally.active > 0);
+    showSpeed(rows, tally.active > 0);
     if (!tally.active && !tally.ready && rows.length && !batch.announced) {
       batch.announced = true;
       announceBatch(tally);
     }
   }
 
-  // Average speed since this batch started: steadier than an instant rate, honest for a guess.
-  function showSpeed(rows, loaded, running) {
+  // Average speed and time left from `sent` bytes since `since`: steadier than an instant
+  // rate, honest for a guess. The batch and each row use it.
+  function pace(sent, since, left) {
+    const seconds = (performance.now() - since) / 1000;
+    const bytesPerSecond = seconds > 0 ? sent / seconds : 0;
+    return {
+      speed: `${(bytesPerSecond / 1024 ** 2).toFixed(1)} MB/s`,
+      eta: formatDuration(bytesPerSecond ? left / bytesPerSecond : Number.NaN),
+    };
+  }
+
+  function showSpeed(rows, running) {
     document.getElementById("overall-stats").hidden = !running;
-    const seconds = (performance.now() - batch.startedAt) / 1000;
-    const bytesPerSecond = seconds > 0 ? loaded / seconds : 0;
+    const sent = rows.reduce((sum, row) => sum + sentNow(row), 0);
     const left = rows
       .filter((row) => ACTIVE.includes(row.state))
       .reduce((sum, row) => sum + row.file.size - row.loaded, 0);
-    document.getElementById("overall-speed").textContent =
-      `${(bytesPerSecond / 1024 ** 2).toFixed(1)} MB/s`;
-    document.getElementById("overall-eta").textContent = formatDuration(
-      bytesPerSecond ? left / bytesPerSecond : Number.NaN,
-    );
+    const { speed, eta } = pace(sent, batch.startedAt, left);
+    document.getElementById("overall-speed").textContent = speed;
+    document.getElementById("overall-eta").textContent = eta;
   }
 
   // ---- Announcements: one polite live region for the whole page -----------------------------
@@ -1008,6 +1050,7 @@
     const row = data.context;
     row.loaded = data.loaded;
     row.progress.value = Math.floor((data.loaded / data.total) * 100);
+    showRowPace(row);
     if (row.watchdog) {
       row.watchdog.poke();
     }
@@ -1020,6 +1063,7 @@
     const rows = pending.map((report) => {
       const row = createRow({ name: report.filename, size: report.size, type: "" });
       row.report = report;
+      row.storedBefore = report.size; // in S3 already: none of it is sent from this page
       return row;
     });
     joinBatch(rows);

@@ -395,6 +395,8 @@ def test_cancel_stops_the_upload_and_leaves_no_object(
         page.set_input_files("#file-input", large)
     key = credentials.value.json()["key"]
     expect(row(page, "video.pdf").locator("progress")).not_to_have_attribute("value", "0")
+    sending = re.compile(r"^[\d.]+ (MB|KB) of 8 MB · [\d.]+ MB/s · (\d+ min )?\d+ s left$")
+    expect(row(page, "video.pdf").locator(".file-stats")).to_have_text(sending)
 
     def to_s3(request: Request) -> bool:
         return request.url.startswith(site.s3_origin)
@@ -406,6 +408,7 @@ def test_cancel_stops_the_upload_and_leaves_no_object(
     assert aborted.value.failure == "net::ERR_ABORTED"
     expect(row(page, "video.pdf")).to_have_attribute("data-state", "cancelled")
     expect(row(page, "video.pdf").locator(".file-status")).to_have_text("Cancelled")
+    expect(row(page, "video.pdf").locator(".file-stats")).to_be_hidden()
     assert site.read_object(key) is None
     assert site.uploads() == []
 

@@ -4,6 +4,7 @@ parts, a reload resumed, a part retried, cancel, and a file over the limit."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from datetime import UTC, datetime
@@ -20,16 +21,18 @@ __all__ = ["page", "site"]  # fixtures from test_browser, used by name below
 pytestmark = pytest.mark.browser
 
 MiB = s3_rules.MiB
+URLS_PER_REQUEST = 20  # multipart.js asks the app for this many part URLs at a time
 PART = re.compile(r"[?&]partNumber=(\d+)&")
 
 
 @pytest.fixture
 def app_environ() -> dict[str, str]:
-    """Files over 5 MiB go in parts of S3's 5 MiB minimum; at most 64 MiB."""
+    """Files over 5 MiB go in parts of S3's 5 MiB minimum; at most 128 MiB, room for the
+    page's second batch of part URLs (the page asks for 20 at a time)."""
     return {
         "UPLOAD_MULTIPART_THRESHOLD": str(5 * MiB),
         "UPLOAD_PART_SIZE": str(5 * MiB),
-        "UPLOAD_MAX_BYTES": str(64 * MiB),
+        "UPLOAD_MAX_BYTES": str(128 * MiB),
     }
 
 
@@ -55,6 +58,18 @@ def parts_sent(page: Page) -> list[int]:
     return sent
 
 
+def url_batches(page: Page) -> list[list[int]]:
+    """The part numbers of each POST /multipart/urls the page sends, in order."""
+    batches: list[list[int]] = []
+
+    def note(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/multipart/urls"):
+            batches.append(request.post_data_json["parts"])
+
+    page.on("request", note)
+    return batches
+
+
 def until(page: Page, condition, what: str, timeout_ms: int = 30_000) -> None:
     """Waits on the page's own clock, so Playwright keeps delivering the page's events."""
     for _ in range(timeout_ms // 50):
@@ -62,6 +77,11 @@ def until(page: Page, condition, what: str, timeout_ms: int = 30_000) -> None:
             return
         page.wait_for_timeout(50)
     raise AssertionError(f"never happened: {what}")
+
+
+def speed(stats: str | None) -> float:
+    """The MB/s figure of a row's line "10 MB of 15 MB · 12.5 MB/s · 1 s left"."""
+    return float(re.search(r"([\d.]+) MB/s", stats or "")[1])
 
 
 def in_progress(site: Site) -> list[str]:
@@ -103,11 +123,56 @@ def test_a_reload_in_the_middle_resumes_and_sends_only_the_missing_parts(
     page.reload()  # the held parts die with the page, as in a closed laptop
     page.unroute(re.compile(r".*[?&]partNumber=[34]&.*"))
     sent = parts_sent(page)
+    asked = url_batches(page)
     page.set_input_files("#file-input", str(path))
 
     expect(page.locator("#uploads")).to_contain_text("film.pdf", timeout=30_000)
     assert sorted(sent) == [3, 4]
+    assert asked == [[3, 4]]
     assert stored_md5(site, "film.pdf") == hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_the_row_shows_speed_and_time_left_and_a_resume_counts_stored_parts_only_as_progress(
+    site: Site, page: Page, tmp_path
+) -> None:
+    path = big_file(tmp_path, "talk.pdf", 15 * MiB)
+    held: list[Route] = []
+    page.route(re.compile(r".*[?&]partNumber=3&.*"), lambda route: held.append(route))
+    page.goto(site.origin)
+    page.set_input_files("#file-input", str(path))
+    stats = row(page, "talk.pdf").locator(".file-stats")
+    expect(stats).to_have_text(re.compile(r"^10 MB of 15 MB · \d+\.\d MB/s · \d+ s left$"))
+    assert speed(stats.text_content()) > 0
+
+    page.reload()  # parts 1 and 2 are in S3; part 3 stays held
+    page.set_input_files("#file-input", str(path))
+
+    expect(row(page, "talk.pdf").locator("progress")).to_have_attribute("value", "66")
+    expect(stats).to_have_text("10 MB of 15 MB · 0.0 MB/s · time left: calculating")
+    row(page, "talk.pdf").get_by_role("button", name="Cancel").click()
+    expect(stats).to_be_hidden()
+
+
+def test_part_urls_come_in_shared_batches_asked_for_before_they_run_out(
+    site: Site, page: Page, tmp_path
+) -> None:
+    """Four parts at a time need one request per batch of URLs, not one per part waiting; the
+    next batch is asked for while the last URLs of this one are still unused."""
+    path = big_file(tmp_path, "long.pdf", URLS_PER_REQUEST * 5 * MiB + 1)  # one more part
+    parts = URLS_PER_REQUEST + 1
+    sent = parts_sent(page)
+    asked = url_batches(page)
+    sent_when_asked: list[int] = []  # parts sent when each batch was asked for
+    page.on("request", lambda r: r.url.endswith("/urls") and sent_when_asked.append(len(sent)))
+    page.goto(site.origin)
+    page.set_input_files("#file-input", str(path))
+
+    expect(page.locator("#uploads")).to_contain_text("long.pdf", timeout=60_000)
+    assert len(asked) == math.ceil(parts / URLS_PER_REQUEST)
+    numbers = [number for batch in asked for number in batch]
+    assert sorted(numbers) == list(range(1, parts + 1))  # none asked for twice
+    assert sent_when_asked[1] < URLS_PER_REQUEST, "the parts waited for the second batch"
+    assert stored_md5(site, "long.pdf") == hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_a_part_that_fails_twice_is_sent_again_and_the_file_completes(
@@ -150,13 +215,13 @@ def test_a_file_over_the_limit_is_refused_before_any_part_is_sent(
 ) -> None:
     path = tmp_path / "huge.pdf"
     with path.open("wb") as file:
-        file.truncate(64 * MiB + 1)
+        file.truncate(128 * MiB + 1)
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url) if r.method in ("POST", "PUT") else None)
     page.goto(site.origin)
     page.set_input_files("#file-input", str(path))
 
     expect(row(page, "huge.pdf")).to_have_attribute("data-state", "refused")
-    expect(row(page, "huge.pdf")).to_contain_text("larger than the 64 MB limit")
+    expect(row(page, "huge.pdf")).to_contain_text("larger than the 128 MB limit")
     assert asked == []
     assert in_progress(site) == []

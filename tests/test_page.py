@@ -276,6 +276,8 @@ def test_cancel_with_the_keyboard_moves_focus_to_retry_then_remove_to_the_input(
     page.goto(site.origin)
     page.set_input_files("#file-input", [cat()])
     expect(row(page, "cat.png").locator(".file-status")).to_have_text("Uploading…")
+    expect(row(page, "cat.png").locator(".file-stats")).to_contain_text("0.0 MB/s")
+    assert scroll_width(page) <= width
 
     page.focus("#file-input")
     page.keyboard.press("Tab")
@@ -482,6 +484,9 @@ def test_axe_finds_no_violations_before_and_after_uploads(
     expect(row(page, "broken.png")).to_have_attribute("data-state", "error")
     page.set_input_files("#file-input", [cat("fine.png")])
     expect(page.locator("#uploads")).to_contain_text("fine.png")
+    page.route(site.s3_origin + "/**", lambda route: None)  # one more, still on its way
+    page.set_input_files("#file-input", [cat("sending.png")])
+    expect(row(page, "sending.png").locator(".file-stats")).to_be_visible()
     page.click("#protocol summary")
 
     assert axe_violations(page) == []
