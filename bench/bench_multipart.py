@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
 import contextlib
 import dataclasses
 import itertools
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +42,9 @@ import bench_browser
 from bench_browser import CHROMIUM, CHROMIUM_FLAGS, MB, make_file
 from playwright.sync_api import Page, Request, sync_playwright
 
+import signer
+
+ROOT = Path(__file__).resolve().parent.parent
 PART = re.compile(r"[?&]partNumber=(\d+)&")
 PART_SIZE = 8 * MB
 
@@ -171,6 +176,52 @@ def behind_slow_link(site: tuple, rate: float, latency: float) -> Iterator[str]:
             bench_browser.use_config(site, config)
 
 
+# ---- The local S3's memory, in a process of its own -------------------------------------------
+
+
+@contextlib.contextmanager
+def separate_local_s3(site: tuple, folder: Path) -> Iterator[int]:
+    """`python -m local_s3` in its own process, the site's app signing for it as for any S3:
+    its peak RSS is then the local S3's alone, not the bench's, the apps' and the browser
+    driver's together. Yields the process id."""
+    origin, config, _traffic = site
+    command = [sys.executable, "-m", "local_s3", "--port", "0", "--data", str(folder)]
+    process = subprocess.Popen(
+        [*command, "--allow-origin", origin], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        url = re.search(r"Local S3 at (\S+),", process.stdout.readline())[1]
+        access_key = process.stdout.readline().split(": ", 1)[1].strip()
+        process.stdout.readline()
+        saved = configparser.ConfigParser()
+        saved.read(folder / "credentials")
+        secret_key = saved["local-s3"]["aws_secret_access_key"]
+        credentials = signer.Credentials(access_key, secret_key)
+        bench_browser.use_config(
+            site, dataclasses.replace(config, endpoint=url, credentials=credentials)
+        )
+        yield process.pid
+    finally:
+        bench_browser.use_config(site, config)
+        process.terminate()
+        process.wait(10)
+
+
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM, the process's peak resident set, from /proc (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1])
+
+
+def local_s3_growth_mb(page: Page, site: tuple, folder: Path, path: Path) -> float:
+    """How much the local S3's peak RSS grows while the page sends `path` in parts."""
+    with separate_local_s3(site, folder) as pid:
+        page_upload(page, site[0], path, timeout_s=600)
+        before = peak_rss_kb(pid)  # after a first upload: imports and caches are in
+        page_upload(page, site[0], path, timeout_s=600)
+        return (peak_rss_kb(pid) - before) / 1024
+
+
 # ---- Resume ------------------------------------------------------------------------------------
 
 
@@ -218,6 +269,7 @@ def run(size_mb: int, slow_mb: int, rate_mb: float) -> None:
                 page, bare = browser.new_page(), browser.new_page(bypass_csp=True)
                 loopback = {n: page_upload(page, s[0], big) for n, s in sites.items()}
                 loopback |= {f"{n} 2": page_upload(page, s[0], big) for n, s in sites.items()}
+                grown = local_s3_growth_mb(page, sites["parts"], folder / "alone", big)
                 for name in ("post", "put"):
                     for run_name in (f"bare {name}", f"bare {name} 2"):
                         loopback[run_name] = bench_browser.bare_upload(bare, sites[name][0], big)
@@ -230,6 +282,8 @@ def run(size_mb: int, slow_mb: int, rate_mb: float) -> None:
         finally:
             browser.close()
     report(size_mb, slow_mb, rate_mb, loopback, shaped, sent, size)
+    print(f"the local S3 in its own process, {size_mb} MB in parts from the page:")
+    print(f"    peak RSS grew {grown:.1f} MB (target < 32 MB)")
 
 
 def report(size_mb, slow_mb, rate_mb, loopback, shaped, sent, size) -> None:

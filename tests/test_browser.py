@@ -470,6 +470,7 @@ def test_files_dropped_on_the_zone_are_uploaded(site: Site, page: Page) -> None:
 
 def test_keyboard_reaches_the_labelled_file_input_first(site: Site, page: Page) -> None:
     page.goto(site.origin)
+    page.wait_for_function("document.hasFocus()")  # a Tab before the window has focus is lost
     page.keyboard.press("Tab")
 
     focused = page.locator(":focus")
