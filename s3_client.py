@@ -283,10 +283,9 @@ def create_multipart_upload(
 def list_parts(config: Config, key: str, upload_id: str, now: datetime) -> list[Part]:
     """Every part S3 holds for the upload (ListParts, page after page, 1,000 at most each)."""
     parts: list[Part] = []
-    marker = "0"
+    markers = {"part-number-marker": "0"}
     while True:
-        query = {"uploadId": upload_id, "part-number-marker": marker}
-        reply = send(config, "GET", key, query, now=now)
+        reply = send(config, "GET", key, {"uploadId": upload_id, **markers}, now=now)
         if reply.status != 200:
             raise multipart_failure(reply, "listing the parts")
         for part in xml_records(reply.body, "Part"):
@@ -296,7 +295,9 @@ def list_parts(config: Config, key: str, upload_id: str, now: datetime) -> list[
                 raise S3Failure(502, "S3 listed a part without a number, ETag or size.") from None
         if xml_texts(reply.body, "IsTruncated") != ["true"]:
             return parts
-        marker = xml_texts(reply.body, "NextPartNumberMarker")[0]
+        last = str(parts[-1].number) if parts else ""
+        following = {"part-number-marker": ("NextPartNumberMarker", last)}
+        markers = next_markers(reply, following, markers)
 
 
 def complete_multipart_upload(
@@ -339,10 +340,29 @@ def list_multipart_uploads(config: Config, prefix: str, now: datetime) -> list[P
             pending.append(PendingUpload(*fields))
         if xml_texts(reply.body, "IsTruncated") != ["true"]:
             return pending
-        markers = {
-            "key-marker": xml_texts(reply.body, "NextKeyMarker")[0],
-            "upload-id-marker": xml_texts(reply.body, "NextUploadIdMarker")[0],
+        last = pending[-1] if pending else PendingUpload("", "", "")
+        following = {
+            "key-marker": ("NextKeyMarker", last.key),
+            "upload-id-marker": ("NextUploadIdMarker", last.upload_id),
         }
+        markers = next_markers(reply, following, markers)
+
+
+def next_markers(
+    reply: Reply, following: Mapping[str, tuple[str, str]], previous: Mapping[str, str]
+) -> dict[str, str]:
+    """Where a truncated listing's next page starts: for each query parameter, S3's
+    Next...Marker element or, where a server leaves it out, the last entry listed (a marker
+    means "after this one" in every S3 listing). A page that would start where the last one
+    did is S3's error, never an endless loop.
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html"""
+    markers = {
+        parameter: next(iter(xml_texts(reply.body, element)), "") or last
+        for parameter, (element, last) in following.items()
+    }
+    if not any(markers.values()) or markers == dict(previous):
+        raise S3Failure(502, "S3 said its list goes on, but not where from.")
+    return markers
 
 
 def multipart_failure(reply: Reply, doing: str) -> S3Failure:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from conftest import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY, app_config, page_co
 from hypothesis import given
 from hypothesis import strategies as st
 
+import local_s3
 import parts
 import s3_client
 import s3_rules
@@ -23,13 +25,12 @@ import tokens
 MiB = s3_rules.MiB
 
 
-@pytest.fixture
-def config(running_s3):
-    """The app against a running local S3, parts of S3's minimum, the real clock."""
+def app_against(endpoint: str):
+    """The app against the S3 at `endpoint`, parts of S3's minimum, the real clock."""
     credentials = signer.Credentials(S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY)
     return app_config(
         credentials=credentials,
-        endpoint=running_s3.url,
+        endpoint=endpoint,
         s3_timeout=5,
         rate_limit=None,
         part_size=5 * MiB,
@@ -37,9 +38,65 @@ def config(running_s3):
     )
 
 
+def client_of(config) -> webtest.TestApp:
+    return webtest.TestApp(server.create_app(config), extra_environ={"HTTP_HOST": "localhost"})
+
+
+@pytest.fixture
+def config(running_s3):
+    return app_against(running_s3.url)
+
+
 @pytest.fixture
 def client(config) -> webtest.TestApp:
-    return webtest.TestApp(server.create_app(config), extra_environ={"HTTP_HOST": "localhost"})
+    return client_of(config)
+
+
+@pytest.fixture
+def s3_listing_parts(start_s3, monkeypatch):
+    """s3_listing_parts(rewrite) -> the app's config against a real local S3 whose ListParts
+    answers go through rewrite(root, parts) first: the answer's XML root, changed in place, and
+    its <Part> elements. S3-compatible servers differ in what a listing carries; the app must
+    read any listing the protocol allows."""
+    real_app = local_s3.create_app
+
+    def listing(rewrite):
+        def create_app(s3_config):
+            s3 = real_app(s3_config)
+
+            def rewritten(environ, start_response):
+                query = environ["QUERY_STRING"]
+                if environ["REQUEST_METHOD"] != "GET" or "uploadId=" not in query:
+                    return s3(environ, start_response)
+                status = []
+                body = b"".join(s3(environ, lambda answer, *_: status.append(answer)))
+                root = ET.fromstring(body)
+                rewrite(root, [part for part in root if part.tag.endswith("}Part")])
+                start_response(status[0], [("Content-Type", "application/xml")])
+                return [ET.tostring(root)]
+
+            return rewritten
+
+        monkeypatch.setattr(local_s3, "create_app", create_app)
+        return app_against(start_s3().url)
+
+    return listing
+
+
+def element(root, name: str):
+    return next(child for child in root if child.tag.endswith(name))
+
+
+def one_part_per_page_without_next_marker(root, listed) -> None:
+    """Truncated after the first part, with no NextPartNumberMarker: "after the last listed"."""
+    for part in listed[1:]:
+        root.remove(part)
+    element(root, "IsTruncated").text = "true" if len(listed) > 1 else "false"
+    root.remove(element(root, "NextPartNumberMarker"))
+
+
+def truncated_for_ever(root, listed) -> None:
+    element(root, "IsTruncated").text = "true"
 
 
 def call(client: webtest.TestApp, path: str, body: object, status: int = 200):
@@ -186,6 +243,26 @@ def test_completing_with_a_part_missing_is_refused_and_changes_nothing(client, c
     ]
     send_parts(client, started, content, numbers=[2])
     assert call(client, "/multipart/complete", proof(started), status=201).json["upload"]
+
+
+def test_a_part_list_in_pages_without_next_markers_is_read_to_its_end(s3_listing_parts):
+    content = b"m" * (11 * MiB)
+    client = client_of(s3_listing_parts(one_part_per_page_without_next_marker))
+    started = start(client, len(content))
+    send_parts(client, started, content)
+    done = call(client, "/multipart/complete", proof(started), status=201).json["upload"]
+    assert done["etag"] == s3_multipart_etag(content, 5 * MiB)
+
+
+def test_a_part_list_that_never_ends_is_a_clear_error_not_an_endless_loop(s3_listing_parts):
+    content = b"e" * (6 * MiB)
+    config = s3_listing_parts(truncated_for_ever)
+    client = client_of(config)
+    started = start(client, len(content))
+    send_parts(client, started, content)
+    response = call(client, "/multipart/complete", proof(started), status=502)
+    assert response.json == {"error": "S3 said its list goes on, but not where from."}
+    assert in_progress(config) == [started["upload_id"]]
 
 
 def test_cancel_aborts_the_upload_and_s3_keeps_no_part(client, config) -> None:
