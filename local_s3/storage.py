@@ -85,7 +85,11 @@ class ObjectReader:
 
     def read(self, size: int = -1) -> bytes:
         if size < 0:
-            return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
+            return b"".join(iter(lambda: self._read_some(-1), b""))
+        return self._read_some(size)
+
+    def _read_some(self, size: int) -> bytes:
+        """Up to `size` bytes (all of a file for -1) from the file being read, or the next."""
         while self._file is not None or self._waiting:
             if self._file is None:
                 self._file = self._waiting.pop(0).open("rb")
@@ -175,7 +179,6 @@ class Upload:
 MULTIPART_RECORD = "upload.json"
 PART_RECORD_PREFIX = "part-"
 PART_BLOB_SUFFIX = ".bin"
-READ_CHUNK = 256 * 1024  # what ObjectReader.read() hands on at a time when asked for all
 
 
 class ObjectStore:
@@ -281,13 +284,13 @@ class ObjectStore:
         being read in one step that _retire also takes, so no blob is deleted under a reader."""
         with self._readers_lock:
             stored = self.get(bucket, key)
-            if stored is None:
-                return None
+            if stored is None or not all(blob.exists() for blob in stored.blobs):
+                return None  # a file removed by hand: the object is not whole, so not there
             names = [blob.name for blob in stored.blobs]
             self._readers.update(names)
         return stored, ObjectReader(stored.blobs, lambda: self._release(names))
 
-    def _release(self, names: Iterable[str]) -> None:
+    def _release(self, names: list[str]) -> None:
         with self._readers_lock:
             self._readers.subtract(names)
             finished = [name for name in names if self._readers[name] <= 0]

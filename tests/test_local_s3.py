@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import error_of, presigned
+from conftest import error_of, presigned, signed_s3_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -203,6 +203,18 @@ def test_a_download_begun_before_the_key_changed_ends_with_the_bytes_it_began_wi
 
     assert begun + rest == b"".join(first)
     assert local_s3.leftover_files(s3_config) == []
+
+
+def test_an_object_missing_a_file_removed_by_hand_is_no_such_key_not_a_broken_download(
+    s3_app, s3_config, s3_credentials, s3_now
+):
+    store = local_s3.storage.ObjectStore(s3_config.data_dir)
+    store_version(store, [b"first part", b"second part"])
+    local_s3.stored_object(s3_config, "uploads", KEY).blobs[1].unlink()
+
+    response = signed_s3_request(s3_app, s3_credentials, s3_now, "GET", f"/uploads/{KEY}")
+
+    assert (response.status_int, error_of(response)[0]) == (404, "NoSuchKey")
 
 
 @pytest.mark.parametrize(
