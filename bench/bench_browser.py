@@ -216,18 +216,24 @@ BARE_PUT = """async ([url, headers]) => {
 }"""
 
 
-def bare_upload(page: Page, origin: str, path: Path) -> float:
-    """Chromium's own floor: a form from the app, posted by a bare fetch(), no page around it.
-
-    The same FormData the page sends, from the app's origin (so CORS is the same), timed inside
-    the browser from the request to S3's whole answer, like curl's time."""
-    form = signed_form(origin, path)
+def bare_page(page: Page, origin: str, path: Path) -> None:
+    """A page of the app's origin (its /healthz) holding nothing but a file input, #bare, with
+    `path` chosen: what a bare fetch() or XHR sends the file from."""
     page.goto(f"{origin}/healthz")
     page.evaluate("""() => {
         const input = Object.assign(document.createElement("input"), {type: "file", id: "bare"});
         document.body.append(input);
     }""")
     page.set_input_files("#bare", path)
+
+
+def bare_upload(page: Page, origin: str, path: Path) -> float:
+    """Chromium's own floor: a form from the app, posted by a bare fetch(), no page around it.
+
+    The same FormData the page sends, from the app's origin (so CORS is the same), timed inside
+    the browser from the request to S3's whole answer, like curl's time."""
+    form = signed_form(origin, path)
+    bare_page(page, origin, path)
     if form["method"] == "PUT":
         status, seconds = page.evaluate(BARE_PUT, [form["url"], form["headers"]])
     else:

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +43,8 @@ import bench_browser
 from bench_browser import CHROMIUM, CHROMIUM_FLAGS, MB, make_file
 from playwright.sync_api import Page, Request, sync_playwright
 
+import parts
+import s3_client
 import signer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +177,53 @@ def behind_slow_link(site: tuple, rate: float, latency: float) -> Iterator[str]:
             yield origin
         finally:
             bench_browser.use_config(site, config)
+
+
+# ---- The floor for parts: what any page must send ---------------------------------------------
+
+BARE_PARTS = """async ([urls, partSize, parallel]) => {
+    const file = document.querySelector("#bare").files[0];
+    const put = (url, body) => new Promise((resolve, reject) => {
+        const request = new XMLHttpRequest();
+        request.open("PUT", url);
+        request.onload = () => request.status === 200 ? resolve() : reject(request.status);
+        request.onerror = () => reject("network");
+        request.send(body);
+    });
+    let next = 0;
+    const worker = async () => {
+        while (next < urls.length) {
+            const index = next++;
+            await put(urls[index], file.slice(index * partSize, (index + 1) * partSize));
+        }
+    };
+    const started = performance.now();
+    await Promise.all(Array.from({length: parallel}, worker));
+    return (performance.now() - started) / 1000;
+}"""
+
+
+def bare_parts(page: Page, site: tuple, path: Path) -> float:
+    """Seconds for the parts alone, as bare as a page can send them: the app's own part URLs
+    (each a new URL, so each PUT has its CORS preflight), 4 XHRs at a time, nothing else."""
+    origin, config, _traffic = site
+    bench_browser.bare_page(page, origin, path)
+    now = datetime.now(UTC)
+    headers = {"Content-Type": "application/pdf"}
+    upload_id = s3_client.create_multipart_upload(config, "bench/bare.pdf", headers, now)
+    upload = parts.MultipartUpload(
+        "bench/bare.pdf", upload_id, parts.plan_parts(path.stat().st_size, PART_SIZE)
+    )
+    numbers = list(range(1, upload.plan.count + 1))
+    urls: dict[str, str] = {}
+    for first in range(0, len(numbers), parts.PART_URLS_PER_REQUEST):
+        batch = numbers[first : first + parts.PART_URLS_PER_REQUEST]
+        urls |= parts.part_urls(config, upload, batch, now)["urls"]
+    ordered = [urls[str(number)] for number in numbers]
+    try:
+        return page.evaluate(BARE_PARTS, [ordered, upload.plan.part_size, 4])
+    finally:
+        parts.abort(config, upload, now)
 
 
 # ---- The local S3's memory, in a process of its own -------------------------------------------
@@ -309,6 +359,8 @@ def run(size_mb: int, slow_mb: int, rate_mb: float) -> None:
                 for name in ("post", "put"):
                     for run_name in (f"bare {name}", f"bare {name} 2"):
                         loopback[run_name] = bench_browser.bare_upload(bare, sites[name][0], big)
+                for run_name in ("bare parts", "bare parts 2"):
+                    loopback[run_name] = bare_parts(bare, sites["parts"], big)
                 shaped = {}
                 for name in ("post", "parts"):
                     site = sites[name]
@@ -335,6 +387,10 @@ def report(size_mb, slow_mb, rate_mb, loopback, shaped, sent, size) -> None:
     print("  Chromium alone (a bare fetch(), no page, timed in the browser, best of 2):")
     print(f"    one POST {best['bare post']:.2f} s, one PUT {best['bare put']:.2f} s:", end=" ")
     print(f"PUT / POST throughput {best['bare post'] / best['bare put']:.2f}x")
+    print(f"    the parts alone: 4 XHR PUTs at a time of {PART_SIZE // MB} MiB slices to presigned")
+    print(f"    part URLs {best['bare parts']:.2f} s; the page's parts / these:", end=" ")
+    print(f"{best['bare parts'] / best['parts']:.2f}x; these / bare POST:", end=" ")
+    print(f"{best['bare post'] / best['bare parts']:.2f}x")
     print(f"slow link ({rate_mb:g} MB/s and 40 ms per connection), {slow_mb} MB:")
     print(f"    one POST {shaped['post']:.1f} s, 4 parallel parts {shaped['parts']:.1f} s")
     print(f"    speed-up: {shaped['post'] / shaped['parts']:.2f}x (target >= 3x)")
