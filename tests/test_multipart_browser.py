@@ -108,12 +108,23 @@ def test_three_files_go_at_once_in_parallel_parts(site: Site, page: Page, tmp_pa
     assert in_progress(site) == []
 
 
+def parts_numbered(digits: str) -> re.Pattern:
+    return re.compile(rf".*[?&]partNumber=[{digits}]&.*")
+
+
+def hold_parts(page: Page, digits: str) -> list[Route]:
+    """The PUTs of parts numbered with one of `digits` are held, never answered: the parts a
+    page has in flight when it is closed."""
+    held: list[Route] = []
+    page.route(parts_numbered(digits), lambda route: held.append(route))
+    return held
+
+
 def test_a_reload_in_the_middle_resumes_and_sends_only_the_missing_parts(
     site: Site, page: Page, tmp_path
 ) -> None:
     path = big_file(tmp_path, "film.pdf", 20 * MiB)
-    held: list[Route] = []
-    page.route(re.compile(r".*[?&]partNumber=[34]&.*"), lambda route: held.append(route))
+    held = hold_parts(page, "34")
     stored: list[int] = []
     page.on("requestfinished", lambda r: stored.append(n) if (n := part_number(r)) else None)
     page.goto(site.origin)
@@ -121,7 +132,7 @@ def test_a_reload_in_the_middle_resumes_and_sends_only_the_missing_parts(
     until(page, lambda: sorted(stored) == [1, 2] and len(held) == 2, "parts 1 and 2 stored")
 
     page.reload()  # the held parts die with the page, as in a closed laptop
-    page.unroute(re.compile(r".*[?&]partNumber=[34]&.*"))
+    page.unroute(parts_numbered("34"))
     sent = parts_sent(page)
     asked = url_batches(page)
     page.set_input_files("#file-input", str(path))
@@ -136,8 +147,7 @@ def test_the_row_shows_speed_and_time_left_and_a_resume_counts_stored_parts_only
     site: Site, page: Page, tmp_path
 ) -> None:
     path = big_file(tmp_path, "talk.pdf", 15 * MiB)
-    held: list[Route] = []
-    page.route(re.compile(r".*[?&]partNumber=3&.*"), lambda route: held.append(route))
+    hold_parts(page, "3")
     page.goto(site.origin)
     page.set_input_files("#file-input", str(path))
     stats = row(page, "talk.pdf").locator(".file-stats")
